@@ -1,0 +1,1 @@
+"""The ``avs`` command line (``avs --help``). Each subcommand imports only what it needs."""

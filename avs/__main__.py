@@ -1,0 +1,5 @@
+import sys
+
+from avs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Export side: PyTorch models -> ONNX graphs (-> TensorRT plans) in a bundle, each with a parity check."""

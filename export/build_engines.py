@@ -1,0 +1,155 @@
+"""Build a bundle: export the networks to ONNX (and TensorRT plans on a GPU), check each, write the manifest.
+
+    python export/build_engines.py                         # default bundle, random weights (says so)
+    python export/build_engines.py --checkpoints ~/weights --out engines/official
+    python export/build_engines.py --profile tiny --out /tmp/tiny   # small configs, for tests
+    python export/build_engines.py --graphs audioclip_audio,audioclip_image
+
+Known checkpoint files are found by name in ``--checkpoints`` (see ``--help``); each one used is
+recorded with its sha256. Without them every graph is built from seeded random weights, the build
+says so loudly, and the manifest records "random-init, seed N".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from export.graph_builders import BUILDERS, PROFILES, BuildContext  # noqa: E402
+from models.registry import AUDIO_PRESETS  # noqa: E402
+from runtime.bundle import file_entry, write_manifest  # noqa: E402
+
+log = logging.getLogger("build_engines")
+
+BANNER = "!" * 78
+
+
+@dataclass
+class BuildReport:
+    """Per-graph outcome of a build, printed as a table at the end."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        head = f"{'graph':<20} {'MB':>8} {'export s':>9} {'max abs err (ORT vs torch)':>27}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r['graph']:<20} {r['mb']:>8.1f} {r['seconds']:>9.1f} {r['err']:>27.3g}")
+        return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Export avs-runtime graphs into a bundle (ONNX + manifest).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Checkpoint files looked for by name in --checkpoints:\n"
+        + "\n".join(f"  {k:<12} {v}" for k, v in BuildContext.known_files().items()),
+    )
+    p.add_argument("--checkpoints", type=Path, default=None, help="folder holding official weight files")
+    p.add_argument("--out", type=Path, default=Path("engines/default"), help="bundle folder to write (default engines/default)")
+    p.add_argument("--graphs", default="", help=f"comma-separated graphs (default: all of the profile): {', '.join(BUILDERS)}")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="full", help="full-size models, or tiny test configurations")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
+    p.add_argument("--audio-seconds", type=float, default=5.0, help="AudioCLIP audio graph input length (fixed per export)")
+    p.add_argument("--default-preset", choices=sorted(AUDIO_PRESETS), default="default", help="preset the runtime uses unless told otherwise")
+    p.add_argument("--audioclip-variant", choices=("full", "partial"), default="full", help="AudioCLIP-Full- or -Partial-Training.pt")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
+    p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    profile = PROFILES[args.profile]
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()] or list(profile["graphs"])
+    unknown = [g for g in graphs if g not in BUILDERS]
+    if unknown:
+        print(f"error: unknown graphs {unknown}; known: {list(BUILDERS)}", file=sys.stderr)
+        return 2
+    if args.tensorrt:
+        from export.tensorrt_build import tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            print(f"error: --tensorrt needs TensorRT and a CUDA GPU: {why}", file=sys.stderr)
+            return 2
+    if args.checkpoints is not None and not args.checkpoints.is_dir():
+        print(f"error: --checkpoints {args.checkpoints} is not a folder", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()):
+        if not args.force and not (out / "manifest.json").exists():
+            print(f"error: {out} exists and is not a bundle; pass --force to overwrite", file=sys.stderr)
+            return 2
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    ctx = BuildContext(
+        out=out, profile=args.profile, checkpoints=args.checkpoints, seed=args.seed,
+        audio_seconds=args.audio_seconds, audioclip_variant=args.audioclip_variant, atol=args.atol,
+    )
+    report = BuildReport()
+    graph_entries: dict[str, Any] = {}
+    bar = tqdm(graphs, desc="building", unit="graph", disable=args.quiet, file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        entry = BUILDERS[name](ctx)
+        seconds = time.perf_counter() - t0
+        if args.tensorrt:
+            from export.tensorrt_build import build_plan
+
+            entry["tensorrt"] = build_plan(out / entry["file"], fp16=args.fp16, bundle_dir=out)
+        graph_entries[name] = entry
+        mb = sum(f["bytes"] for f in [entry, *entry.get("extra_files", [])]) / 1e6
+        report.rows.append({"graph": name, "mb": mb, "seconds": seconds, "err": entry["parity_max_abs_err"]})
+        tqdm.write(f"  {name}: {mb:.1f} MB in {seconds:.1f} s, max abs err {entry['parity_max_abs_err']:.3g}", file=sys.stderr)
+
+    manifest = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "profile": args.profile,
+        "build": {
+            "torch": torch.__version__, "python": platform.python_version(),
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        },
+        "weights": ctx.weights,
+        "graphs": graph_entries,
+        "banks": ctx.banks,
+        "preprocessing": ctx.preprocessing(),
+        "presets": ctx.presets(),
+        "default_preset": args.default_preset,
+        "labels": ctx.labels,
+    }
+    for bank in manifest["banks"].values():
+        bank.update(file_entry(out, out / bank["file"]))
+    write_manifest(out, manifest)
+    print(report.table())
+    if any(w.get("source") == "random-init" for w in ctx.weights.values()):
+        print(f"\n{BANNER}\nRANDOM WEIGHTS: no checkpoint was given for "
+              f"{', '.join(k for k, w in ctx.weights.items() if w.get('source') == 'random-init')}.\n"
+              f"This bundle runs end to end, but its masks are meaningless. The manifest records it.\n{BANNER}")
+    print(f"\nbundle written to {out}/ (manifest.json + {len(graph_entries)} graphs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

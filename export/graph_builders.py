@@ -1,0 +1,144 @@
+"""One builder per bundle graph, the build profiles, and the state they share while a bundle is built."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.random_init import randomize_batchnorm
+from models.registry import AUDIO_PRESETS, AUDIOCLIP_CHECKPOINTS, get_config
+from runtime.bundle import file_entry
+
+log = logging.getLogger(__name__)
+
+# What each profile builds, and with which model configurations.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"audioclip": "audioclip", "graphs": ("audioclip_audio", "audioclip_image")},
+    "tiny": {"audioclip": "audioclip-tiny", "graphs": ("audioclip_audio", "audioclip_image")},
+}
+
+
+@dataclass
+class BuildContext:
+    """Options of one build plus what the builders share: loaded models, provenance, banks, labels."""
+
+    out: Path
+    profile: str = "full"
+    checkpoints: Path | None = None
+    seed: int = 0
+    audio_seconds: float = 5.0
+    audioclip_variant: str = "full"
+    atol: float = 1e-4
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    banks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def known_files() -> dict[str, str]:
+        """Checkpoint role -> file name looked for in ``--checkpoints``."""
+        return {f"audioclip-{k}" if k in ("full", "partial") else k: v for k, v in AUDIOCLIP_CHECKPOINTS.items()}
+
+    def find(self, filename: str) -> Path | None:
+        """The checkpoint file ``filename`` in the checkpoint folder, if present."""
+        if self.checkpoints is None:
+            return None
+        p = self.checkpoints / filename
+        return p if p.is_file() else None
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return PROFILES[self.profile]
+
+    def audioclip(self):
+        """The AudioCLIP model of this build (official file if found, else seeded random weights)."""
+        if "audioclip" not in self._cache:
+            from models.audioclip import load_audioclip
+
+            name = AUDIOCLIP_CHECKPOINTS[self.audioclip_variant]
+            path = self.find(name)
+            config = self.cfg["audioclip"]
+            if path is not None and config != "audioclip":
+                raise ValueError(f"profile {self.profile!r} builds {config}; official weights need --profile full")
+            model, prov = load_audioclip(path, config=config, with_text=False, seed=self.seed)
+            if path is None:
+                randomize_batchnorm(model, self.seed)
+                log.warning("AudioCLIP: %s not found, using RANDOM weights (seed %d)", name, self.seed)
+            self.weights["audioclip"] = {**prov, "config": config}
+            self._cache["audioclip"] = model
+        return self._cache["audioclip"]
+
+    def entry(self, result, **extra: Any) -> dict[str, Any]:
+        """Manifest entry of an exported graph (files with sha256, I/O, opset, parity error)."""
+        main = file_entry(self.out, result.path)
+        e = {
+            **main,
+            "inputs": result.inputs,
+            "outputs": result.outputs,
+            "opset": result.opset,
+            "precision": "fp32",
+            "exporter": "torch.onnx dynamo",
+            "parity_max_abs_err": result.parity_max_abs_err,
+            "parity_per_output": result.parity_per_output,
+            **extra,
+        }
+        extras = [file_entry(self.out, f) for f in result.files if f != result.path]
+        if extras:
+            e["extra_files"] = extras
+        return e
+
+    def preprocessing(self) -> dict[str, Any]:
+        """All preprocessing constants the runtime needs, from the model registry."""
+        c = get_config(self.cfg["audioclip"])
+        pre: dict[str, Any] = {
+            "image": {
+                "size": c["image_size"], "mean": list(c["image_mean"]), "std": list(c["image_std"]),
+                "interpolation": "bicubic", "resize": "shorter-side", "crop": "center",
+            },
+            "audio": {
+                "sample_rate": c["sample_rate"], "chunk_seconds": 1.0,
+                "tile": int(round(self.audio_seconds)), "clip_samples": int(round(self.audio_seconds * c["sample_rate"])),
+                "units": "waveform x input_scale (AudioCLIP rescales [-32768, 32767] to [-1, 1] inside)",
+            },
+        }
+        pre.update(self._cache.get("extra_preprocessing", {}))
+        return pre
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """The named presets: `default` (corrected behaviour) and `sam4avs` (the reference exactly)."""
+        out = {}
+        for name, p in AUDIO_PRESETS.items():
+            out[name] = {
+                "audio_input_scale": p["input_scale"],
+                "heatmap_reverse": p["reverse_heatmap"],
+                "image_antialias": name != "sam4avs",
+            }
+        return out
+
+
+def build_audioclip_audio(ctx: BuildContext) -> dict[str, Any]:
+    """``audioclip_audio``: waveform [B, T] (T = audio_seconds at 44.1 kHz) -> embedding [B, D]."""
+    from export.audioclip_audio import export_audioclip_audio
+
+    model = ctx.audioclip()
+    n = int(round(ctx.audio_seconds * get_config(ctx.cfg["audioclip"])["sample_rate"]))
+    res = export_audioclip_audio(model.audio, ctx.out / "audioclip_audio.onnx", n, atol=ctx.atol)
+    return ctx.entry(res, weights="audioclip", num_samples=n)
+
+
+def build_audioclip_image(ctx: BuildContext) -> dict[str, Any]:
+    """``audioclip_image``: image [B, 3, 224, 224] -> global [B, D], dense and surgery_dense [B, D, 7, 7]."""
+    from export.audioclip_image import export_audioclip_image
+
+    model = ctx.audioclip()
+    res = export_audioclip_image(model.visual, ctx.out / "audioclip_image.onnx", atol=ctx.atol)
+    return ctx.entry(res, weights="audioclip")
+
+
+BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
+    "audioclip_audio": build_audioclip_audio,
+    "audioclip_image": build_audioclip_image,
+}

@@ -1,0 +1,116 @@
+"""One registry of named configurations per model family, with preprocessing constants beside them.
+
+Every constant the export side writes into a bundle manifest comes from here; the runtime then reads
+it from the manifest and never keeps a copy of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# --- preprocessing constants -------------------------------------------------------------------
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+AUDIOCLIP_SAMPLE_RATE = 44100
+AUDIOCLIP_CLIP_SECONDS = 5.0  # AudioCLIP's ESC-50 training length: 220500 samples
+INT16_SCALE = 32768.0
+
+# Audio presets (spec sam4avs-reference 1.5 and 6.1): the reference feeds librosa's [-1, 1]
+# waveform without the x32768 that AudioCLIP was trained with; `sam4avs` reproduces that.
+AUDIO_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"input_scale": INT16_SCALE, "reverse_heatmap": False},
+    "sam4avs": {"input_scale": 1.0, "reverse_heatmap": True},
+}
+
+# --- AudioCLIP family ----------------------------------------------------------------------------
+
+_ESRESNEXT_FULL = {
+    "n_fft": 2048,
+    "hop_length": 561,
+    "win_length": 1654,
+    "window": "blackmanharris",
+    "normalized": True,
+    "onesided": True,
+    "num_classes": 1024,
+    "layers": (3, 4, 6, 3),
+    "groups": 32,
+    "width_per_group": 4,
+    "apply_attention": True,
+}
+
+_CLIP_RN50 = {
+    "embed_dim": 1024,
+    "image_resolution": 224,
+    "vision_layers": (3, 4, 6, 3),
+    "vision_width": 64,
+    "vision_heads": 32,  # vision_width * 32 // 64
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 512,
+    "transformer_heads": 8,
+    "transformer_layers": 12,
+}
+
+AUDIOCLIP_CONFIGS: dict[str, dict[str, Any]] = {
+    # The official AudioCLIP (Full / Partial training share one architecture).
+    "audioclip": {
+        "clip": _CLIP_RN50,
+        "audio": _ESRESNEXT_FULL,
+        "image_size": 224,
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
+        "sample_rate": AUDIOCLIP_SAMPLE_RATE,
+        "clip_seconds": AUDIOCLIP_CLIP_SECONDS,
+    },
+    # A small configuration of the same classes, for fast tests and the `tiny` bundle profile.
+    # Same front end (FBSP, 224 px input, 7x7 attention grid); narrower and shallower trunks.
+    "audioclip-tiny": {
+        "clip": {
+            **_CLIP_RN50,
+            "embed_dim": 64,
+            "vision_layers": (1, 1, 1, 1),
+            "vision_width": 8,
+            "vision_heads": 4,
+            "context_length": 77,
+            "vocab_size": 49408,
+            "transformer_width": 32,
+            "transformer_heads": 2,
+            "transformer_layers": 1,
+        },
+        "audio": {
+            **_ESRESNEXT_FULL,
+            "num_classes": 64,
+            "layers": (1, 1, 1, 1),
+            "groups": 4,
+            "width_per_group": 4,
+        },
+        "image_size": 224,
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
+        "sample_rate": AUDIOCLIP_SAMPLE_RATE,
+        "clip_seconds": AUDIOCLIP_CLIP_SECONDS,
+    },
+}
+
+# Official checkpoint files, found by name in a checkpoint folder.
+AUDIOCLIP_CHECKPOINTS = {
+    "full": "AudioCLIP-Full-Training.pt",
+    "partial": "AudioCLIP-Partial-Training.pt",
+    "clip": "CLIP.pt",
+    "esrnxfbsp": "ESRNXFBSP.pt",
+}
+
+
+def list_configs() -> list[str]:
+    """Names of every registered AudioCLIP configuration."""
+    return sorted(AUDIOCLIP_CONFIGS)
+
+
+def get_config(name: str) -> dict[str, Any]:
+    """A deep copy of the named AudioCLIP configuration; unknown names list the known ones."""
+    if name not in AUDIOCLIP_CONFIGS:
+        raise KeyError(f"unknown AudioCLIP configuration {name!r}; known: {list_configs()}")
+    return copy.deepcopy(AUDIOCLIP_CONFIGS[name])

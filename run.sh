@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One command each for the two jobs, from a fresh clone with only Python 3.11:
+#   ./run.sh demo   set up .venv, build the default bundle, segment a generated clip
+#   ./run.sh test   set up .venv, run the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  # shellcheck disable=SC1091
+  . "$VENV/bin/activate"
+  if ! python -c "import runtime, models, export, torch, onnx, onnxruntime, segment_anything, pytest" 2>/dev/null \
+     || [ pyproject.toml -nt "$VENV/.installed" ]; then
+    echo "== installing avs-runtime with its export and dev extras (first time: a few minutes)"
+    python -m pip install -q -U pip
+    python -m pip install -q -e ".[export,dev]"
+    touch "$VENV/.installed"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    python export/build_engines.py --out engines/default --force "${@:2}"
+    avs demo --bundle engines/default
+    ;;
+  test)
+    setup
+    python -m pytest -q "${@:2}"
+    ;;
+  *)
+    echo "usage: ./run.sh demo|test [extra args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,45 @@
+"""avs-runtime's lean inference runtime (numpy + onnxruntime; never torch).
+
+    import runtime
+    pipe = runtime.load("engines/default")
+    result = pipe.segment(frames, "clip.wav", mode="heatmap")
+
+or in one call: ``runtime.segment("engines/default", frames, audio, sample_rate=16000)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.bundle import Bundle
+from runtime.errors import AVSError, BundleError, InputError, ProviderError
+from runtime.pipeline import Pipeline, SegmentResult
+
+__all__ = ["load", "segment", "Pipeline", "SegmentResult", "Bundle", "AVSError", "BundleError", "InputError", "ProviderError"]
+__version__ = "0.1.0"
+
+
+def load(
+    bundle_dir: str | Path,
+    *,
+    providers: Sequence[str] | None = None,
+    provider_options: dict[str, dict[str, Any]] | None = None,
+    threads: int | None = None,
+    preset: str | None = None,
+    verify: bool = True,
+) -> Pipeline:
+    """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
+
+    ``providers``: e.g. ``["cuda", "cpu"]``; default tries TensorRT -> CUDA -> CPU, keeping those
+    this onnxruntime build has. ``preset``: "default" (corrected behaviour) or "sam4avs" (the
+    reference's quirks), as the bundle's manifest defines them.
+    """
+    bundle = Bundle.open(bundle_dir, verify=verify)
+    return Pipeline(bundle, providers=providers, provider_options=provider_options, threads=threads, preset=preset)
+
+
+def segment(bundle_dir: str | Path, frames, audio, sample_rate: int | None = None, *, mode: str | None = None, preset: str | None = None, **params) -> SegmentResult:
+    """One-call convenience: ``load(bundle_dir, preset=preset).segment(frames, audio, ...)``."""
+    return load(bundle_dir, preset=preset).segment(frames, audio, sample_rate, mode=mode, **params)

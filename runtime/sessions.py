@@ -1,0 +1,111 @@
+"""Creating onnxruntime sessions: providers tried TensorRT -> CUDA -> CPU, the one really got reported.
+
+Loading (this module) is kept apart from running (the pipelines): nothing touches a GPU before a
+session is created here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from runtime.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+# What each backend supports: short name -> (ORT provider, options it accepts).
+PROVIDERS: dict[str, dict[str, Any]] = {
+    "tensorrt": {
+        "ort": "TensorrtExecutionProvider",
+        "options": {"trt_fp16_enable", "trt_engine_cache_enable", "trt_engine_cache_path", "device_id"},
+    },
+    "cuda": {"ort": "CUDAExecutionProvider", "options": {"device_id", "cudnn_conv_algo_search"}},
+    "cpu": {"ort": "CPUExecutionProvider", "options": set()},
+}
+DEFAULT_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+@dataclass
+class SessionInfo:
+    """Which providers a session asked for and which it really got (``session.get_providers()``)."""
+
+    graph: str
+    requested: list[str]
+    providers: list[str]
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs the graph (the first one the session holds)."""
+        return self.providers[0] if self.providers else "none"
+
+
+def resolve_providers(
+    providers: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Turn short names (``"tensorrt"``, ``"cuda"``, ``"cpu"``) into ORT provider entries.
+
+    ``None`` means the default order, keeping only providers this onnxruntime build has (CPU always).
+    Unknown names or options a provider does not take are refused here, before any session exists.
+    """
+    options = options or {}
+    for name, opts in options.items():
+        if name not in PROVIDERS:
+            raise ProviderError(f"options given for unknown provider {name!r}; known: {list(PROVIDERS)}")
+        bad = set(opts) - PROVIDERS[name]["options"]
+        if bad:
+            raise ProviderError(
+                f"provider {name!r} does not take options {sorted(bad)}; it takes {sorted(PROVIDERS[name]['options'])}"
+            )
+    available = set(ort.get_available_providers())
+    if providers is None:
+        names = [n for n in DEFAULT_ORDER if PROVIDERS[n]["ort"] in available]
+    else:
+        names = []
+        for n in providers:
+            key = n.lower().removesuffix("executionprovider")
+            if key not in PROVIDERS:
+                raise ProviderError(f"unknown provider {n!r}; choose from {list(PROVIDERS)}")
+            if PROVIDERS[key]["ort"] not in available:
+                raise ProviderError(
+                    f"provider {key!r} is not in this onnxruntime build (available: {sorted(available)}); "
+                    "install onnxruntime-gpu in its own environment for CUDA/TensorRT"
+                )
+            names.append(key)
+    if "cpu" not in names:
+        names.append("cpu")
+    return [(PROVIDERS[n]["ort"], dict(options.get(n, {}))) for n in names]
+
+
+def create_session(
+    path: str | Path,
+    *,
+    graph: str = "",
+    providers: Sequence[str] | None = None,
+    provider_options: dict[str, dict[str, Any]] | None = None,
+    threads: int | None = None,
+) -> tuple[ort.InferenceSession, SessionInfo]:
+    """An ``InferenceSession`` for ``path`` with the requested providers and a report of what it got.
+
+    ``threads``: intra-op threads (default: ``AVS_THREADS`` env or onnxruntime's own choice).
+    onnxruntime silently falls back to the CPU when CUDA libraries are missing; the returned
+    :class:`SessionInfo` therefore records ``session.get_providers()``, and a warning is logged.
+    """
+    entries = resolve_providers(providers, provider_options)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    threads = threads or int(os.environ.get("AVS_THREADS", "0") or 0)
+    if threads:
+        so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    names = [e[0] for e in entries]
+    sess = ort.InferenceSession(str(path), so, providers=names, provider_options=[e[1] for e in entries])
+    got = list(sess.get_providers())
+    if got and names and got[0] != names[0]:
+        log.warning("%s: asked for %s, running on %s", graph or path, names[0], got[0])
+    return sess, SessionInfo(graph or Path(path).stem, names, got)
