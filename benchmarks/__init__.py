@@ -1,0 +1,1 @@
+"""Benchmarks: timing harness (harness.py), reference-vs-runtime comparisons, evaluation."""
