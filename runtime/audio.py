@@ -124,7 +124,10 @@ def load_audio(audio: np.ndarray | str | Path, sample_rate: int | None, target_r
     if x.size / rate > MAX_SECONDS:
         raise InputError(f"audio of {x.size / rate:.0f} s is longer than the {MAX_SECONDS:.0f} s limit")
     if int(rate) != target_rate:
-        x = soxr.resample(x, int(rate), target_rate, quality="HQ").astype(np.float32)
+        y = soxr.resample(x, int(rate), target_rate, quality="HQ").astype(np.float32)
+        # librosa's output length: ceil(T * ratio) in float64, zero-padded or cut to it
+        n = int(np.ceil(x.size * (float(target_rate) / float(rate))))
+        x = np.pad(y, (0, max(0, n - y.size)))[:n]
     return x
 
 

@@ -46,7 +46,35 @@ def run_heatmap(pipe, frames, audio, sample_rate, timings, *, threshold, reverse
     return SegmentResult("", "", masks, scores=full, prompts=[{"threshold": float(threshold), "reverse": rev}] * len(frames))
 
 
+def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold):
+    """AC-FPN mode: supervised masks; logits resized back to each frame, sigmoid > ``threshold``.
+
+    The audio embedding of each 1-s chunk comes from ``audioclip_audio`` (all chunks of the clip in
+    one batch); the audio scale is the one the AC-FPN weights were trained with (manifest).
+    """
+    if not 0.0 < float(threshold) < 1.0:
+        raise InputError(f"threshold must be in (0, 1), got {threshold}")
+    scale = pipe.bundle.graphs["acfpn"].get("audio_input_scale")
+    with _timed(timings, "audio"):
+        emb = pipe.audio_embeddings(audio, sample_rate, len(frames), input_scale=scale)
+    with _timed(timings, "image"):
+        images = pipe.clip_images(frames)
+    with _timed(timings, "acfpn"):
+        logits = pipe._run("acfpn", {"image": images, "audio_embedding": emb})[0][:, 0]
+    with _timed(timings, "postprocess"):
+        full = _to_frame_size(logits, frames)
+        probs = [(1.0 / (1.0 + np.exp(-m.astype(np.float64)))).astype(np.float32) for m in full]
+        masks = [p > np.float32(threshold) for p in probs]
+    return SegmentResult("", "", masks, scores=probs, prompts=[{"threshold": float(threshold)}] * len(frames))
+
+
 MODES: dict[str, ModeSpec] = {
+    "acfpn": ModeSpec(
+        graphs=("audioclip_audio", "acfpn"),
+        run=run_acfpn,
+        params={"threshold": 0.5},
+        doc="Supervised AC-FPN (AudioCLIP towers + FPN head); needs trained AC-FPN weights to mean anything.",
+    ),
     "heatmap": ModeSpec(
         graphs=("audioclip_audio", "audioclip_image"),
         run=run_heatmap,
