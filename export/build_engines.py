@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-seconds", type=float, default=5.0, help="AudioCLIP audio graph input length (fixed per export)")
     p.add_argument("--default-preset", choices=sorted(AUDIO_PRESETS), default="default", help="preset the runtime uses unless told otherwise")
     p.add_argument("--audioclip-variant", choices=("full", "partial"), default="full", help="AudioCLIP-Full- or -Partial-Training.pt")
+    p.add_argument("--acfpn", type=Path, default=None, help="trained AC-FPN checkpoint (avs train output, or the Sam4AVS *_best.pth)")
+    p.add_argument("--acfpn-fusion", default="hadamard", help="fusion of a random-init AC-FPN (hadamard, concatenation, ...)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             print(f"error: --tensorrt needs TensorRT and a CUDA GPU: {why}", file=sys.stderr)
             return 2
+    if args.acfpn is not None and not args.acfpn.is_file():
+        print(f"error: --acfpn {args.acfpn} is not a file", file=sys.stderr)
+        return 2
     if args.checkpoints is not None and not args.checkpoints.is_dir():
         print(f"error: --checkpoints {args.checkpoints} is not a folder", file=sys.stderr)
         return 2
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = BuildContext(
         out=out, profile=args.profile, checkpoints=args.checkpoints, seed=args.seed,
         audio_seconds=args.audio_seconds, audioclip_variant=args.audioclip_variant, atol=args.atol,
+        acfpn_checkpoint=args.acfpn, acfpn_fusion=args.acfpn_fusion,
     )
     report = BuildReport()
     graph_entries: dict[str, Any] = {}
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         report.rows.append({"graph": name, "mb": mb, "seconds": seconds, "err": entry["parity_max_abs_err"]})
         tqdm.write(f"  {name}: {mb:.1f} MB in {seconds:.1f} s, max abs err {entry['parity_max_abs_err']:.3g}", file=sys.stderr)
 
+    graph_entries.update(ctx.extra_graphs)
     manifest = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "profile": args.profile,

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from models.random_init import randomize_batchnorm
 from models.registry import AUDIO_PRESETS, AUDIOCLIP_CHECKPOINTS, get_config
 from runtime.bundle import file_entry
@@ -16,8 +18,8 @@ log = logging.getLogger(__name__)
 
 # What each profile builds, and with which model configurations.
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"audioclip": "audioclip", "graphs": ("audioclip_audio", "audioclip_image")},
-    "tiny": {"audioclip": "audioclip-tiny", "graphs": ("audioclip_audio", "audioclip_image")},
+    "full": {"audioclip": "audioclip", "graphs": ("audioclip_audio", "audioclip_image", "acfpn")},
+    "tiny": {"audioclip": "audioclip-tiny", "graphs": ("audioclip_audio", "audioclip_image", "acfpn")},
 }
 
 
@@ -31,10 +33,13 @@ class BuildContext:
     seed: int = 0
     audio_seconds: float = 5.0
     audioclip_variant: str = "full"
+    acfpn_checkpoint: Path | None = None
+    acfpn_fusion: str = "hadamard"
     atol: float = 1e-4
     weights: dict[str, dict[str, Any]] = field(default_factory=dict)
     banks: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, Any] = field(default_factory=dict)
+    extra_graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -138,7 +143,46 @@ def build_audioclip_image(ctx: BuildContext) -> dict[str, Any]:
     return ctx.entry(res, weights="audioclip")
 
 
+def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
+    """``acfpn``: image [B, 3, 224, 224] + audio embedding [B, D] -> logits [B, 1, 224, 224].
+
+    With ``--acfpn PATH`` the trained checkpoint (this project's or the Sam4AVS training script's
+    format) is loaded; without it the neck and head are seeded random and the towers are the
+    build's AudioCLIP towers. When the checkpoint's audio tower differs from AudioCLIP's (the
+    reference trains with audio BatchNorm in train mode), it is exported as ``acfpn_audio``.
+    """
+    from export.acfpn_export import export_acfpn
+    from export.audioclip_audio import export_audioclip_audio
+    from models.acfpn import ACFPN, load_acfpn
+
+    clip = ctx.audioclip()
+    if ctx.acfpn_checkpoint is not None:
+        ac_file = ctx.find(AUDIOCLIP_CHECKPOINTS[ctx.audioclip_variant])
+        model = load_acfpn(ctx.acfpn_checkpoint, audioclip=ac_file)
+        ctx.weights["acfpn"] = {**(model.checkpoint_provenance or {}), "fusion": model.fusion}
+    else:
+        model = ACFPN(ctx.acfpn_fusion, ctx.cfg["audioclip"], seed=ctx.seed)
+        model.visual.load_state_dict(clip.visual.state_dict())
+        model.audio.load_state_dict(clip.audio.state_dict())
+        ctx.weights["acfpn"] = {"source": "random-init", "seed": ctx.seed, "fusion": model.fusion,
+                                "towers": "audioclip"}
+    model.eval()
+    res = export_acfpn(model, ctx.out / "acfpn.onnx", atol=ctx.atol)
+    own_audio = any(
+        not torch.equal(a, b) for a, b in zip(model.audio.state_dict().values(), clip.audio.state_dict().values(), strict=True)
+    )
+    audio_graph = "audioclip_audio"
+    if own_audio:
+        n = int(round(ctx.audio_seconds * get_config(ctx.cfg["audioclip"])["sample_rate"]))
+        ares = export_audioclip_audio(model.audio, ctx.out / "acfpn_audio.onnx", n, atol=ctx.atol)
+        ctx.extra_graphs["acfpn_audio"] = ctx.entry(ares, weights="acfpn", num_samples=n)
+        audio_graph = "acfpn_audio"
+    return ctx.entry(res, weights="acfpn", fusion=model.fusion, audio_input_scale=model.audio_input_scale,
+                     audio_graph=audio_graph)
+
+
 BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
+    "acfpn": build_acfpn,
     "audioclip_audio": build_audioclip_audio,
     "audioclip_image": build_audioclip_image,
 }

@@ -87,6 +87,7 @@ AUDIOCLIP_CONFIGS: dict[str, dict[str, Any]] = {
             "groups": 4,
             "width_per_group": 4,
         },
+        "acfpn": {"neck_channels": 64, "head_channels": 32},
         "image_size": 224,
         "image_mean": CLIP_MEAN,
         "image_std": CLIP_STD,

@@ -23,6 +23,7 @@ KNOWN_GRAPHS = (
     "audioclip_audio",
     "audioclip_image",
     "acfpn",
+    "acfpn_audio",
     "sam_image_encoder",
     "sam_prompt_decoder",
     "clap_audio",

@@ -54,9 +54,11 @@ def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold):
     """
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"threshold must be in (0, 1), got {threshold}")
-    scale = pipe.bundle.graphs["acfpn"].get("audio_input_scale")
+    entry = pipe.bundle.graphs["acfpn"]
+    scale = entry.get("audio_input_scale")
     with _timed(timings, "audio"):
-        emb = pipe.audio_embeddings(audio, sample_rate, len(frames), input_scale=scale)
+        emb = pipe.audio_embeddings(audio, sample_rate, len(frames), input_scale=scale,
+                                    graph=entry.get("audio_graph", "audioclip_audio"))
     with _timed(timings, "image"):
         images = pipe.clip_images(frames)
     with _timed(timings, "acfpn"):

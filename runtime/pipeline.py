@@ -110,7 +110,8 @@ class Pipeline:
     def _input_shape(self, graph: str, index: int = 0) -> list:
         return self.bundle.graphs[graph]["inputs"][index]["shape"]
 
-    def audioclip_audio_input(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None) -> np.ndarray:
+    def audioclip_audio_input(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None,
+                              graph: str = "audioclip_audio") -> np.ndarray:
         """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest)."""
         a = self.manifest["preprocessing"]["audio"]
         x = prepare_audioclip_audio(
@@ -118,15 +119,16 @@ class Pipeline:
             target_rate=int(a["sample_rate"]), chunk_seconds=float(a["chunk_seconds"]),
             tile=int(a["tile"]), input_scale=float(self.preset_value("audio_input_scale", input_scale)),
         )
-        t = self._input_shape("audioclip_audio")[1]
+        t = self._input_shape(graph)[1]
         if isinstance(t, int) and x.shape[1] != t:
             raise InputError(f"audio graph was exported for T={t} samples, preprocessing gives {x.shape[1]}")
         return x
 
-    def audio_embeddings(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None) -> np.ndarray:
+    def audio_embeddings(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None,
+                         graph: str = "audioclip_audio") -> np.ndarray:
         """AudioCLIP embeddings of a clip, one per frame: float32 [F, D] (not normalised)."""
-        x = self.audioclip_audio_input(audio, sample_rate, num_frames, input_scale=input_scale)
-        return self._run("audioclip_audio", {"waveform": x})[0]
+        x = self.audioclip_audio_input(audio, sample_rate, num_frames, input_scale=input_scale, graph=graph)
+        return self._run(graph, {"waveform": x})[0]
 
     def clip_images(self, frames: list[np.ndarray], *, antialias: bool | None = None) -> np.ndarray:
         """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std."""
