@@ -30,7 +30,12 @@ Records (the ``output_mode="binary_mask"`` format of SAM), in NMS order:
 h = y1 - y0 from the inclusive XYXY box (SAM's convention, one less than the pixel extent: the
 reference's crops therefore drop the mask's last row and column, spec 4.8); ``predicted_iou``
 float; ``stability_score`` float; ``point_coords`` [[x, y]] floats (image pixels); ``crop_box``
-[x, y, w, h] ints (exclusive XYXY crop box converted, so w, h are the crop's size).
+[x, y, w, h] ints (exclusive XYXY crop box converted, so w, h are the crop's size). (SAM itself
+returns ``bbox`` and ``crop_box`` as floats when, with crop layers, some crop kept no mask: its
+empty tensors are float and promote the concatenation; the values are the same.)
+
+Memory: kept masks are stored bit-packed (1 bit per pixel) until the records are written, and the
+upscaled float32 logits are made at most ``_CHUNK_ELEMENTS`` values at a time.
 
 Coordinates: (x, y) pixels of the image, x along the width, origin top-left. numpy only.
 """
