@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audioclip-variant", choices=("full", "partial"), default="full", help="AudioCLIP-Full- or -Partial-Training.pt")
     p.add_argument("--acfpn", type=Path, default=None, help="trained AC-FPN checkpoint (avs train output, or the Sam4AVS *_best.pth)")
     p.add_argument("--acfpn-fusion", default="hadamard", help="fusion of a random-init AC-FPN (hadamard, concatenation, ...)")
+    p.add_argument("--sam", choices=("vit_b", "vit_l", "vit_h", "micro"), default=None,
+                   help="SAM size (default: vit_b for --profile full, micro for tiny; the paper used vit_h)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = BuildContext(
         out=out, profile=args.profile, checkpoints=args.checkpoints, seed=args.seed,
         audio_seconds=args.audio_seconds, audioclip_variant=args.audioclip_variant, atol=args.atol,
-        acfpn_checkpoint=args.acfpn, acfpn_fusion=args.acfpn_fusion,
+        acfpn_checkpoint=args.acfpn, acfpn_fusion=args.acfpn_fusion, sam=args.sam,
     )
     report = BuildReport()
     graph_entries: dict[str, Any] = {}

@@ -18,8 +18,14 @@ log = logging.getLogger(__name__)
 
 # What each profile builds, and with which model configurations.
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"audioclip": "audioclip", "graphs": ("audioclip_audio", "audioclip_image", "acfpn")},
-    "tiny": {"audioclip": "audioclip-tiny", "graphs": ("audioclip_audio", "audioclip_image", "acfpn")},
+    "full": {
+        "audioclip": "audioclip", "sam": "vit_b",
+        "graphs": ("audioclip_audio", "audioclip_image", "acfpn", "sam_image_encoder", "sam_prompt_decoder"),
+    },
+    "tiny": {
+        "audioclip": "audioclip-tiny", "sam": "micro",
+        "graphs": ("audioclip_audio", "audioclip_image", "acfpn", "sam_image_encoder", "sam_prompt_decoder"),
+    },
 }
 
 
@@ -35,6 +41,7 @@ class BuildContext:
     audioclip_variant: str = "full"
     acfpn_checkpoint: Path | None = None
     acfpn_fusion: str = "hadamard"
+    sam: str | None = None
     atol: float = 1e-4
     weights: dict[str, dict[str, Any]] = field(default_factory=dict)
     banks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,6 +82,33 @@ class BuildContext:
             self.weights["audioclip"] = {**prov, "config": config}
             self._cache["audioclip"] = model
         return self._cache["audioclip"]
+
+    def sam_model(self):
+        """The SAM of this build (``--sam`` or the profile's; official file if found, else random)."""
+        if "sam" not in self._cache:
+            from models.sam import get_sam_config, load_sam
+
+            name = self.sam or self.cfg["sam"]
+            cfg = get_sam_config(name)
+            path = self.find(cfg["checkpoint"]) if cfg.get("checkpoint") else None
+            model = load_sam(name, path, seed=self.seed)
+            if path is None:
+                log.warning("SAM %s: %s not found, using RANDOM weights (seed %d)", name, cfg.get("checkpoint"), self.seed)
+                self.weights["sam"] = {"source": "random-init", "seed": self.seed, "config": cfg["name"]}
+            else:
+                from models.checkpoints import sha256_file
+
+                self.weights["sam"] = {"path": str(path.resolve()), "sha256": sha256_file(path), "config": cfg["name"]}
+            self._cache["extra_preprocessing"] = {
+                **self._cache.get("extra_preprocessing", {}),
+                "sam": {
+                    "config": cfg["name"], "image_size": cfg["image_size"], "patch_size": cfg["patch_size"],
+                    "pixel_mean": list(cfg["pixel_mean"]), "pixel_std": list(cfg["pixel_std"]),
+                    "mask_threshold": cfg["mask_threshold"], "resize": "longest side, PIL bilinear, zero pad",
+                },
+            }
+            self._cache["sam"] = model
+        return self._cache["sam"]
 
     def entry(self, result, **extra: Any) -> dict[str, Any]:
         """Manifest entry of an exported graph (files with sha256, I/O, opset, parity error)."""
@@ -181,7 +215,25 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
                      audio_graph=audio_graph)
 
 
+def build_sam_image_encoder(ctx: BuildContext) -> dict[str, Any]:
+    """``sam_image_encoder``: normalised padded image [B, 3, S, S] -> embedding [B, 256, S/16, S/16]."""
+    from export.sam_export import export_sam_encoder
+
+    res = export_sam_encoder(ctx.sam_model(), ctx.out / "sam_image_encoder.onnx", atol=ctx.atol * 10)
+    return ctx.entry(res, weights="sam")
+
+
+def build_sam_prompt_decoder(ctx: BuildContext) -> dict[str, Any]:
+    """``sam_prompt_decoder``: embedding + P prompt sets of N points (+ mask input) -> IoU [P, 4], low-res logits."""
+    from export.sam_export import export_sam_decoder
+
+    res = export_sam_decoder(ctx.sam_model(), ctx.out / "sam_prompt_decoder.onnx", atol=ctx.atol * 10)
+    return ctx.entry(res, weights="sam")
+
+
 BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
+    "sam_image_encoder": build_sam_image_encoder,
+    "sam_prompt_decoder": build_sam_prompt_decoder,
     "acfpn": build_acfpn,
     "audioclip_audio": build_audioclip_audio,
     "audioclip_image": build_audioclip_image,
