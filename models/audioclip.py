@@ -75,7 +75,7 @@ def official_ignore_keys(model: AudioCLIP) -> tuple[str, ...]:
     """Keys of an official file that a model built without the text tower skips."""
     if model.with_text:
         return ()
-    return tuple(_TEXT_KEYS) + ("logit_scale",)
+    return tuple(_TEXT_KEYS)
 
 
 def load_audioclip(
@@ -97,7 +97,7 @@ def load_audioclip(
     sd = load_checkpoint(checkpoint)
     drop = set()
     if not with_text:
-        drop = {k for k in sd if k.split(".")[0] in _TEXT_KEYS or k == "logit_scale"}
+        drop = {k for k in sd if k.split(".")[0] in _TEXT_KEYS}
     load_strict(model, sd, ignore=drop, source=str(checkpoint))
     return model.eval(), {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
 
@@ -105,11 +105,18 @@ def load_audioclip(
 def load_tower_file(model: AudioCLIP, path: str | Path, tower: str) -> dict:
     """Load ``CLIP.pt`` (tower "clip": visual + text keys) or ``ESRNXFBSP.pt`` (tower "audio").
 
-    ESRNXFBSP.pt holds the audio net with a 527-class AudioSet ``fc``; its fc is refused unless the
-    shapes fit, in which case the error names the fc keys.
+    ESRNXFBSP.pt holds the audio net with a 527-class AudioSet ``fc``: when its fc does not fit the
+    embedding width it is skipped (the Sam4AVS ablations train it) and the result lists it under
+    ``skipped``; every other key must fit exactly.
     """
     sd = load_checkpoint(path)
+    skipped: list[str] = []
     if tower == "audio":
+        own = model.audio.state_dict()
+        skipped = sorted(k for k in ("fc.weight", "fc.bias") if k in sd and k in own and sd[k].shape != own[k].shape)
+        if skipped:
+            sd = {k: v for k, v in sd.items() if k not in skipped}
+            sd.update({k: own[k] for k in skipped})
         load_strict(model.audio, sd, source=str(path))
     elif tower == "clip":
         clip_keys = {k: v for k, v in sd.items() if not k.startswith("audio.")}
@@ -123,4 +130,4 @@ def load_tower_file(model: AudioCLIP, path: str | Path, tower: str) -> dict:
         model.load_state_dict(clip_keys, strict=False)
     else:
         raise ValueError(f"tower must be 'clip' or 'audio', got {tower!r}")
-    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "skipped": skipped}

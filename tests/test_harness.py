@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import subprocess
 import sys
 import time
@@ -63,9 +64,14 @@ def test_load_cpu_and_rss_fields_present():
 
 def test_rss_peak_sees_temporary_allocation():
     def alloc():
-        a = np.ones(6_000_000)  # 48 MB, touched
-        time.sleep(0.03)  # held long enough for the 5 ms sampler
-        return a.sum()
+        # a fresh anonymous mapping: malloc could hand back already-resident heap pages
+        with mmap.mmap(-1, 48 << 20) as buf:
+            a = np.frombuffer(buf, dtype=np.uint8)
+            a[::4096] = 1  # touch every page: 48 MB resident
+            time.sleep(0.03)  # held long enough for the 5 ms sampler
+            total = int(a[::4096].sum())
+            del a
+        return total
 
     m = measure(alloc, warmup=0, repeats=2)
     assert m.rss_delta_mb > 30
