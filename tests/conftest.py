@@ -38,3 +38,16 @@ def tiny_bundle(tmp_path_factory) -> Path:
     rc = main(["--profile", "tiny", "--out", str(out), "--quiet"])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_sam_graphs(tmp_path_factory):
+    """(encoder, decoder) ExportResults of the `micro` SAM (seed 0), exported once per session."""
+    from export.sam_export import export_sam_decoder, export_sam_encoder
+    from models.sam import load_sam
+
+    sam = load_sam("micro", seed=0)
+    d = tmp_path_factory.mktemp("micro_sam_onnx")
+    enc = export_sam_encoder(sam, d / "sam_image_encoder.onnx", parity_batches=(), atol=1e-4)
+    dec = export_sam_decoder(sam, d / "sam_prompt_decoder.onnx", atol=1e-4)
+    return enc, dec

@@ -294,15 +294,12 @@ def test_rejects_bad_inputs():
 
 
 @pytest.fixture(scope="module")
-def micro_runner(micro_sam, tmp_path_factory):
+def micro_runner(micro_sam_graphs):
     from export.onnx_utils import cpu_session
-    from export.sam_export import export_sam_decoder, export_sam_encoder
     from models.sam import get_sam_config
     from runtime.sam import SamRunner
 
-    d = tmp_path_factory.mktemp("amg_sam_onnx")
-    enc = export_sam_encoder(micro_sam, d / "sam_image_encoder.onnx", parity_batches=(), atol=1e-4)
-    dec = export_sam_decoder(micro_sam, d / "sam_prompt_decoder.onnx", atol=1e-4)
+    enc, dec = micro_sam_graphs
     cfg = get_sam_config("micro")
     return SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
                      cfg["pixel_mean"], cfg["pixel_std"], patch_size=cfg["patch_size"],

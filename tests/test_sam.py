@@ -69,11 +69,10 @@ def sam():
 
 
 @pytest.fixture(scope="module")
-def exported(sam, tmp_path_factory):
-    d = tmp_path_factory.mktemp("sam_onnx")
+def exported(micro_sam_graphs):
     # export_graph checks the example batch (2); test_encoder_graph_vs_torch checks batches 1 and 3.
-    enc = export_sam_encoder(sam, d / "sam_image_encoder.onnx", parity_batches=(), atol=TOL)
-    dec = export_sam_decoder(sam, d / "sam_prompt_decoder.onnx", atol=TOL)
+    enc, dec = micro_sam_graphs
+    assert enc.parity_max_abs_err <= TOL and dec.parity_max_abs_err <= TOL
     return enc, dec
 
 
