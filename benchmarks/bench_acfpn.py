@@ -1,0 +1,418 @@
+"""AC-FPN on one 5-frame clip: the PyTorch reference pipeline vs the runtime, end to end and per stage.
+
+    python -m benchmarks.bench_acfpn --bundle /tmp/full_acfpn --out results/
+    python -m benchmarks.bench_acfpn --bundle /tmp/tiny --out /tmp/bench --repeats 3   # smoke run
+
+Same weights and inputs in one run:
+
+- **reference** (PyTorch eager, the Sam4AVS control flow of ``Pred_endecoder`` in eval mode): the
+  frames through torchvision's ``ToTensor -> Resize(224, bicubic) -> CenterCrop(224) -> Normalize``,
+  the wav through ``librosa.load(sr=44100)``, forced to N seconds, cut into N 1-s chunks, each
+  tiled 5x (the 5-s clips), times the input scale the AC-FPN weights expect; then the audio tower
+  on the N clips, and the visual tower + fusion + FPN neck + head on the N frames, one batch each.
+  The model is rebuilt from the bundle manifest's weight provenance (:func:`reference_model`).
+- **runtime**: ``Pipeline.segment(frame files, wav, mode="acfpn")`` (preprocessing included), and
+  its stages: the ``audioclip_audio`` (or ``acfpn_audio``) graph and the ``acfpn`` graph.
+
+Default clip: five of the real photos in ``../shared/data/audioclip-demo`` squashed to 224 x 224
+PNGs (as AVSBench's frames are) and one real ESC-50 wav resampled to a 16 kHz 16-bit wav (as
+AVSBench's are), written to a temporary folder. Reports medians, spread, GFLOP/s and % of the
+numpy fp32 matmul peak (FLOPs from ``count_flops_torch``), peak RSS, and reference/runtime ratios,
+as JSON + Markdown via ``Report.save`` (``acfpn.json`` / ``acfpn.md``). The reference and runtime
+runs of each case alternate (:func:`interleaved`) so that load drift on a shared machine hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from benchmarks.harness import (
+    Measurement,
+    Report,
+    count_flops_torch,
+    machine_info,
+    matmul_peak,
+    measure,
+)
+from runtime.bundle import Bundle
+from runtime.errors import BundleError
+
+__all__ = [
+    "DEMO_FRAMES",
+    "DEMO_WAV",
+    "reference_model",
+    "reference_frames",
+    "reference_audio",
+    "reference_logits",
+    "make_demo_clip",
+    "interleaved",
+    "run",
+    "main",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_FRAMES = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
+DEMO_WAV = "cat_3-95694-A-5.wav"
+REFERENCE_RATE = 44100  # librosa.load(sr=44100) in the reference loader
+REFERENCE_TILE = 5  # each 1-s chunk repeated to a 5-s clip
+
+
+# ------------------------------------------------------------------------------------------------
+# the reference (PyTorch) pipeline
+
+
+def reference_model(bundle: Bundle | str | Path):
+    """The bundle's AC-FPN rebuilt in PyTorch with the same weights, in eval mode.
+
+    Follows the manifest's ``weights`` provenance: a random-init AC-FPN is
+    ``ACFPN(fusion, config, seed=seed)`` with the visual and audio towers copied from
+    ``load_audioclip(<AudioCLIP file or None>, config, with_text=False, seed)`` (+ seeded random
+    BatchNorm statistics when that is random too), as ``export/graph_builders.build_acfpn`` does;
+    a trained one is ``load_acfpn(path, audioclip=<AudioCLIP file>)`` with its sha256 checked.
+    Raises BundleError when the bundle has no ``acfpn`` graph or the files are gone / changed.
+    """
+    from models.acfpn import ACFPN, load_acfpn
+    from models.audioclip import load_audioclip
+    from models.random_init import randomize_batchnorm
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    if not b.has("acfpn"):
+        raise BundleError(f"bundle {b.root} has no acfpn graph (it has {sorted(b.graphs)})")
+    weights = b.manifest["weights"]
+    wa = weights.get("audioclip", {})
+    w = weights.get("acfpn")
+    if w is None:
+        raise BundleError(f"bundle {b.root}: the manifest records no provenance for the acfpn weights")
+    ac_path = wa.get("path")
+    if w.get("source") == "random-init":
+        clip, _ = load_audioclip(ac_path, config=wa["config"], with_text=False, seed=int(wa.get("seed", 0)))
+        if wa.get("source") == "random-init":
+            randomize_batchnorm(clip, int(wa.get("seed", 0)))
+        model = ACFPN(w["fusion"], wa["config"], seed=int(w["seed"]))
+        model.visual.load_state_dict(clip.visual.state_dict())
+        model.audio.load_state_dict(clip.audio.state_dict())
+    else:
+        path = w.get("path")
+        if not path or not Path(path).is_file():
+            raise BundleError(f"bundle {b.root}: the AC-FPN checkpoint {path!r} it was built from is not found")
+        model = load_acfpn(path, audioclip=ac_path)
+        got = (model.checkpoint_provenance or {}).get("sha256")
+        if w.get("sha256") and got != w["sha256"]:
+            raise BundleError(f"{path} has changed since bundle {b.root} was built (sha256 {str(got)[:12]}...)")
+    scale = b.graphs["acfpn"].get("audio_input_scale")
+    if scale is not None and float(scale) != model.audio_input_scale:
+        raise BundleError(f"bundle {b.root}: acfpn audio_input_scale {scale} differs from the model's {model.audio_input_scale}")
+    return model.eval()
+
+
+def reference_frames(frames: Sequence[Any], *, size: int = 224, antialias: bool = True,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
+    """The reference's image transform: float32 [N, 3, size, size], CLIP-normalised.
+
+    ``frames``: image paths or uint8 RGB [H, W, 3] arrays (read with PIL ``convert("RGB")``);
+    ``ToTensor -> Resize(size, bicubic, antialias) -> CenterCrop(size) -> Normalize(mean, std)``
+    (torchvision; CLIP's statistics by default). ``antialias=False`` is the original environment's
+    (torchvision 0.15) tensor resize.
+    """
+    from torchvision import transforms as T
+
+    from models.registry import CLIP_MEAN, CLIP_STD
+
+    tf = T.Compose([
+        T.ToTensor(),
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=antialias),
+        T.CenterCrop(size),
+        T.Normalize(mean or CLIP_MEAN, std or CLIP_STD),
+    ])
+    out = []
+    for f in frames:
+        if isinstance(f, np.ndarray):
+            if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise ValueError(f"expected uint8 [H, W, 3] frames, got {f.dtype} {f.shape}")
+            img = Image.fromarray(f)
+        else:
+            with Image.open(f) as im:
+                img = im.convert("RGB")
+        out.append(tf(img))
+    return torch.stack(out)
+
+
+def reference_audio(wav: str | Path, num_frames: int = 5, *, input_scale: float = 1.0,
+                    rate: int = REFERENCE_RATE, tile: int = REFERENCE_TILE) -> torch.Tensor:
+    """The reference's audio loader generalised to N frames: float32 [N, tile * rate].
+
+    ``librosa.load(wav, sr=rate)`` (mono, soxr_hq), forced to N seconds (longer: truncated;
+    shorter: the whole seconds kept, then copies of the last ``rate`` samples appended), cut into
+    N 1-s chunks (chunk k for frame k), each tiled ``tile`` times, times ``input_scale``.
+    """
+    import librosa
+
+    x, _ = librosa.load(str(wav), sr=rate, dtype=np.float32)
+    if x.size < rate:
+        raise ValueError(f"{wav}: shorter than one second; the reference has no rule for it")
+    total = num_frames * rate
+    if x.size >= total:
+        x = x[:total]
+    else:
+        kept = x[: (x.size // rate) * rate]
+        last = x[x.size - rate :]
+        while kept.size < total:
+            kept = np.concatenate([kept, last])
+        x = kept
+    chunks = torch.from_numpy(np.ascontiguousarray(x)).reshape(num_frames, 1, rate)
+    clips = chunks.repeat(1, 1, tile)[:, 0]
+    return (clips * float(input_scale)).float() if input_scale != 1.0 else clips.float()
+
+
+def reference_logits(model, images: torch.Tensor, waveforms: torch.Tensor,
+                     frame_sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    """Eval-mode forward (audio tower on the clips, then visual + fusion + neck + head) -> logits.
+
+    ``images``: [N, 3, 224, 224] from :func:`reference_frames`; ``waveforms``: [N, T] from
+    :func:`reference_audio`. Returns N float32 arrays: [224, 224], or resized to
+    ``frame_sizes[i]`` = (rows, cols) with bilinear interpolation (align_corners=False).
+    """
+    with torch.no_grad():
+        emb = model.encode_audio(waveforms)
+        z = model(images, emb)
+        if frame_sizes is None:
+            return [z[i, 0].numpy() for i in range(z.shape[0])]
+        return [F.interpolate(z[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0, 0].numpy()
+                for i, s in enumerate(frame_sizes)]
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs
+
+
+def _write_wav16(path: Path, x: np.ndarray, rate: int) -> None:
+    s = np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(s.tobytes())
+
+
+def make_demo_clip(demo_dir: str | Path, out_dir: str | Path, *, size: int = 224, rate: int = 16000,
+                   frames: Sequence[str] = DEMO_FRAMES, wav: str = DEMO_WAV) -> tuple[list[Path], Path]:
+    """An AVSBench-like clip from the real demo media: (frame PNG paths, wav path).
+
+    Frames: the photos squashed to ``size`` x ``size`` (PIL bicubic, aspect ratio not kept, like
+    AVSBench's cv2 resize); audio: the wav as mono resampled to ``rate`` Hz (soxr HQ), 16-bit PCM.
+    """
+    import soxr
+
+    from runtime.audio import read_wav
+
+    demo_dir, out_dir = Path(demo_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(frames, start=1):
+        with Image.open(demo_dir / name) as im:
+            p = out_dir / f"frame_{i}.png"
+            im.convert("RGB").resize((size, size), Image.BICUBIC).save(p)
+        paths.append(p)
+    x, sr = read_wav(demo_dir / wav)
+    mono = x.mean(axis=0).astype(np.float32)
+    y = soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32) if sr != rate else mono
+    wav_out = out_dir / f"audio_{rate // 1000}k.wav"
+    _write_wav16(wav_out, y, rate)
+    return paths, wav_out
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def interleaved(fns: Sequence[Any], *, repeats: int, warmup: int = 1, labels: Sequence[str] | None = None,
+                flops: float | None = None, pause_s: float = 0.3) -> list[Measurement]:
+    """Time zero-argument callables in alternation (A B A B ...), one Measurement each.
+
+    On a shared machine the load drifts; alternating the runs exposes every callable to the same
+    drift, so their ratio is fairer than timing all runs of one and then all of the other. Each
+    call is one ``measure(fn, warmup=0, repeats=1)``; the rounds are merged: samples in order,
+    CPU and wall time summed, peak RSS and lifetime max RSS the maxima, machine busy cores the
+    wall-time-weighted mean, load averages of the first and last round. ``pause_s``: sleep before
+    each timed call, so that the thread pools of the previous call (OpenMP, onnxruntime), which
+    spin for a while after their work, do not steal cores from the next one.
+    """
+    labels = list(labels or [f"fn{i}" for i in range(len(fns))])
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    rounds: list[list[Measurement]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            time.sleep(pause_s)
+            rounds[i].append(measure(fn, warmup=0, repeats=1, label=labels[i], flops=flops, gc_collect=False))
+    return [_merge(ms, labels[i], warmup, flops) for i, ms in enumerate(rounds)]
+
+
+def _merge(ms: list[Measurement], label: str, warmup: int, flops: float | None) -> Measurement:
+    def mx(vals):
+        vals = [v for v in vals if v is not None]
+        return max(vals) if vals else None
+
+    wall = [m.wall_time_s or 0.0 for m in ms]
+    busy = [(m.machine_busy_cores, w) for m, w in zip(ms, wall, strict=True) if m.machine_busy_cores is not None]
+    return Measurement(
+        label=label,
+        samples_ms=[x for m in ms for x in m.samples_ms],
+        warmup=warmup,
+        flops=flops,
+        rss_before_mb=ms[0].rss_before_mb,
+        rss_after_mb=ms[-1].rss_after_mb,
+        rss_peak_mb=mx(m.rss_peak_mb for m in ms),
+        rss_peak_source="max of interleaved rounds",
+        maxrss_mb=mx(m.maxrss_mb for m in ms),
+        cpu_time_s=sum(m.cpu_time_s or 0.0 for m in ms),
+        wall_time_s=sum(wall),
+        machine_busy_cores=(sum(b * w for b, w in busy) / max(sum(w for _, w in busy), 1e-12)) if busy else None,
+        loadavg_before=ms[0].loadavg_before,
+        loadavg_after=ms[-1].loadavg_after,
+        extra={"interleaved": True},
+    )
+
+
+def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path] | None = None,
+        audio: str | Path | None = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
+        providers: Sequence[str] | None = None, demo_dir: str | Path | None = None) -> Report:
+    """Measure reference vs runtime on one clip; returns the Report (saved as ``out/acfpn.{json,md}``)."""
+    import runtime
+
+    torch.set_num_threads(threads)
+    bundle = Bundle.open(bundle_dir)
+    model = reference_model(bundle)
+    pipe = runtime.load(bundle_dir, providers=providers or ["cpu"], threads=threads)
+    entry = bundle.graphs["acfpn"]
+    audio_graph = entry.get("audio_graph", "audioclip_audio")
+    scale = float(entry.get("audio_input_scale", pipe.preset_value("audio_input_scale")))
+    antialias = bool(pipe.preset_value("image_antialias"))
+    tmp = None
+    if frames is None or audio is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_acfpn_")
+        demo = Path(demo_dir) if demo_dir else (
+            Path(os.environ.get("AVS_SHARED_DATA", REPO.parent / "shared" / "data")) / "audioclip-demo")
+        if not demo.is_dir():
+            raise FileNotFoundError(f"demo media not found: {demo} (pass --frames and --audio, or set AVS_SHARED_DATA)")
+        dpaths, dwav = make_demo_clip(demo, tmp.name)
+        frames = frames or dpaths
+        audio = audio or dwav
+    frames = [Path(f) for f in frames]
+    n = len(frames)
+
+    rep = Report(f"AC-FPN, one {n}-frame clip: PyTorch reference (eager) vs runtime (onnxruntime)",
+                 machine=machine_info(include_torch=True))
+    rep.set_peak(matmul_peak(threads=threads))
+    rep.notes.append(f"torch threads {threads}, ORT intra-op threads {threads}; bundle {bundle_dir} "
+                     f"(profile {bundle.manifest.get('profile')}); weights: {bundle.manifest['weights'].get('acfpn')}")
+    if bundle.random_weights:
+        rep.notes.append("RANDOM WEIGHTS: timings are valid (dense networks), masks are meaningless")
+    rep.notes.append(f"clip: {n} frames {[f.name for f in frames]}, audio {Path(audio).name}; "
+                     f"audio graph {audio_graph}, input scale {scale:g}, image antialias {antialias}")
+
+    # inputs of the per-stage runs, from the runtime's own preprocessing
+    from runtime.image import load_frames
+
+    imgs_np = pipe.clip_images(load_frames(frames))
+    wav_np = pipe.audioclip_audio_input(audio, None, n, input_scale=scale, graph=audio_graph)
+    imgs_t, wav_t = torch.from_numpy(imgs_np), torch.from_numpy(wav_np)
+    with torch.no_grad():
+        emb_t = model.encode_audio(wav_t)
+    emb_np = emb_t.numpy()
+    f_audio = count_flops_torch(model.audio, (wav_t,))
+    f_acfpn = count_flops_torch(model, (imgs_t, emb_t))
+
+    # parity of the two sides on this clip (same weights?)
+    ref = reference_logits(model, reference_frames(frames, antialias=antialias),
+                           reference_audio(audio, n, input_scale=scale))
+    from benchmarks.evaluate import load_pipeline, segment_with_logits
+
+    rec_pipe = load_pipeline(bundle_dir, providers=providers or ["cpu"], threads=threads)
+    _, got = segment_with_logits(rec_pipe, frames, audio)
+    err = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True))
+    agree = float(np.mean([np.mean((a > 0) == (b > 0)) for a, b in zip(ref, got, strict=True)]))
+    rep.notes.append(f"parity on this clip: max |logit_ref - logit_runtime| = {err:.3g}, mask agreement {agree:.6f}")
+    del rec_pipe
+
+    audio_sess = pipe.session(audio_graph)
+    acfpn_sess = pipe.session("acfpn")
+    prov = pipe.providers()
+
+    def ref_e2e():
+        with torch.no_grad():
+            z = reference_logits(model, reference_frames(frames, antialias=antialias),
+                                 reference_audio(audio, n, input_scale=scale))
+        return [s > 0 for s in z]  # sigmoid(z) > 0.5
+
+    def no_grad(fn):
+        def call():
+            with torch.no_grad():
+                return fn()
+        return call
+
+    e2e = f"end to end ({n} frames, preprocessing included)"
+    pairs = [  # (group, case, flops, (reference backend, fn), (runtime backend, fn))
+        (e2e, "acfpn clip", f_audio + f_acfpn, ("torch eager (reference)", ref_e2e),
+         (f"runtime segment ({prov.get('acfpn', '?')})", lambda: pipe.segment(frames, audio, mode="acfpn"))),
+        ("preprocessing", "frames + audio", None,
+         ("torchvision + librosa (reference)",
+          lambda: (reference_frames(frames, antialias=antialias), reference_audio(audio, n, input_scale=scale))),
+         ("runtime (numpy + soxr)",
+          lambda: (pipe.clip_images(load_frames(frames)),
+                   pipe.audioclip_audio_input(audio, None, n, input_scale=scale, graph=audio_graph)))),
+        ("stages", "audio tower", f_audio, ("torch eager", no_grad(lambda: model.audio(wav_t))),
+         (f"onnxruntime {prov[audio_graph]} ({audio_graph})", lambda: audio_sess.run(None, {"waveform": wav_np}))),
+        ("stages", "visual + neck + head", f_acfpn, ("torch eager", no_grad(lambda: model(imgs_t, emb_t))),
+         (f"onnxruntime {prov['acfpn']} (acfpn)",
+          lambda: acfpn_sess.run(None, {"image": imgs_np, "audio_embedding": emb_np}))),
+    ]
+    for group, case, flops, (ref_name, ref_fn), (rt_name, rt_fn) in pairs:
+        a, b = interleaved([ref_fn, rt_fn], repeats=repeats, warmup=warmup,
+                           labels=[f"{case}/{ref_name}", f"{case}/{rt_name}"], flops=flops)
+        rep.add(a, case=case, backend=ref_name, group=group, batch=n)
+        rep.add(b, case=case, backend=rt_name, group=group, batch=n)
+        rep.add_ratio(f"{case}: reference / runtime", a, b, note="runs interleaved")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rep.save(out, "acfpn")
+    if tmp is not None:
+        tmp.cleanup()
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, required=True, help="bundle with audioclip_audio + acfpn graphs")
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--frames", nargs="+", default=None, help="frame image files (default: 5 demo photos at 224x224)")
+    p.add_argument("--audio", default=None, help="WAV file (default: a demo clip resampled to 16 kHz)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--providers", default=None, help="comma-separated ORT providers (default cpu)")
+    a = p.parse_args(argv)
+    if (a.frames is None) != (a.audio is None):
+        p.error("--frames and --audio go together")
+    prov = [x.strip() for x in a.providers.split(",")] if a.providers else None
+    rep = run(a.bundle, a.out, frames=a.frames, audio=a.audio, threads=a.threads, repeats=a.repeats,
+              warmup=a.warmup, providers=prov)
+    print(rep.to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
