@@ -107,6 +107,19 @@ def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
     return int(size * h / w), size
 
 
+def squash_to_square(frame: np.ndarray, size: int, *, antialias: bool = True) -> np.ndarray:
+    """Resize a uint8 RGB frame [H, W, 3] to [size, size, 3] ignoring its aspect ratio.
+
+    The AVSBench convention: every video frame was resized to 224x224 (bilinear) before training
+    and evaluation, so a prediction on the square frame covers the whole original frame. Bilinear,
+    ``align_corners=False``, rounded to uint8; ``antialias`` for large downscales (False: cv2-like).
+    """
+    if frame.shape[:2] == (size, size):
+        return frame
+    x = resize(frame.transpose(2, 0, 1).astype(np.float32), (size, size), "bilinear", antialias)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
 def clip_preprocess(
     frames: Sequence[np.ndarray],
     *,

@@ -26,6 +26,7 @@ class ModeSpec:
 
 
 def _to_frame_size(maps: np.ndarray, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Square maps [N, S, S] of squashed frames back to each frame's (H, W), bilinear."""
     return [resize(m[None], f.shape[:2], "bilinear")[0] for m, f in zip(maps, frames, strict=True)]
 
 
@@ -36,7 +37,7 @@ def run_heatmap(pipe, frames, audio, sample_rate, timings, *, threshold, reverse
     with _timed(timings, "audio"):
         emb = pipe.audio_embeddings(audio, sample_rate, len(frames))
     with _timed(timings, "image"):
-        feats = pipe.image_features(pipe.clip_images(frames))
+        feats = pipe.image_features(pipe.clip_images(frames, squash=True))
     with _timed(timings, "heatmap"):
         rev = bool(pipe.preset_value("heatmap_reverse", reverse))
         size = int(pipe.manifest["preprocessing"]["image"]["size"])
@@ -60,7 +61,7 @@ def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold):
         emb = pipe.audio_embeddings(audio, sample_rate, len(frames), input_scale=scale,
                                     graph=entry.get("audio_graph", "audioclip_audio"))
     with _timed(timings, "image"):
-        images = pipe.clip_images(frames)
+        images = pipe.clip_images(frames, squash=True)
     with _timed(timings, "acfpn"):
         logits = pipe._run("acfpn", {"image": images, "audio_embedding": emb})[0][:, 0]
     with _timed(timings, "postprocess"):
@@ -94,3 +95,4 @@ def default_mode(bundle: Bundle) -> str:
         if m in MODES and all(bundle.has(g) for g in MODES[m].graphs):
             return m
     raise InputError(f"bundle {bundle.root} supports no segmentation mode (graphs: {sorted(bundle.graphs)})")
+

@@ -18,7 +18,7 @@ import numpy as np
 from runtime.audio import prepare_audioclip_audio
 from runtime.bundle import Bundle
 from runtime.errors import InputError
-from runtime.image import FrameLike, clip_preprocess, load_frames
+from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
 from runtime.sessions import SessionInfo, create_session
 
 
@@ -130,13 +130,19 @@ class Pipeline:
         x = self.audioclip_audio_input(audio, sample_rate, num_frames, input_scale=input_scale, graph=graph)
         return self._run(graph, {"waveform": x})[0]
 
-    def clip_images(self, frames: list[np.ndarray], *, antialias: bool | None = None) -> np.ndarray:
-        """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std."""
+    def clip_images(self, frames: list[np.ndarray], *, antialias: bool | None = None, squash: bool = False) -> np.ndarray:
+        """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std.
+
+        ``squash``: first resize each frame to S x S ignoring its aspect ratio (the AVSBench
+        convention, so a dense prediction covers the whole frame); otherwise CLIP's shorter-side
+        resize and centre crop.
+        """
         im = self.manifest["preprocessing"]["image"]
-        return clip_preprocess(
-            frames, size=int(im["size"]), mean=im["mean"], std=im["std"],
-            antialias=bool(self.preset_value("image_antialias", antialias)),
-        )
+        size = int(im["size"])
+        aa = bool(self.preset_value("image_antialias", antialias))
+        if squash:
+            frames = [squash_to_square(f, size, antialias=aa) for f in frames]
+        return clip_preprocess(frames, size=size, mean=im["mean"], std=im["std"], antialias=aa)
 
     def image_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``audioclip_image`` outputs for preprocessed images: global [N, D], dense / surgery_dense [N, D, 7, 7]."""

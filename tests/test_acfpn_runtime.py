@@ -58,9 +58,16 @@ def _ref_embedding(model, wav: str, n: int, scale: float) -> torch.Tensor:
         return model.encode_audio(reference_audio(wav, n, input_scale=scale))
 
 
+def _torch_squash(frame, antialias: bool) -> np.ndarray:
+    """AVSBench's frame squashing in torch: bilinear resize to 224x224 ignoring aspect, rounded to uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(load_frame(frame).transpose(2, 0, 1))).float()[None]
+    y = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=antialias)
+    return y.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+
+
 def _ref_logits(model, frames, wav, scale, antialias):
-    """Reference logits at each frame's own size, float32 [H, W] each."""
-    imgs = reference_frames(frames, antialias=antialias)
+    """Reference logits at each frame's own size, float32 [H, W] each (frames squashed to 224x224)."""
+    imgs = reference_frames([_torch_squash(f, antialias) for f in frames], antialias=antialias)
     emb = _ref_embedding(model, str(wav), len(frames), scale)
     sizes = [load_frame(f).shape[:2] for f in frames]
     with torch.no_grad():

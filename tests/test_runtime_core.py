@@ -362,7 +362,12 @@ def test_segment_matches_pytorch_reference(tiny_bundle, demo_dir):
     pipe = runtime.load(tiny_bundle, preset="sam4avs")
     res = pipe.segment(frames, wav, mode="heatmap", threshold=0.5)
     audio = prepare_audioclip_audio(wav, None, 2, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0)
-    imgs = np.stack([_torchvision_chain(f, False) for f in frames])
+    squashed = [
+        F.interpolate(torch.from_numpy(f.transpose(2, 0, 1).copy()).float()[None], size=(224, 224), mode="bilinear")
+        .round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        for f in frames
+    ]  # AVSBench squashes frames to 224x224; the sam4avs preset resizes without antialiasing
+    imgs = np.stack([_torchvision_chain(f, False) for f in squashed])
     with torch.no_grad():
         emb = model.encode_audio(torch.from_numpy(audio)).numpy()
         dense = model.visual.forward_features(torch.from_numpy(imgs))["surgery_dense"].numpy()
