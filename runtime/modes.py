@@ -96,3 +96,5 @@ def default_mode(bundle: Bundle) -> str:
             return m
     raise InputError(f"bundle {bundle.root} supports no segmentation mode (graphs: {sorted(bundle.graphs)})")
 
+import runtime.box_prompt  # noqa: E402,F401  (registers box)
+import runtime.zero_shot  # noqa: E402,F401  (registers point-global/-local/-dense, heatmap-box, no-prompt)
