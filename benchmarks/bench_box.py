@@ -1,0 +1,166 @@
+"""Box-Prompt on a 5-frame clip: the PyTorch reference pipeline vs the runtime, same weights and inputs.
+
+    python -m benchmarks.bench_box --bundle engines/box --tokenizers ~/hf-tokenizers --out results/
+
+The reference follows zero_shot/*/box_prompt.py step by step (CLAP ``get_audio_embedding`` on the
+int16-round-tripped, repeat-padded 1-s chunks; cosine with the CLAP text bank; ``topk``; one
+GroundingDINO forward per chosen label with its own tokenizer and BERT; ``SamPredictor.set_image`` +
+``predict_torch(boxes, multimask_output=False)``; union). Its models are rebuilt from the bundle
+manifest's weight provenance (official files by path, or the same seeded random weights), so both
+sides compute the same function; the masks' IoU is reported next to the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.harness import Report, machine_info
+from models.clap import build_clap_test_tiny, load_clap, load_tokenizer
+from models.grounding_dino import build_grounding_dino, load_grounding_dino, preprocess_caption
+from models.sam import load_sam
+
+PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
+
+
+def reference_models(manifest: dict[str, Any], tokenizers: str | Path | None) -> dict[str, Any]:
+    """The PyTorch models a bundle was built from (by the manifest's weight provenance)."""
+    rt = load_tokenizer("roberta", tokenizers)
+    bt = load_tokenizer("bert", tokenizers)
+    w = manifest["weights"]
+    c, g, s = w["clap"], w["grounding_dino"], w["sam"]
+    if c.get("config") == "test-tiny":
+        clap = build_clap_test_tiny(len(rt), seed=c.get("seed", 0))
+    else:
+        clap, _ = load_clap(c.get("path"), amodel=c.get("config"), seed=c.get("seed", 0))
+    if g.get("source") == "random-init":
+        gd = build_grounding_dino(g["config"], bt, seed=g.get("seed", 0))
+    else:
+        gd, _ = load_grounding_dino(g["path"], bt, config=g["config"])
+    sam = load_sam(s["config"], s.get("path"), seed=s.get("seed", 0))
+    return {"clap": clap, "rtok": rt, "gdino": gd, "sam": sam}
+
+
+def reference_box_pipeline(m: dict[str, Any], frames: list[np.ndarray], audio_path, labels: list[str],
+                           k: int, pre: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reference's Box-Prompt per frame in PyTorch. frames: uint8 [H, W, 3] RGB; audio_path: a WAV
+    (loaded and chunked with the runtime's loader, which matches librosa's). Returns per frame the
+    chosen labels, the boxes (x0, y0, x1, y1 pixels, float32 [K, 4]) and the mask (bool [H, W])."""
+    import groundingdino.datasets.transforms as T
+    from groundingdino.util import box_ops
+    from segment_anything import SamPredictor
+
+    from runtime.audio import chunk_per_frame, load_audio
+
+    clap, gd = m["clap"], m["gdino"]
+    with torch.no_grad():
+        tok = m["rtok"](labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+        text = clap.get_text_embedding({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
+        text = text / text.norm(dim=-1, keepdim=True)
+        chunks = chunk_per_frame(load_audio(audio_path, None, 48000), 48000, len(frames))
+        data = []
+        for c in chunks:
+            w = torch.from_numpy(((np.clip(c, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0).astype(np.float32))
+            n = int(480000 / len(w))
+            w = torch.nn.functional.pad(w.repeat(n), (0, 480000 - n * len(w)))
+            data.append({"waveform": w, "longer": torch.tensor([False])})
+        aud = clap.get_audio_embedding(data)
+        aud = aud / aud.norm(dim=-1, keepdim=True)
+    tr = T.Compose([T.RandomResize([pre["short_side"]], max_size=pre["max_size"]), T.ToTensor(),
+                    T.Normalize(pre["mean"], pre["std"])])
+    predictor = SamPredictor(m["sam"])
+    out = []
+    for i, frame in enumerate(frames):
+        scores = (text @ aud[i].reshape(1, -1).T)[:, 0]
+        _, indices = scores.topk(k)
+        image, _ = tr(Image.fromarray(frame), None)
+        all_boxes = []
+        for j in indices.tolist():
+            with torch.no_grad():
+                o = gd(image[None], captions=[preprocess_caption(labels[j])])
+            logits = o["pred_logits"].sigmoid()[0]
+            keep = logits.max(dim=1)[0] > pre["box_threshold"]
+            if keep.any():
+                all_boxes.append(o["pred_boxes"][0][keep])
+        mask = np.zeros(frame.shape[:2], bool)
+        xyxy = np.zeros((0, 4), np.float32)
+        if all_boxes:
+            boxes = torch.cat(all_boxes)
+            H, W, _ = frame.shape
+            bx = box_ops.box_cxcywh_to_xyxy(boxes) * torch.Tensor([W, H, W, H])
+            xyxy = bx.numpy()
+            predictor.set_image(frame)
+            tb = predictor.transform.apply_boxes_torch(bx, frame.shape[:2])
+            with torch.no_grad():
+                masks, _, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=tb,
+                                                      multimask_output=False)
+            mask = masks[:, 0].any(0).numpy()
+        out.append({"labels": [labels[j] for j in indices.tolist()], "boxes": xyxy, "mask": mask})
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
+
+
+def run(bundle_dir: Path, tokenizers: Path | None, demo_dir: Path, out: Path, *, k: int = 1,
+        threads: int = 2, repeats: int = 3) -> Report:
+    """Time the whole Box-Prompt mode on a 5-frame clip both ways; returns (and saves) the report."""
+    import runtime
+
+    torch.set_num_threads(threads)
+    pipe = runtime.load(bundle_dir, threads=threads, providers=["cpu"])
+    models = reference_models(pipe.manifest, tokenizers)
+    labels = list(pipe.manifest["labels"]["box_prompt"]["names"])
+    pre = pipe.manifest["preprocessing"]["detector"]
+    frames = [np.asarray(Image.open(demo_dir / p).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
+              for p in PHOTOS]
+    audio = demo_dir / "cat_3-95694-A-5.wav"
+    rep = Report(f"Box-Prompt, 5 frames 224x224, k={k}: PyTorch reference vs runtime (CPU)",
+                 machine=machine_info(include_torch=True))
+    rep.notes.append(f"threads {threads}; weights: { {n: w.get('config') for n, w in pipe.manifest['weights'].items()} }"
+                     + ("; RANDOM WEIGHTS" if pipe.bundle.random_weights else ""))
+    ref_out = reference_box_pipeline(models, frames, audio, labels, k, pre)
+    got = pipe.segment(frames, audio, mode="box", k=k)
+    ious = [_iou(a, b["mask"]) for a, b in zip(got.masks, ref_out, strict=True)]
+    same = all(p["labels"] == r["labels"] for p, r in zip(got.prompts, ref_out, strict=True))
+    rep.notes.append(f"mask IoU runtime vs reference per frame: {[round(v, 5) for v in ious]}; same labels: {same}; "
+                     f"boxes per frame: {[len(p['boxes_xyxy']) for p in got.prompts]}")
+    rep.run(lambda: reference_box_pipeline(models, frames, audio, labels, k, pre), case="box mode, 5 frames",
+            backend="torch reference", group="box", batch=5, repeats=repeats, warmup=0)
+    rep.run(lambda: pipe.segment(frames, audio, mode="box", k=k), case="box mode, 5 frames",
+            backend=f"runtime {pipe.providers().get('detector', 'cpu')}", group="box", batch=5,
+            repeats=repeats, warmup=1)
+    rep.add_ratio("box mode: runtime vs reference", rep.find("box mode, 5 frames", "torch reference", "box", 5),
+                  rep.find("box mode, 5 frames", f"runtime {pipe.providers().get('detector', 'cpu')}", "box", 5))
+    rep.notes.append("runtime stage timings (last call, ms): "
+                     + ", ".join(f"{a} {b:.0f}" for a, b in pipe.segment(frames, audio, mode="box", k=k).timings.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    rep.save(out, "box")
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, required=True, help="bundle with clap_audio, detector and the SAM graphs")
+    p.add_argument("--tokenizers", type=Path, default=None, help="folder with roberta-base/ and bert-base-uncased/")
+    p.add_argument("--demo", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/audioclip-demo")
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--k", type=int, default=1)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    rep = run(a.bundle, a.tokenizers, a.demo, a.out, k=a.k, threads=a.threads, repeats=a.repeats)
+    print(rep.to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
