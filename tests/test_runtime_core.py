@@ -374,5 +374,9 @@ def test_segment_matches_pytorch_reference(tiny_bundle, demo_dir):
     ref = _torch_heatmap(dense, emb, reverse=True)
     for i, f in enumerate(frames):
         full = F.interpolate(torch.from_numpy(ref[i])[None, None], f.shape[:2], mode="bilinear")[0, 0].numpy()
-        agree = np.mean((full > 0.5) == res.masks[i])
-        assert agree > 0.999
+        # the uint8 squash may round a few pixels differently (+-1 level); the min-max normalised
+        # map then moves by ~1e-3, so masks may differ only within that band around the threshold
+        assert np.abs(full - res.scores[i]).max() < 5e-3
+        differ = (full > 0.5) != res.masks[i]
+        assert np.all(np.abs(full[differ] - 0.5) < 5e-3)
+        assert np.mean(differ) < 0.005
