@@ -22,16 +22,16 @@ pipeline follows the original scripts step by step (spec sam4avs-reference 4.0-4
   (multimask), the mask with the highest predicted IoU; ``SamAutomaticMaskGenerator`` for
   No-Prompt, then ``segment_image`` / PIL ``crop`` / ``retriev`` transcribed.
 
-Two configurations, matching the runtime's presets (runtime/zero_shot.py documents the policy):
-``sam4avs`` is the original exactly; for frames that are not 224 x 224 it resizes the SAM input
-to 224 x 224 as ``cv2.resize`` (INTER_LINEAR) does, here with ``F.interpolate`` (bilinear,
-align_corners=False, no antialias) rounded to uint8 (OpenCV is not installed; the sampling
-geometry is the same, values may differ by one grey level), and brings SAM's 224 x 224 mask to
-the frame's size with ``F.interpolate(mode="nearest-exact")``. ``default`` is the corrected
-behaviour: x32768 audio, cosine (not reversed) heatmap, antialiased resizing, pixel-centre peak
-points, SAM on the frame at its own size with every prompt mapped from CLIP's centre-crop window
-into frame pixels, No-Prompt crops over the mask's full extent without the index shift, and the
-standard 44.1 kHz tiled audio for No-Prompt.
+Two configurations, matching the runtime's presets (runtime/zero_shot.py documents the policy).
+Frames that are not 224 x 224 are first squashed to 224 x 224 (the AVSBench convention:
+``F.interpolate`` bilinear, align_corners=False, antialias per configuration, rounded half to even
+to uint8) for the CLIP models; AVSBench frames are already 224 x 224 and are not touched.
+``sam4avs`` is the original exactly, run on the squashed frame (SAM's 224 x 224 mask is brought to
+the frame's size with ``F.interpolate(mode="nearest-exact")``); No-Prompt likewise. ``default`` is
+the corrected behaviour: x32768 audio, cosine (not reversed) heatmap, antialiased resizing,
+pixel-centre peak points, SAM on the frame at its own size with every prompt scaled from the
+224 x 224 heatmap to frame pixels, No-Prompt at the frame's own size with crops over the mask's
+full extent and without the index shift, and the standard 44.1 kHz tiled audio for No-Prompt.
 
 Where the original crashes or divides by zero (no box above the threshold, a constant heatmap,
 no automatic mask or only zero-size crops) these pipelines return an all-False mask, as the
@@ -192,7 +192,7 @@ def get_similarity_score(audio_feature: torch.Tensor, redundant_feature: torch.T
 
 def reference_heatmaps(models: ReferenceModels, frames: list[np.ndarray], audio,
                        sample_rate: int | None = None, *, cfg: RefConfig) -> list[np.ndarray]:
-    """Heatmaps of every frame, one ``encode_image`` call per frame as the scripts."""
+    """Heatmaps of every frame (squashed to 224 x 224), one ``encode_image`` call per frame as the scripts."""
     feats = audio_features(models, reference_audio_44k(audio, sample_rate, num_frames=len(frames),
                                                        input_scale=cfg.audio_input_scale))
     redundant = torch.zeros_like(feats[0])  # --noise none
@@ -200,7 +200,7 @@ def reference_heatmaps(models: ReferenceModels, frames: list[np.ndarray], audio,
     out = []
     with torch.no_grad():
         for i, frame in enumerate(frames):
-            x = tf(Image.fromarray(frame).convert("RGB")).unsqueeze(0)
+            x = tf(Image.fromarray(squash(frame, cfg.antialias)).convert("RGB")).unsqueeze(0)
             region = models.aclp.visual.forward_features(x)["surgery_dense"]
             out.append(get_similarity_score(feats[i].reshape(1, -1), redundant, region, cfg.reverse))
     return out
@@ -302,23 +302,20 @@ def get_single_box_maxarea(sm: np.ndarray, thres: float):
 # --- SAM per frame ------------------------------------------------------------------------------------------
 
 
-def _clip_window(h: int, w: int):
-    """torchvision Resize(224) + CenterCrop(224) geometry: (W / rw, H / rh, left, top)."""
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = IMAGE_SIZE, int(IMAGE_SIZE * long / short)
-    rw, rh = (new_short, new_long) if w <= h else (new_long, new_short)
-    top = int(round((rh - IMAGE_SIZE) / 2.0))
-    left = int(round((rw - IMAGE_SIZE) / 2.0))
-    return w / rw, h / rh, left, top
-
-
-def _sam_frame_224(frame: np.ndarray) -> np.ndarray:
-    """cv2.resize(frame, (224, 224)) stand-in: bilinear, half-pixel, no antialias, rounded."""
+def squash(frame: np.ndarray, antialias: bool) -> np.ndarray:
+    """The frame resized to 224 x 224 ignoring its aspect (AVSBench's frames), uint8 [224, 224, 3]."""
     if frame.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE):
         return frame
     x = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    return torch.floor(y + 0.5).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+    y = F.interpolate(x, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=antialias)
+    return torch.round(y).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(hw):
+        return mask
+    m = torch.from_numpy(np.array(mask))[None, None].float()
+    return (F.interpolate(m, tuple(hw), mode="nearest-exact")[0, 0] > 0.5).numpy()
 
 
 def reference_prompt_masks(models: ReferenceModels, frames: list[np.ndarray], maps: list[np.ndarray],
@@ -351,17 +348,16 @@ def reference_prompt_masks(models: ReferenceModels, frames: list[np.ndarray], ma
                 continue
         else:
             raise ValueError(f"unknown strategy {strategy!r}")
-        if cfg.quirks:
-            image = _sam_frame_224(frame)
-        else:  # the corrected policy: SAM at the frame's size, prompts mapped from CLIP's crop
+        if cfg.quirks:  # the original on the squashed frame
+            image = squash(frame, cfg.antialias)
+        else:  # corrected: SAM at the frame's size, prompts scaled from the 224 x 224 heatmap
             image = frame
-            sx, sy, left, top = _clip_window(h, w)
+            sx, sy = w / IMAGE_SIZE, h / IMAGE_SIZE
             if points is not None:
-                points = np.stack([(points[:, 0] + left) * sx, (points[:, 1] + top) * sy], axis=1)
+                points = np.stack([points[:, 0] * sx, points[:, 1] * sy], axis=1)
             else:
                 b = box[0].astype(np.float64)
-                box = np.array([[(b[0] + left) * sx, (b[1] + top) * sy,
-                                 (b[2] + 1 + left) * sx - 1, (b[3] + 1 + top) * sy - 1]])
+                box = np.array([[b[0] * sx, b[1] * sy, (b[2] + 1) * sx - 1, (b[3] + 1) * sy - 1]])
         predictor.set_image(image)
         if box is not None:
             sam_masks, scores, _ = predictor.predict(point_coords=None, point_labels=None,
@@ -369,11 +365,7 @@ def reference_prompt_masks(models: ReferenceModels, frames: list[np.ndarray], ma
         else:
             sam_masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels,
                                                      multimask_output=True)
-        mask = sam_masks[scores.argmax()]
-        if mask.shape != (h, w):
-            m = torch.from_numpy(mask)[None, None].float()
-            mask = (F.interpolate(m, (h, w), mode="nearest-exact")[0, 0] > 0.5).numpy()
-        masks.append(mask)
+        masks.append(_to_frame(sam_masks[scores.argmax()], (h, w)))
         prompts.append({"points": points, "labels": labels, "box": None if box is None else box[0]})
     return masks, prompts
 
@@ -481,10 +473,11 @@ def reference_no_prompt(models: ReferenceModels, frames: list[np.ndarray], audio
     generator = SamAutomaticMaskGenerator(models.sam, **(amg or {}))
     masks, info = [], []
     for i, frame in enumerate(frames):
-        records = generator.generate(frame)
-        mask, selected, scores = reference_select(models, frame, records, feats[i], cfg=cfg,
+        image = squash(frame, cfg.antialias) if cfg.quirks else frame
+        records = generator.generate(image)
+        mask, selected, scores = reference_select(models, image, records, feats[i], cfg=cfg,
                                                   logit_scale=logit_scale, score_threshold=score_threshold)
-        masks.append(mask)
+        masks.append(_to_frame(mask, frame.shape[:2]))
         info.append({"records": records, "selected": selected,
                      "scores": None if scores is None else scores.numpy()})
     return masks, info

@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "audioclip": "audioclip", "sam": "vit_b",
-        "graphs": ("audioclip_audio", "audioclip_image", "acfpn", "sam_image_encoder", "sam_prompt_decoder"),
+        "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
+                   "sam_image_encoder", "sam_prompt_decoder"),
     },
     "tiny": {
         "audioclip": "audioclip-tiny", "sam": "micro",
-        "graphs": ("audioclip_audio", "audioclip_image", "acfpn", "sam_image_encoder", "sam_prompt_decoder"),
+        "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
+                   "sam_image_encoder", "sam_prompt_decoder"),
     },
 }
 
@@ -154,6 +156,7 @@ class BuildContext:
                 "audio_input_scale": p["input_scale"],
                 "heatmap_reverse": p["reverse_heatmap"],
                 "image_antialias": name != "sam4avs",
+                "zero_shot_quirks": name == "sam4avs",
             }
         return out
 
@@ -166,6 +169,18 @@ def build_audioclip_audio(ctx: BuildContext) -> dict[str, Any]:
     n = int(round(ctx.audio_seconds * get_config(ctx.cfg["audioclip"])["sample_rate"]))
     res = export_audioclip_audio(model.audio, ctx.out / "audioclip_audio.onnx", n, atol=ctx.atol)
     return ctx.entry(res, weights="audioclip", num_samples=n)
+
+
+def build_audioclip_audio_1s(ctx: BuildContext) -> dict[str, Any]:
+    """``audioclip_audio_1s``: the audio tower for 48,000-sample clips, No-Prompt's reference input.
+
+    The Sam4AVS No-Prompt script feeds AudioCLIP untiled 1-s clips loaded at 48 kHz; the
+    ``sam4avs`` preset reproduces that through this graph.
+    """
+    from export.audioclip_audio import export_audioclip_audio
+
+    res = export_audioclip_audio(ctx.audioclip().audio, ctx.out / "audioclip_audio_1s.onnx", 48000, atol=ctx.atol)
+    return ctx.entry(res, weights="audioclip", num_samples=48000, sample_rate=48000)
 
 
 def build_audioclip_image(ctx: BuildContext) -> dict[str, Any]:
@@ -236,6 +251,7 @@ BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
     "sam_prompt_decoder": build_sam_prompt_decoder,
     "acfpn": build_acfpn,
     "audioclip_audio": build_audioclip_audio,
+    "audioclip_audio_1s": build_audioclip_audio_1s,
     "audioclip_image": build_audioclip_image,
 }
 

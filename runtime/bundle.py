@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 
 KNOWN_GRAPHS = (
     "audioclip_audio",
+    "audioclip_audio_1s",
     "audioclip_image",
     "acfpn",
     "acfpn_audio",

@@ -14,35 +14,33 @@ Modes registered into :data:`runtime.modes.MODES`:
 
 The heatmap (point and box modes) is the reference's: AudioCLIP audio embedding of the frame's
 1-s chunk (``audioclip_audio``, L2-normalised) against the CLIP-Surgery dense tokens
-(``audioclip_image`` output ``surgery_dense``) of the CLIP-preprocessed frame, min-max normalised,
-bilinearly upsampled to the CLIP input size (224 x 224); ``1 - cosine`` when the preset's
-``heatmap_reverse`` is set. SAM runs through :class:`runtime.sam.SamRunner`, built once per pipeline;
-every frame of the clip is encoded in one encoder batch and its embedding reused by every prompt;
-of SAM's three masks the one with the highest predicted IoU is kept (``max_score``).
+(``audioclip_image`` output ``surgery_dense``) of the CLIP-preprocessed frame (squashed, below),
+min-max normalised, bilinearly upsampled to the CLIP input size (224 x 224); ``1 - cosine`` when
+the preset's ``heatmap_reverse`` is set. SAM runs through :class:`runtime.sam.SamRunner`, built once
+per pipeline (:func:`sam_runner`); the frames of the clip are encoded in one encoder batch (up to
+``max_batch``, default 5) and each embedding is reused by every prompt of its frame; of SAM's three
+masks the one with the highest predicted IoU is kept (``max_score``).
 
-Frame sizes (``frame_policy``):
+Frame sizes. The CLIP models always see the frame squashed to 224 x 224 (``Pipeline.clip_images(...,
+squash=True)``: bilinear, aspect ratio ignored, rounded to uint8; antialiased unless the preset says
+otherwise), the AVSBench convention that AVSBench's own frames already follow, so the heatmap covers
+the whole frame: heatmap pixel (u, v) is frame point (u * W / 224, v * H / 224). ``frame_policy``
+decides what SAM sees:
 
-* ``"reference"`` (preset ``sam4avs``): as the reference scripts, SAM sees the frame resized to
-  224 x 224 (bilinear, no antialiasing, rounded to uint8: the geometry of ``cv2.resize``
-  INTER_LINEAR; identity for 224 x 224 AVSBench frames), the prompts are the heatmap's pixel
-  coordinates unchanged, and SAM's 224 x 224 mask is brought to the frame's size by nearest
-  (pixel-centre) sampling. For non-square frames this keeps the reference's geometric mismatch:
-  the heatmap covers CLIP's centre crop while SAM sees the whole frame squashed to a square.
-  Exactly the reference for 224 x 224 frames.
-* ``"native"`` (preset ``default``): SAM runs on the frame at its own size and the masks are at
-  the frame's size. The heatmap covers CLIP's input window of the frame (shorter side resized to
-  224, centre crop), so each prompt is mapped from heatmap pixels to frame pixels through the exact
-  inverse of that resize and crop: a point (u, v) goes to ((u + left) * W / rw, (v + top) * H / rh)
-  with (rh, rw) the resized size and (top, left) the crop offset; an inclusive box [x0, y0, x1, y1]
-  keeps its pixel extent (x0 -> (x0 + left) * W / rw, x1 -> (x1 + 1 + left) * W / rw - 1). Parts of
-  a non-square frame outside CLIP's centre crop get no prompt. Identical to ``"reference"`` for
-  224 x 224 frames.
-
-No-Prompt runs the automatic mask generator on the frame at its own size under both presets (the
-reference does not resize there).
+* ``"reference"`` (preset ``sam4avs``): SAM gets the same squashed 224 x 224 frame, the prompts are
+  the heatmap's coordinates unchanged, and SAM's 224 x 224 mask is brought to the frame's size by
+  nearest (pixel-centre) sampling. No-Prompt likewise runs on the squashed frame. For 224 x 224
+  frames (AVSBench) nothing is resized and this is exactly the reference; for other sizes it is the
+  reference run on the frame as AVSBench's preprocessing would have stored it.
+* ``"native"`` (preset ``default``): SAM runs on the frame at its own size (one embedding per frame,
+  longest side resized by SAM's own preprocessing), each prompt is scaled from heatmap pixels to
+  frame pixels (points: (u * W / 224, v * H / 224); an inclusive box [x0, y0, x1, y1] keeps its
+  pixel extent: x0 -> x0 * W / 224, x1 -> (x1 + 1) * W / 224 - 1), and the masks come out at the
+  frame's size with SAM's full resolution. No-Prompt runs the automatic mask generator on the frame
+  at its own size. Identical to ``"reference"`` for 224 x 224 frames.
 
 Presets. ``sam4avs`` reproduces the reference, quirks included: audio without the x32768 scale and
-the ``1 - cosine`` heatmap (preset constants), CLIP resizing without antialiasing, the (col, col)
+the ``1 - cosine`` heatmap (preset constants), resizing without antialiasing, the (col, col)
 peak points (``runtime.prompts.peak_points(quirk=True)``), the ``"reference"`` frame policy, and in
 No-Prompt the crops one pixel short (SAM's XYWH width x1 - x0), zero-size crops skipped *with* the
 index shift of the reference (the wrong mask can be selected), and the reference's audio: 48 kHz,
@@ -50,7 +48,7 @@ index shift of the reference (the wrong mask can be selected), and the reference
 through the ``audioclip_audio_1s`` graph (an ``audioclip_audio`` export for 48,000-sample clips;
 its manifest entry gives ``num_samples`` and ``sample_rate``). ``default`` corrects all of these:
 audio x32768, 44.1 kHz, 5 tiled 1-s chunks (the standard ``audioclip_audio`` input), cosine
-heatmap, antialiased CLIP resizing, pixel-centre peak points, the ``"native"`` frame policy, crops
+heatmap, antialiased resizing, pixel-centre peak points, the ``"native"`` frame policy, crops
 to the mask's full extent, and empty masks skipped without shifting indices. Whether a preset uses
 the reference's quirks comes from its manifest constant ``zero_shot_quirks`` (when a bundle lacks
 it: true for the preset named ``sam4avs``); each quirk can be overridden by a mode parameter.
@@ -78,20 +76,17 @@ from runtime.amg import AmgConfig, generate_masks
 from runtime.audio import chunk_per_frame, load_audio
 from runtime.errors import InputError
 from runtime.heatmap import audio_image_heatmap, l2_normalize
-from runtime.image import shorter_side_size
+from runtime.image import squash_to_square
 from runtime.pipeline import SegmentResult, _timed
 from runtime.prompts import dense_points, heatmap_box, peak_points, select_max_score, top_points
-from runtime.resize import resize
 from runtime.sam import SamRunner, apply_coords, get_preprocess_shape, postprocess_masks
 
 __all__ = [
     "HEATMAP_STRATEGIES",
     "REFERENCE_1S_GRAPH",
     "THRESHOLDS",
-    "clip_window",
     "heatmaps",
     "no_prompt_audio_embeddings",
-    "reference_sam_frame",
     "sam_runner",
     "score_masks",
     "segment_from_heatmaps",
@@ -165,52 +160,28 @@ def _check_sam_frames(frames: Sequence[np.ndarray], patch: int, why: str) -> Non
         if f.shape[0] < patch or f.shape[1] < patch:
             raise InputError(f"frame {i} is {f.shape[0]}x{f.shape[1]} px: {why} needs both sides >= "
                              f"the SAM patch size ({patch} px); upscale the frame, or use the "
-                             "'reference' frame policy (SAM on the frame resized to 224x224)")
+                             "'reference' frame policy (SAM on the frame squashed to 224x224)")
 
 
-def clip_window(frame_hw: tuple[int, int], size: int) -> tuple[float, float, float, float]:
-    """Where CLIP's input window lies in a frame: heatmap pixel -> frame pixel affine map.
-
-    frame_hw: (H, W); size: CLIP's input size S (224). CLIP resizes the shorter side to S
-    (``runtime.image.shorter_side_size``: (rh, rw)) and centre-crops S x S at (top, left) =
-    (round((rh - S) / 2), round((rw - S) / 2)). Returns (sx, sy, left, top) with
-    frame x = (u + left) * sx, frame y = (v + top) * sy for heatmap coordinates (u, v) in [0, S],
-    sx = W / rw and sy = H / rh.
-    """
-    h, w = int(frame_hw[0]), int(frame_hw[1])
-    rh, rw = shorter_side_size(h, w, size)
-    top = int(round((rh - size) / 2.0))
-    left = int(round((rw - size) / 2.0))
-    return w / rw, h / rh, float(left), float(top)
-
-
-def _map_points(coords: np.ndarray, window) -> np.ndarray:
-    sx, sy, left, top = window
-    out = np.empty_like(coords, dtype=np.float64)
-    out[:, 0] = (coords[:, 0] + left) * sx
-    out[:, 1] = (coords[:, 1] + top) * sy
+def _map_points(coords: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(x, y) points [K, 2] scaled to another frame size: (x * sx, y * sy), float64."""
+    out = np.asarray(coords, dtype=np.float64).copy()
+    out[:, 0] *= sx
+    out[:, 1] *= sy
     return out
 
 
-def _map_box(box: np.ndarray, window) -> np.ndarray:
-    sx, sy, left, top = window
+def _map_box(box: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Inclusive pixel box [x0, y0, x1, y1] scaled keeping its pixel extent: x1 -> (x1 + 1) * sx - 1."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([(x0 + left) * sx, (y0 + top) * sy,
-                     (x1 + 1.0 + left) * sx - 1.0, (y1 + 1.0 + top) * sy - 1.0], dtype=np.float64)
+    return np.array([x0 * sx, y0 * sy, (x1 + 1.0) * sx - 1.0, (y1 + 1.0) * sy - 1.0], dtype=np.float64)
 
 
-def reference_sam_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """The reference's SAM input: the frame resized to size x size (the ``"reference"`` policy).
-
-    frame: uint8 [H, W, 3] RGB. Bilinear, half-pixel centres, no antialiasing (the sampling of
-    ``cv2.resize`` INTER_LINEAR), rounded half up to uint8; the frame itself when already
-    size x size. Returns uint8 [size, size, 3].
-    """
-    if frame.shape[:2] == (size, size):
-        return frame
-    x = frame.transpose(2, 0, 1).astype(np.float32)
-    y = resize(x, (size, size), "bilinear", antialias=False)
-    return np.ascontiguousarray(np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8).transpose(1, 2, 0))
+def _squash(pipe, frame: np.ndarray) -> np.ndarray:
+    """The frame as the CLIP models see it: squashed to S x S (``runtime.image.squash_to_square``
+    with the preset's antialiasing), uint8 [S, S, 3]; the frame itself when already S x S."""
+    s = _clip_size(pipe)
+    return squash_to_square(frame, s, antialias=bool(pipe.preset_value("image_antialias")))
 
 
 def _nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -219,8 +190,9 @@ def _nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     oh, ow = hw
     if (h, w) == (oh, ow):
         return mask
-    rows = np.minimum(((np.arange(oh) + 0.5) * (h / oh)).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(ow) + 0.5) * (w / ow)).astype(np.int64), w - 1)
+    # float32 source positions, as PyTorch's "nearest-exact"
+    rows = np.minimum(np.floor((np.arange(oh, dtype=np.float32) + np.float32(0.5)) * (np.float32(h) / np.float32(oh))).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor((np.arange(ow, dtype=np.float32) + np.float32(0.5)) * (np.float32(w) / np.float32(ow))).astype(np.int64), w - 1)
     return mask[rows[:, None], cols[None, :]]
 
 
@@ -232,8 +204,8 @@ def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None,
     """Audio-image heatmaps of a clip, one per frame (spec 4.0): float32 [N, S, S] in [0, 1].
 
     frames: N uint8 [H, W, 3] RGB frames; audio: WAV path or array with ``sample_rate`` (frame k
-    gets second k). S is CLIP's input size (224); the map covers CLIP's centre crop of the frame,
-    pixel (row, col) of the map = pixel (row, col) of the 224 x 224 CLIP input. ``reverse``:
+    gets second k). S is CLIP's input size (224); the map covers the whole frame, squashed to
+    S x S (pixel (row, col) of the map = pixel (row, col) of the squashed frame). ``reverse``:
     ``1 - cosine`` (None: the preset's ``heatmap_reverse``). A frame whose similarities are all
     equal gives an all-zero map.
     """
@@ -241,7 +213,7 @@ def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None,
     with _timed(timings, "audio"):
         emb = pipe.audio_embeddings(audio, sample_rate, len(frames))
     with _timed(timings, "image"):
-        feats = pipe.image_features(pipe.clip_images(list(frames)))
+        feats = pipe.image_features(pipe.clip_images(list(frames), squash=True))
     with _timed(timings, "heatmap"):
         rev = bool(pipe.preset_value("heatmap_reverse", reverse))
         s = _clip_size(pipe)
@@ -277,7 +249,7 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
                           timings: dict[str, float] | None = None) -> SegmentResult:
     """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
 
-    frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps in CLIP-input pixels
+    frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
     (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
     ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points;
     frame_policy: ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s
@@ -286,8 +258,10 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
     Returns a :class:`SegmentResult` (mode/preset left empty): masks bool [H, W] per frame;
     scores float32 [1] = the chosen mask's predicted IoU, or [0] when no prompt was made;
     prompts per frame: ``points`` float64 [K, 2] (x, y) and ``labels`` int64 [K] (1 foreground,
-    0 background) or ``box`` float64 [4] (x0, y0, x1, y1), in frame pixels; ``mask_index``,
-    ``iou``, ``sam_input_hw``, and ``empty_reason`` when the mask is empty without asking SAM.
+    0 background) or ``box`` float64 [4] (x0, y0, x1, y1), in frame pixels (heatmap coordinates
+    scaled by W / S, H / S; under the ``"reference"`` policy SAM got them unscaled on the squashed
+    frame); ``mask_index``, ``iou``, ``sam_input_hw``, and ``empty_reason`` when the mask is empty
+    without asking SAM.
     """
     if strategy not in HEATMAP_STRATEGIES:
         raise InputError(f"strategy must be one of {HEATMAP_STRATEGIES}, got {strategy!r}")
@@ -333,7 +307,7 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
             prompts.append(rec)
 
     if frame_policy == "reference":
-        sam_frames = [reference_sam_frame(f, s) for f in frames]
+        sam_frames = [_squash(pipe, f) for f in frames]
     else:
         _check_sam_frames(frames, runner.patch_size, "the 'native' frame policy (SAM at the frame's size)")
         sam_frames = frames
@@ -353,26 +327,22 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
             scores.append(np.zeros(0, np.float32))
             rec["mask_index"], rec["iou"] = None, None
             continue
-        window = clip_window(hw, s) if frame_policy == "native" else (1.0, 1.0, 0.0, 0.0)
+        # heatmap pixels -> SAM input pixels (the squashed frame: identity; the frame: scaled)
+        sx, sy = sam_hw[1] / s, sam_hw[0] / s
+        fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
         kw: dict[str, Any] = {}
         if rec["box"] is not None:
-            kw["boxes"] = _map_box(rec["box"], window)[None]
+            kw["boxes"] = _map_box(rec["box"], sx, sy)[None]
+            rec["box"] = _map_box(rec["box"], fx, fy)
         else:
-            kw["point_coords"] = _map_points(rec["points"], window)
+            kw["point_coords"] = _map_points(rec["points"], sx, sy)
             kw["point_labels"] = rec["labels"]
+            rec["points"] = _map_points(rec["points"], fx, fy)
         with _timed(timings, "sam_decoder"):
             out, iou, _ = runner.predict(emb_of[i], sam_hw, multimask_output=True, **kw)
             mask, k = select_max_score(out[0], iou[0])
-        if frame_policy == "reference":
+        if sam_hw != hw:
             mask = _nearest_to(mask, hw)
-            back = (hw[1] / sam_hw[1], hw[0] / sam_hw[0], 0.0, 0.0)  # SAM-input px -> frame px
-        else:
-            back = (1.0, 1.0, 0.0, 0.0)
-        if "boxes" in kw:
-            b = kw["boxes"][0]
-            rec["box"] = np.array([b[0] * back[0], b[1] * back[1], b[2] * back[0], b[3] * back[1]])
-        else:
-            rec["points"] = _map_points(kw["point_coords"], back)
         rec["mask_index"], rec["iou"] = int(k), float(iou[0, k])
         masks.append(np.ascontiguousarray(mask))
         scores.append(np.array([iou[0, k]], np.float32))
@@ -549,17 +519,21 @@ def _no_prompt_config(runner: SamRunner, amg, score_threshold, logit_scale) -> A
 def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
                       amg: dict[str, Any] | None = None, quirk: bool = False,
                       score_threshold: float = 0.5, logit_scale: float = 100.0,
+                      frame_policy: str = "native",
                       timings: dict[str, float] | None = None) -> SegmentResult:
     """No-Prompt on given audio embeddings (spec 4.5): automatic masks scored by AudioCLIP.
 
     frames: N uint8 [H, W, 3] RGB (both sides >= the SAM patch size); audio_emb: float [N, D],
     one AudioCLIP embedding per frame (:func:`no_prompt_audio_embeddings`); amg: overrides of
     :class:`runtime.amg.AmgConfig` (SAM's defaults otherwise, as the reference); quirk,
-    score_threshold, logit_scale: see :func:`score_masks`. All frames are encoded in one SAM
+    score_threshold, logit_scale: see :func:`score_masks`; frame_policy: ``"native"`` (automatic
+    masks on the frame at its size) or ``"reference"`` (on the frame squashed to 224 x 224, the
+    union brought back to the frame's size by nearest sampling). All frames are encoded in one SAM
     encoder batch. Returns a :class:`SegmentResult`: masks bool [H, W] (all False when SAM finds
     no mask or no crop scores above the threshold); scores float32 [K] per frame (the softmax
     scores of the K candidates); prompts per frame: ``boxes`` int64 [M, 4] (SAM's XYWH boxes of the
-    M automatic masks), ``predicted_iou`` [M], ``selected`` (record indices), ``num_masks``.
+    M automatic masks, pixels of the SAM input ``sam_input_hw``), ``predicted_iou`` [M],
+    ``selected`` (record indices), ``num_masks``.
     """
     timings = {} if timings is None else timings
     frames = list(frames)
@@ -568,23 +542,29 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
         raise InputError(f"audio_emb must be float [{len(frames)}, D], got {a.dtype} {a.shape}")
     runner = sam_runner(pipe)
     cfg = _no_prompt_config(runner, amg, score_threshold, logit_scale)
-    _check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+    if frame_policy not in FRAME_POLICIES:
+        raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
+    if frame_policy == "reference":
+        sam_frames = [_squash(pipe, f) for f in frames]
+    else:
+        _check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+        sam_frames = frames
 
     with _timed(timings, "sam_encoder"):
-        embs = runner.embed(frames)
+        embs = runner.embed(sam_frames)
     masks, scores, prompts = [], [], []
-    for i, frame in enumerate(frames):
+    for i, (frame, sf) in enumerate(zip(frames, sam_frames, strict=True)):
         with _timed(timings, "amg"):
-            records = generate_masks(frame.shape[:2], _amg_factory(runner, frame, embs[i]), cfg)
+            records = generate_masks(sf.shape[:2], _amg_factory(runner, sf, embs[i]), cfg)
         with _timed(timings, "crop_scoring"):
-            mask, sc, sel = score_masks(pipe, frame, records, a[i], quirk=quirk,
+            mask, sc, sel = score_masks(pipe, sf, records, a[i], quirk=quirk,
                                         score_threshold=score_threshold, logit_scale=logit_scale)
-        masks.append(mask)
+        masks.append(np.ascontiguousarray(_nearest_to(mask, frame.shape[:2])))
         scores.append(sc)
         rec: dict[str, Any] = {
             "boxes": np.array([r["bbox"] for r in records], dtype=np.int64).reshape(-1, 4),
             "predicted_iou": np.array([r["predicted_iou"] for r in records], dtype=np.float32),
-            "selected": sel, "num_masks": len(records),
+            "selected": sel, "num_masks": len(records), "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
         }
         if not records:
             rec["empty_reason"] = "the automatic mask generator found no mask"
@@ -597,21 +577,24 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
 
 
 def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_threshold=0.5,
-                  logit_scale=100.0, quirk=None, audio_source=None):
+                  logit_scale=100.0, quirk=None, audio_source=None, frame_policy=None):
     """Zero-shot mode ``no-prompt``: automatic SAM masks scored against the audio by AudioCLIP."""
     q = _quirks(pipe, quirk)
+    policy = _frame_policy(pipe, frame_policy, _quirks(pipe, None))
     source = audio_source if audio_source is not None else ("reference-1s" if q else "clip")
     if source not in NO_PROMPT_AUDIO:
         raise InputError(f"audio_source must be one of {NO_PROMPT_AUDIO} or None (preset), got {source!r}")
     runner = sam_runner(pipe)
     _no_prompt_config(runner, amg, score_threshold, logit_scale)  # fail before the heavy work
-    _check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+    if policy == "native":
+        _check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
     with _timed(timings, "audio"):
         emb = no_prompt_audio_embeddings(pipe, audio, sample_rate, len(frames), source=source)
     res = segment_no_prompt(pipe, frames, emb, amg=amg, quirk=q, score_threshold=score_threshold,
-                            logit_scale=logit_scale, timings=timings)
+                            logit_scale=logit_scale, frame_policy=policy, timings=timings)
     for p in res.prompts:
         p["audio_source"] = source
+        p["frame_policy"] = policy
     return res
 
 
@@ -649,7 +632,7 @@ MODES.update({
     "no-prompt": ModeSpec(
         graphs=_HEATMAP_GRAPHS, run=run_no_prompt,
         params={"amg": None, "score_threshold": 0.5, "logit_scale": 100.0, "quirk": None,
-                "audio_source": None},
+                "audio_source": None, "frame_policy": None},
         doc="Zero-shot No-Prompt: SAM's automatic masks, each crop scored against the audio by "
             "AudioCLIP (softmax over masks > 0.5).",
     ),

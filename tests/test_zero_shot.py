@@ -236,12 +236,13 @@ def test_strategy_matches_reference_own_size(zs, pipes, ref_maps, frames_own, de
     t = THRESHOLDS["s4"].get(strategy)
     ref_masks, ref_prompts = reference_prompt_masks(zs[1], frames_own, ref_maps[preset, "own"], strategy,
                                                     cfg=ref_config(preset), t=t)
-    if preset == "sam4avs":  # the reference's prompts are in the 224x224 SAM input; ours in frame pixels
+    if preset == "sam4avs":  # the reference's prompts are in the squashed 224x224 frame; ours in frame pixels
         for rp, f in zip(ref_prompts, frames_own, strict=True):
             if rp is not None:
                 sx, sy = f.shape[1] / 224, f.shape[0] / 224
                 if rp["box"] is not None:
-                    rp["box"] = rp["box"] * np.array([sx, sy, sx, sy])
+                    x0, y0, x1, y1 = rp["box"]
+                    rp["box"] = np.array([x0 * sx, y0 * sy, (x1 + 1) * sx - 1, (y1 + 1) * sy - 1])
                 else:
                     rp["points"] = rp["points"] * np.array([[sx, sy]])
     _check_against_reference(res, ref_masks, ref_prompts, strategy, frames_own)
@@ -321,14 +322,17 @@ def test_no_prompt_matches_reference_lowered_thresholds(zs, pipes, frames224, de
     assert all(p["audio_source"] == ("reference-1s" if preset == "sam4avs" else "clip") for p in res.prompts)
 
 
-def test_no_prompt_own_size(zs, pipes, frames_own, demo):
+@pytest.mark.parametrize("preset", PRESETS)
+def test_no_prompt_own_size(zs, pipes, frames_own, demo, preset):
+    """default: automatic masks at the frame's size; sam4avs: on the squashed 224x224 frame."""
     amg = {**LOW_AMG, "points_per_side": 2}
     frames = frames_own[1:]
-    res = pipes["default"].segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
-    ref_masks, ref_info = reference_no_prompt(zs[1], frames, demo / WAV, preset="default", amg=amg,
+    res = pipes[preset].segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
+    ref_masks, ref_info = reference_no_prompt(zs[1], frames, demo / WAV, preset=preset, amg=amg,
                                               logit_scale=1000.0)
     _check_no_prompt(res, ref_masks, ref_info)
     assert [m.shape for m in res.masks] == [f.shape[:2] for f in frames]
+    assert res.prompts[0]["sam_input_hw"] == ((224, 224) if preset == "sam4avs" else frames[0].shape[:2])
 
 
 def test_no_prompt_defaults_find_no_mask(pipes, frames224, demo):
