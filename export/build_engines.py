@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # their INFO lines drown the progress bar
     torch.set_num_threads(max(1, torch.get_num_threads()))
     profile = PROFILES[args.profile]
     graphs = [g.strip() for g in args.graphs.split(",") if g.strip()] or list(profile["graphs"])
