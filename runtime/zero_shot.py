@@ -111,14 +111,19 @@ _RUNNER_ATTR = "_zero_shot_sam_runner"
 # --- shared pieces -----------------------------------------------------------------------------------
 
 
+def _default_sam_batch(pipe) -> int:
+    info = pipe.session_info.get("sam_image_encoder")
+    return 1 if info is None or info.provider == "CPUExecutionProvider" else 5
+
+
 def sam_runner(pipe, *, max_batch: int | None = None) -> SamRunner:
     """The pipeline's :class:`SamRunner` (``sam_image_encoder`` + ``sam_prompt_decoder`` sessions and
     the manifest's ``preprocessing.sam`` constants), built on first use and cached on ``pipe``.
 
-    max_batch: frames per encoder call (default 5: an AVSBench clip in one batch). Given on a later
-    call it changes the cached runner. On a CPU a full-size encoder gains little from batching and
-    its activations grow with the batch (ViT-B in onnxruntime: about 7 GB for one 1024 px frame),
-    so memory-bound deployments set 1.
+    max_batch: frames per encoder call. Default: 5 (an AVSBench clip in one batch) when the encoder
+    runs on a GPU provider, 1 on the CPU, where batching gains nothing and the activations grow
+    with the batch (ViT-B in onnxruntime: about 4 GB per 1024 px frame; a batch of 5 frames drove a
+    24 GB machine out of memory). Given on a later call it changes the cached runner.
     """
     runner = getattr(pipe, _RUNNER_ATTR, None)
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
@@ -134,7 +139,7 @@ def sam_runner(pipe, *, max_batch: int | None = None) -> SamRunner:
             pipe.session("sam_image_encoder"), pipe.session("sam_prompt_decoder"),
             int(sam["image_size"]), sam["pixel_mean"], sam["pixel_std"],
             patch_size=int(sam["patch_size"]), mask_threshold=float(sam["mask_threshold"]),
-            max_batch=max_batch or 5,
+            max_batch=max_batch or _default_sam_batch(pipe),
         )
         setattr(pipe, _RUNNER_ATTR, runner)
     return runner

@@ -273,7 +273,8 @@ def test_ms3_thresholds_and_overrides(zs, pipes, ref_maps, frames224, demo):
 def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
     pipe = runtime.load(zs[0], threads=2)
     runner = zero_shot.sam_runner(pipe)
-    assert zero_shot.sam_runner(pipe) is runner
+    assert runner.max_batch == 1  # CPU default: one frame per encoder call (memory)
+    assert zero_shot.sam_runner(pipe, max_batch=5) is runner and runner.max_batch == 5
 
     class Count:
         def __init__(self, sess):
