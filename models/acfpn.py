@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoints import CheckpointError, load_strict, sha256_file
+from models.checkpoints import CheckpointError, check_keys, load_strict, sha256_file
 from models.clip_visual import ModifiedResNet
 from models.esresnext_fbsp import ESResNeXtFBSP
 from models.registry import AUDIOCLIP_CHECKPOINTS, INT16_SCALE, get_config
@@ -423,20 +423,8 @@ class ACFPN(nn.Module):
 
         Raises CheckpointError naming missing keys, unexpected keys and shape mismatches."""
         self.check_fusion_of(sd, source)
-        own = self.trained_state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(sd)) if tuple(sd[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or shapes:
-            parts = [f"{source} does not fit ACFPN({self.fusion!r}, {self.config_name!r}, audio_mode={self.audio_mode!r}):"]
-            if missing:
-                parts.append(f"missing {len(missing)} keys: {missing[:12]}")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} keys: {unexpected[:12]}")
-            if shapes:
-                parts.append(f"{len(shapes)} shape mismatches: {'; '.join(shapes[:8])}")
-            raise CheckpointError("\n  ".join(parts))
+        check_keys(self.trained_state_dict(), sd,
+                   f"{source} does not fit ACFPN({self.fusion!r}, {self.config_name!r}, audio_mode={self.audio_mode!r}):")
         self.load_state_dict(dict(sd), strict=False)
 
     # -- loading --------------------------------------------------------------------------------

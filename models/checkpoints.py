@@ -51,6 +51,27 @@ def _fmt(keys: Iterable[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def check_keys(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], header: str) -> None:
+    """Raise :class:`CheckpointError` (``header`` + missing, unexpected, shape-mismatched keys) unless
+    ``sd`` holds exactly the keys of ``own`` with the same shapes."""
+    missing = set(own) - set(sd)
+    unexpected = set(sd) - set(own)
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(sd))
+        if tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = [header]
+        if missing:
+            parts.append(f"missing {len(missing)} keys: {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys: {_fmt(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {'; '.join(shapes[:8])}")
+        raise CheckpointError("\n  ".join(parts))
+
+
 def load_strict(
     module: torch.nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -66,21 +87,5 @@ def load_strict(
     """
     ignore = set(ignore)
     sd = {k: v for k, v in state_dict.items() if k not in ignore}
-    own = module.state_dict()
-    missing = set(own) - set(sd)
-    unexpected = set(sd) - set(own)
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(sd))
-        if tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"{source} does not fit {type(module).__name__}:"]
-        if missing:
-            parts.append(f"missing {len(missing)} keys: {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys: {_fmt(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches: {'; '.join(shapes[:8])}")
-        raise CheckpointError("\n  ".join(parts))
+    check_keys(module.state_dict(), sd, f"{source} does not fit {type(module).__name__}:")
     module.load_state_dict(sd, strict=True)
