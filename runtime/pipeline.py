@@ -6,10 +6,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +16,9 @@ from runtime.audio import prepare_audioclip_audio
 from runtime.bundle import Bundle
 from runtime.errors import InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
+from runtime.result import SegmentResult
+from runtime.result import timed as _timed
 from runtime.sessions import SessionInfo, create_session
-
-
-@dataclass
-class SegmentResult:
-    """What ``segment`` returns.
-
-    ``masks``: one bool [H, W] array per frame at that frame's own resolution (True = sounding
-    object). ``scores``: one float32 array per frame (mode-specific: probabilities, IoU predictions).
-    ``prompts``: per frame, the prompts or intermediate choices the mode made. ``timings``: stage ->
-    milliseconds. ``providers``: graph -> execution provider that ran it.
-    """
-
-    mode: str
-    preset: str
-    masks: list[np.ndarray]
-    scores: list[np.ndarray] = field(default_factory=list)
-    prompts: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    providers: dict[str, str] = field(default_factory=dict)
-    random_weights: bool = False
-
-    def summary(self) -> str:
-        """A short human-readable table of the result."""
-        lines = [f"mode {self.mode} (preset {self.preset})" + ("  [RANDOM WEIGHTS: masks are meaningless]" if self.random_weights else "")]
-        for i, m in enumerate(self.masks):
-            lines.append(f"  frame {i}: {m.shape[1]}x{m.shape[0]} px, mask covers {100.0 * m.mean():5.1f} %")
-        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items()))
-        lines.append("  providers: " + ", ".join(f"{k}={v}" for k, v in self.providers.items()))
-        return "\n".join(lines)
 
 
 class Pipeline:
@@ -188,12 +158,3 @@ class Pipeline:
         result.providers = {g: self.session_info[g].provider for g in spec.graphs if g in self.session_info}
         result.random_weights = self.bundle.random_weights
         return result
-
-
-@contextmanager
-def _timed(timings: dict[str, float], key: str):
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
