@@ -73,7 +73,7 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
         amg_points: int = 32, np_frames: int = 5, sam_batch: int = 5) -> Report:
     """Measure every strategy on both sides; returns the report (also saved under ``out``)."""
     import runtime
-    from runtime import zero_shot
+    from runtime.modes.no_prompt import REFERENCE_1S_GRAPH
 
     torch.set_num_threads(threads)
     frames = [np.asarray(Image.open(DEMO / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
@@ -82,7 +82,7 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
     models = load_reference_models(bundle_dir)
     pipes = {p: runtime.load(bundle_dir, preset=p, threads=threads, providers=["cpu"]) for p in ("default", "sam4avs")}
     for p in pipes.values():
-        zero_shot.sam_runner(p, max_batch=sam_batch)
+        p.sam_runner(max_batch=sam_batch)
     sam_cfg = pipes["default"].manifest["preprocessing"]["sam"]
     rep = Report(f"Zero-shot strategies: PyTorch reference vs runtime (SAM {sam_cfg['config']}, 5 frames 224x224)",
                  machine=machine_info(include_torch=True))
@@ -93,7 +93,7 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
                      f"runtime SAM encoder batch {sam_batch}")
 
     # SAM image encoder alone: GFLOP/s vs the matmul peak.
-    runner = zero_shot.sam_runner(pipes["default"])
+    runner = pipes["default"].sam_runner()
     s = runner.image_size
     batch = np.stack([runner.preprocess(f)[0][0] for f in frames])
     flops1 = count_flops_torch(models.sam.image_encoder, (torch.from_numpy(batch[:1]),))
@@ -109,7 +109,7 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
 
     for strategy in strategies:
         if strategy == "no-prompt":
-            preset = "sam4avs" if pipes["sam4avs"].bundle.has(zero_shot.REFERENCE_1S_GRAPH) else "default"
+            preset = "sam4avs" if pipes["sam4avs"].bundle.has(REFERENCE_1S_GRAPH) else "default"
             amg = {"points_per_side": amg_points}
             fr = frames[:np_frames]
             box: dict = {}

@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.sam import apply_coords, get_preprocess_shape, postprocess_masks
 
 __all__ = [
     "AmgConfig",
@@ -437,7 +436,7 @@ class AutomaticMaskGenerator:
     """
 
     def __init__(self, runner, config: AmgConfig | None = None, **overrides) -> None:
-        for attr in ("embed", "decode", "image_size", "low_res_size", "mask_threshold"):
+        for attr in ("embed", "predict_low_res", "upscale", "mask_threshold"):
             if not hasattr(runner, attr):
                 raise InputError(f"runner must be a runtime.sam.SamRunner (missing {attr!r})")
         if config is not None and overrides:
@@ -452,41 +451,41 @@ class AutomaticMaskGenerator:
         self.runner = runner
         self.config = config
 
-    def _predictor_for(self, image: np.ndarray):
+    def _predictor_for(self, image: np.ndarray, embedding: np.ndarray | None):
         runner = self.runner
-        s = int(runner.image_size)
-        r = int(runner.low_res_size)
+        h, w = image.shape[:2]
 
         def for_crop(crop_box: CropBox):
             x0, y0, x1, y1 = crop_box
             crop = np.ascontiguousarray(image[y0:y1, x0:x1])
             crop_hw = crop.shape[:2]
-            (embedding,) = runner.embed([crop])
-            input_hw = get_preprocess_shape(crop_hw[0], crop_hw[1], s)
+            if embedding is not None and crop_box == (0, 0, w, h):
+                emb = embedding
+            else:
+                (emb,) = runner.embed([crop])
 
             def predict_fn(coords: np.ndarray, labels: np.ndarray):
-                b = coords.shape[0]
-                # SamPredictor.predict_torch without boxes: a padding point (label -1) per prompt set.
-                pts = apply_coords(coords, crop_hw, s)
-                pts = np.concatenate([pts, np.zeros((b, 1, 2), np.float32)], axis=1)
-                lab = np.concatenate([labels.astype(np.float32), -np.ones((b, 1), np.float32)], axis=1)
-                iou, low = runner.decode(embedding, pts, lab, np.zeros((b, 1, r, r), np.float32),
-                                         np.zeros(1, np.float32))
-                return low[:, 1:], iou[:, 1:]  # multimask tokens 1..3
+                # SamPredictor.predict_torch, multimask: the three masks of tokens 1..3
+                iou, low = runner.predict_low_res(emb, crop_hw, coords, labels, multimask_output=True)
+                return low, iou
 
             def upscale_fn(low: np.ndarray) -> np.ndarray:
-                return postprocess_masks(low, input_hw, crop_hw, s)
+                return runner.upscale(low, crop_hw, return_logits=True)
 
             return predict_fn, upscale_fn
 
         return for_crop
 
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
-        """Masks of one uint8 [H, W, 3] RGB frame; SAM's records (module docstring), [] if none."""
+    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Masks of one uint8 [H, W, 3] RGB frame; SAM's records (module docstring), [] if none.
+
+        embedding: the frame's own SAM embedding (float32 [1, C, g, g] from ``runner.embed``) when
+        already computed; the whole-frame crop then reuses it instead of encoding the frame again.
+        """
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
                 or image.shape[2] != 3:
             raise InputError(f"image must be a uint8 array [H, W, 3] (RGB), got "
                              f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise InputError(f"image must have a non-zero size, got shape {image.shape}")
-        return generate_masks(image.shape[:2], self._predictor_for(image), self.config)
+        return generate_masks(image.shape[:2], self._predictor_for(image, embedding), self.config)

@@ -9,30 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.contract import MANIFEST, SCHEMA, SCHEMA_VERSION, Contract, Preset, validate_manifest
 from runtime.errors import BundleError
 
-SCHEMA = "avs-runtime-bundle"
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-
-KNOWN_GRAPHS = (
-    "audioclip_audio",
-    "audioclip_audio_1s",
-    "audioclip_image",
-    "acfpn",
-    "acfpn_audio",
-    "sam_image_encoder",
-    "sam_prompt_decoder",
-    "clap_audio",
-    "detector",
-)
-_REQUIRED_TOP = ("schema", "schema_version", "graphs", "preprocessing", "presets", "weights")
-_REQUIRED_GRAPH = ("file", "sha256", "inputs", "outputs", "opset", "precision")
-
+log = logging.getLogger(__name__)
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file."""
@@ -54,35 +39,12 @@ def file_entry(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
 
 
 def write_manifest(bundle_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Validate ``manifest`` against the schema and write it as ``manifest.json``."""
+    """Validate ``manifest`` against the contract (:mod:`runtime.contract`) and write it as ``manifest.json``."""
     manifest = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest}
-    _validate(manifest, Path(bundle_dir))
     out = Path(bundle_dir) / MANIFEST
+    validate_manifest(manifest, str(out))
     out.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return out
-
-
-def _validate(m: dict[str, Any], root: Path) -> None:
-    missing = [k for k in _REQUIRED_TOP if k not in m]
-    if missing:
-        raise BundleError(f"{root / MANIFEST}: missing top-level fields {missing}")
-    if m["schema"] != SCHEMA:
-        raise BundleError(f"{root / MANIFEST}: schema is {m['schema']!r}, expected {SCHEMA!r}")
-    if m["schema_version"] != SCHEMA_VERSION:
-        raise BundleError(
-            f"{root / MANIFEST}: schema_version {m['schema_version']} is not supported by this "
-            f"runtime (supports {SCHEMA_VERSION}); rebuild the bundle with export/build_engines.py"
-        )
-    if not isinstance(m["graphs"], dict) or not m["graphs"]:
-        raise BundleError(f"{root / MANIFEST}: 'graphs' must be a non-empty mapping")
-    for name, g in m["graphs"].items():
-        if name not in KNOWN_GRAPHS:
-            raise BundleError(f"{root / MANIFEST}: unknown graph {name!r}; known: {list(KNOWN_GRAPHS)}")
-        gm = [k for k in _REQUIRED_GRAPH if k not in g]
-        if gm:
-            raise BundleError(f"{root / MANIFEST}: graph {name!r} lacks fields {gm}")
-    if m["presets"] and "default_preset" in m and m["default_preset"] not in m["presets"]:
-        raise BundleError(f"{root / MANIFEST}: default_preset {m['default_preset']!r} not in presets")
 
 
 @dataclass
@@ -91,6 +53,9 @@ class Bundle:
 
     root: Path
     manifest: dict[str, Any]
+    contract: Contract
+    verify: bool = True
+    _warned: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
     def open(cls, root: str | Path, *, verify: bool = True) -> Bundle:
@@ -105,10 +70,8 @@ class Bundle:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{mpath} is not valid JSON: {e}") from e
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{mpath} must hold a JSON object")
-        _validate(manifest, root)
-        bundle = cls(root, manifest)
+        contract = validate_manifest(manifest, str(mpath))
+        bundle = cls(root, manifest, contract, verify)
         for entry in bundle._all_file_entries():
             bundle._check_file(entry, verify)
         return bundle
@@ -155,13 +118,42 @@ class Bundle:
             )
         return self.root / self.graphs[graph]["file"]
 
-    def preset(self, name: str | None = None) -> dict[str, Any]:
-        """The named preset's constants (or the bundle's default preset)."""
-        presets = self.manifest["presets"]
-        name = name or self.manifest.get("default_preset", "default")
-        if name not in presets:
-            raise BundleError(f"unknown preset {name!r}; this bundle has {sorted(presets)}")
-        return {"name": name, **presets[name]}
+    def preset(self, name: str | None = None) -> Preset:
+        """The named preset's constants (default: the bundle's default preset)."""
+        name = name or self.contract.default_preset
+        if name not in self.contract.presets:
+            raise BundleError(f"unknown preset {name!r}; this bundle has {sorted(self.contract.presets)}")
+        return self.contract.presets[name]
+
+    def section(self, name: str) -> Any:
+        """A preprocessing section as its typed contract class (``runtime.contract.SECTIONS``)."""
+        if name not in self.contract.sections:
+            raise BundleError(f"bundle {self.root} has no preprocessing section {name!r} (it has "
+                              f"{sorted(self.contract.sections)}); rebuild it with the graphs that need it")
+        return self.contract.sections[name]
+
+    def graph_bytes(self, graph: str) -> bytes:
+        """The graph's ONNX file as bytes, checked against the manifest's sha256 as they are read.
+
+        What a session is created from is therefore exactly what was checked, even if the file was
+        replaced after :meth:`open`. With ``verify=False`` nothing is checked and a warning is logged
+        once per bundle.
+        """
+        path = self.graph_path(graph)
+        data = path.read_bytes()
+        if self.verify:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != self.graphs[graph]["sha256"]:
+                raise BundleError(
+                    f"bundle file {path} fails its checksum (sha256 {digest[:12]}..., manifest says "
+                    f"{self.graphs[graph]['sha256'][:12]}...): it was changed after the bundle was loaded; rebuild it"
+                )
+            for extra in self.graphs[graph].get("extra_files", []):
+                self._check_file(extra, True)
+        elif "unverified" not in self._warned:
+            self._warned.add("unverified")
+            log.warning("bundle %s was loaded with verify=False: its graphs run without a checksum check", self.root)
+        return data
 
     @property
     def random_weights(self) -> bool:

@@ -1,11 +1,13 @@
-"""The pipeline object: owns the bundle's sessions and runs the segmentation modes.
+"""The pipeline object: owns the bundle's sessions, offers the shared stages, runs the modes.
 
 ``Pipeline`` is built by :func:`runtime.load`; sessions are created on first use of a graph (or all at
-once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does not need.
+once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does not need. Modes
+(:mod:`runtime.modes`) use only the public methods below.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,15 @@ import numpy as np
 
 from runtime.audio import prepare_audioclip_audio
 from runtime.bundle import Bundle
-from runtime.errors import InputError
+from runtime.contract import GRAPHS, Preset
+from runtime.errors import BundleError, InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
-from runtime.result import SegmentResult
-from runtime.result import timed as _timed
+from runtime.modes import MODES, default_mode, get_mode
+from runtime.result import FrameOutput, SegmentResult, timed
+from runtime.sam import SamRunner
 from runtime.sessions import SessionInfo, create_session
+
+__all__ = ["Pipeline", "SegmentResult"]
 
 
 class Pipeline:
@@ -35,25 +41,48 @@ class Pipeline:
     ):
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.preset = bundle.preset(preset)
+        self.preset: Preset = bundle.preset(preset)
         self._providers = providers
         self._provider_options = provider_options
         self._threads = threads
         self._sessions: dict[str, Any] = {}
         self.session_info: dict[str, SessionInfo] = {}
+        self._lock = threading.RLock()
+        self._sam: SamRunner | None = None
+        self._banks: dict[str, np.ndarray] = {}
 
     # --- loading -------------------------------------------------------------------------------
     def session(self, graph: str):
-        """The onnxruntime session of ``graph``, created on first use."""
-        if graph not in self._sessions:
-            path = self.bundle.graph_path(graph)
-            sess, info = create_session(
-                path, graph=graph, providers=self._providers,
-                provider_options=self._provider_options, threads=self._threads,
-            )
+        """The onnxruntime session of ``graph``, created on first use (thread-safe: one per graph).
+
+        The session is made from the bytes that were checked against the manifest's sha256, and its
+        inputs and outputs are checked against the contract; a broken or swapped graph is refused
+        with a BundleError naming it.
+        """
+        with self._lock:
+            if graph in self._sessions:
+                return self._sessions[graph]
+            data = self.bundle.graph_bytes(graph)
+            try:
+                sess, info = create_session(
+                    data, graph=graph, providers=self._providers,
+                    provider_options=self._provider_options, threads=self._threads,
+                )
+            except Exception as e:  # onnxruntime raises its own types for a damaged model
+                if type(e).__module__.startswith("onnxruntime"):
+                    raise BundleError(f"graph {graph!r} of bundle {self.bundle.root} cannot be loaded by "
+                                      f"onnxruntime ({type(e).__name__}: {str(e)[:300]}); rebuild the bundle") from e
+                raise
+            spec = GRAPHS[graph]
+            got_in = [i.name for i in sess.get_inputs()]
+            got_out = [o.name for o in sess.get_outputs()]
+            if got_in != list(spec.input_names) or not set(spec.output_names) <= set(got_out):
+                raise BundleError(f"graph {graph!r} of bundle {self.bundle.root} takes {got_in} and gives "
+                                  f"{got_out}; the contract says {list(spec.input_names)} -> "
+                                  f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle")
             self._sessions[graph] = sess
             self.session_info[graph] = info
-        return self._sessions[graph]
+            return sess
 
     def warmup(self, graphs: Sequence[str] | None = None) -> dict[str, str]:
         """Create the sessions of ``graphs`` (default: all in the bundle); returns graph -> provider."""
@@ -65,31 +94,74 @@ class Pipeline:
         """Graph -> the execution provider its session really got."""
         return {g: i.provider for g, i in self.session_info.items()}
 
+    # --- constants -----------------------------------------------------------------------------
+    @property
+    def preset_name(self) -> str:
+        """The active preset's name."""
+        return self.preset.name
+
     def preset_value(self, key: str, override: Any = None) -> Any:
-        """A constant of the active preset, unless ``override`` is given."""
+        """A constant of the active preset (:class:`runtime.contract.Preset`), unless ``override`` is given."""
         if override is not None:
             return override
         if key not in self.preset:
-            raise InputError(f"preset {self.preset['name']!r} has no constant {key!r}")
+            raise InputError(f"preset {self.preset.name!r} has no constant {key!r}")
         return self.preset[key]
 
-    # --- shared stages -------------------------------------------------------------------------
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session(graph).run(None, feeds)
+    def section(self, name: str) -> Any:
+        """A preprocessing section of the manifest as its typed contract class (``runtime.contract``)."""
+        return self.bundle.section(name)
 
-    def _input_shape(self, graph: str, index: int = 0) -> list:
-        return self.bundle.graphs[graph]["inputs"][index]["shape"]
+    def graph_input_shape(self, graph: str, index: int = 0) -> list[int | str]:
+        """The manifest's shape of input ``index`` of ``graph`` (ints fixed, strings symbolic)."""
+        return list(self.bundle.graphs[graph]["inputs"][index]["shape"])
+
+    def bank(self, name: str) -> np.ndarray:
+        """A bank of the bundle (``manifest.banks``), loaded once (read-only array)."""
+        with self._lock:
+            if name not in self._banks:
+                banks = self.manifest.get("banks", {})
+                if name not in banks:
+                    raise InputError(f"bundle {self.bundle.root} has no bank {name!r}; rebuild it with the "
+                                     "graphs that need it (e.g. the Box-Prompt graphs)")
+                arr = np.load(self.bundle.root / banks[name]["file"], allow_pickle=False)
+                arr.setflags(write=False)
+                self._banks[name] = arr
+            return self._banks[name]
+
+    def label_names(self, name: str) -> list[str]:
+        """A label list of the bundle (``manifest.labels.<name>.names``), in bank order."""
+        entry = self.manifest.get("labels", {}).get(name)
+        if not entry:
+            raise InputError(f"bundle {self.bundle.root} has no label list {name!r} (manifest labels.{name})")
+        return list(entry["names"])
+
+    # --- shared stages -------------------------------------------------------------------------
+    def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Run ``graph`` on its inputs, given positionally in the contract's order (``runtime.contract.GRAPHS``).
+
+        Returns its outputs in the contract's order (arrays as the graph makes them).
+        """
+        spec = GRAPHS[graph]
+        if len(inputs) != len(spec.inputs):
+            raise InputError(f"graph {graph!r} takes {len(spec.inputs)} inputs {list(spec.input_names)}, "
+                             f"got {len(inputs)}")
+        feeds = dict(zip(spec.input_names, inputs, strict=True))
+        return self.session(graph).run(list(spec.output_names), feeds)
 
     def audioclip_audio_input(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None,
                               graph: str = "audioclip_audio") -> np.ndarray:
-        """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest)."""
-        a = self.manifest["preprocessing"]["audio"]
+        """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest).
+
+        audio: WAV path, or an array (see :func:`runtime.audio.load_audio`) with ``sample_rate`` in Hz;
+        frame k gets second k. input_scale: the waveform multiplier (None: the preset's).
+        """
+        a = self.section("audio")
         x = prepare_audioclip_audio(
-            audio, sample_rate, num_frames,
-            target_rate=int(a["sample_rate"]), chunk_seconds=float(a["chunk_seconds"]),
-            tile=int(a["tile"]), input_scale=float(self.preset_value("audio_input_scale", input_scale)),
+            audio, sample_rate, num_frames, target_rate=a.sample_rate, chunk_seconds=a.chunk_seconds,
+            tile=a.tile, input_scale=float(self.preset_value("audio_input_scale", input_scale)),
         )
-        t = self._input_shape(graph)[1]
+        t = self.graph_input_shape(graph)[1]
         if isinstance(t, int) and x.shape[1] != t:
             raise InputError(f"audio graph was exported for T={t} samples, preprocessing gives {x.shape[1]}")
         return x
@@ -98,27 +170,54 @@ class Pipeline:
                          graph: str = "audioclip_audio") -> np.ndarray:
         """AudioCLIP embeddings of a clip, one per frame: float32 [F, D] (not normalised)."""
         x = self.audioclip_audio_input(audio, sample_rate, num_frames, input_scale=input_scale, graph=graph)
-        return self._run(graph, {"waveform": x})[0]
+        return self.run(graph, x)[0]
 
     def clip_images(self, frames: list[np.ndarray], *, antialias: bool | None = None, squash: bool = False) -> np.ndarray:
         """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std.
 
-        ``squash``: first resize each frame to S x S ignoring its aspect ratio (the AVSBench
-        convention, so a dense prediction covers the whole frame); otherwise CLIP's shorter-side
-        resize and centre crop.
+        frames: uint8 [H, W, 3] RGB. ``squash``: first resize each frame to S x S ignoring its aspect
+        ratio (the AVSBench convention, so a dense prediction covers the whole frame); otherwise
+        CLIP's shorter-side resize and centre crop. antialias: None = the preset's.
         """
-        im = self.manifest["preprocessing"]["image"]
-        size = int(im["size"])
+        im = self.section("image")
         aa = bool(self.preset_value("image_antialias", antialias))
         if squash:
-            frames = [squash_to_square(f, size, antialias=aa) for f in frames]
-        return clip_preprocess(frames, size=size, mean=im["mean"], std=im["std"], antialias=aa)
+            frames = [squash_to_square(f, im.size, antialias=aa) for f in frames]
+        return clip_preprocess(frames, size=im.size, mean=list(im.mean), std=list(im.std), antialias=aa)
 
     def image_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``audioclip_image`` outputs for preprocessed images: global [N, D], dense / surgery_dense [N, D, 7, 7]."""
-        names = [o["name"] for o in self.bundle.graphs["audioclip_image"]["outputs"]]
-        outs = self._run("audioclip_image", {"image": images})
-        return dict(zip(names, outs, strict=True))
+        """``audioclip_image`` outputs for preprocessed images [N, 3, S, S], keyed by output name
+        (``runtime.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g])."""
+        outs = self.run("audioclip_image", images)
+        return dict(zip(GRAPHS["audioclip_image"].output_names, outs, strict=True))
+
+    def sam_runner(self, *, max_batch: int | None = None) -> SamRunner:
+        """The pipeline's :class:`runtime.sam.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
+
+        max_batch: frames per encoder call. Default: 5 (an AVSBench clip in one batch) when the encoder
+        runs on a GPU provider, 1 on the CPU, where batching gains nothing and the activations grow
+        with the batch (ViT-B in onnxruntime: about 4 GB per 1024 px frame). Given on a later call it
+        changes the runner's batch.
+        """
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
+        with self._lock:
+            if self._sam is None:
+                sam = self.section("sam")
+                enc = self.session("sam_image_encoder")
+                gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
+                self._sam = SamRunner(
+                    enc, self.session("sam_prompt_decoder"), sam.image_size, sam.pixel_mean, sam.pixel_std,
+                    patch_size=sam.patch_size, mask_threshold=sam.mask_threshold,
+                    max_batch=max_batch or (5 if gpu else 1),
+                )
+            elif max_batch is not None:
+                self._sam.max_batch = max_batch
+            return self._sam
+
+    def sam_embeddings(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame."""
+        return self.sam_runner().embed(list(frames))
 
     # --- the one call ---------------------------------------------------------------------------
     def segment(
@@ -135,26 +234,28 @@ class Pipeline:
         ``frames``: N frames (uint8 RGB [H, W, 3] arrays or image paths; sizes may differ).
         ``audio``: the clip's audio as a WAV path, or an array with ``sample_rate`` (Hz); frame k gets
         second k of the audio. ``mode``: one of :data:`runtime.modes.MODES` (default: the first the
-        bundle supports). ``params``: mode parameters (thresholds etc.), see ``runtime.modes``.
+        bundle supports). ``params``: mode parameters, checked against the mode's declared types and
+        ranges before any work starts (``avs modes --bundle B`` lists them).
         """
-        from runtime.modes import MODES, default_mode
-
         mode = mode or default_mode(self.bundle)
-        if mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose from {sorted(MODES)}")
-        spec = MODES[mode]
+        if not isinstance(mode, str):
+            raise InputError(f"mode must be a string, one of {sorted(MODES)}; got {mode!r}")
+        spec = get_mode(mode)
         missing = [g for g in spec.graphs if not self.bundle.has(g)]
         if missing:
             raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks")
-        unknown = set(params) - set(spec.params)
-        if unknown:
-            raise InputError(f"mode {mode!r} takes parameters {sorted(spec.params)}, not {sorted(unknown)}")
+        values = spec.check_params(params)
         timings: dict[str, float] = {}
-        with _timed(timings, "load_frames"):
+        with timed(timings, "load_frames"):
             frames = load_frames(frames)
-        result = spec.run(self, frames, audio, sample_rate, timings, **{**spec.params, **params})
-        result.mode, result.preset = mode, self.preset["name"]
-        result.timings = {**timings, "total": sum(timings.values())}
-        result.providers = {g: self.session_info[g].provider for g in spec.graphs if g in self.session_info}
-        result.random_weights = self.bundle.random_weights
-        return result
+        outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
+        if len(outputs) != len(frames) or not all(isinstance(o, FrameOutput) for o in outputs):
+            raise RuntimeError(f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames")
+        used = [g for g in (*spec.graphs, *spec.optional_graphs) if g in self.session_info]
+        return SegmentResult.from_frames(
+            mode, self.preset.name, outputs,
+            timings={**timings, "total": sum(timings.values())},
+            providers={g: self.session_info[g].provider for g in used},
+            random_weights=self.bundle.random_weights,
+            precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
+        )

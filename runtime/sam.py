@@ -28,12 +28,13 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from runtime.contract import GRAPHS
 from runtime.errors import InputError
 
-ENCODER_INPUT = "image"
-ENCODER_OUTPUT = "image_embeddings"
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+ENCODER_INPUT = GRAPHS["sam_image_encoder"].input_names[0]
+ENCODER_OUTPUT = GRAPHS["sam_image_encoder"].output_names[0]
+DECODER_INPUTS = GRAPHS["sam_prompt_decoder"].input_names
+DECODER_OUTPUTS = GRAPHS["sam_prompt_decoder"].output_names
 
 _ALLOWED_POINT_LABELS = (-1.0, 0.0, 1.0)  # padding / background / foreground
 
@@ -251,6 +252,93 @@ def postprocess_masks(masks: np.ndarray, input_hw: tuple[int, int], orig_hw: tup
     return _resample(m, plan_y, plan_x)
 
 
+# --- prompts -------------------------------------------------------------------------------------
+
+
+def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None, point_labels=None,
+                   boxes=None, *, boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """SAM's decoder prompt inputs for P prompt sets, as ``SamPredictor.predict_torch`` builds them.
+
+    The one place where points and boxes become decoder inputs (every mode and the automatic mask
+    generator go through it). orig_hw: the frame's (H, W); image_size: SAM's input size S.
+    point_coords: float [N, 2] (one prompt set) or [P, N, 2], (x, y) pixels of the frame with
+    0 <= x <= W, 0 <= y <= H; point_labels: [N] / [P, N], 1 foreground, 0 background, -1 padding.
+    boxes: [4] or [K, 4] (x0, y0, x1, y1) pixels, each its own prompt set (with points [N, 2]
+    shared by every box, or [K, N, 2] paired). boxes_inside: refuse boxes outside the frame;
+    False takes them as they are (SAM itself neither checks nor clips boxes: a detector's box may
+    stick out of the frame, and the reference feeds it unclipped).
+    Conventions: boxes become two corner points labelled 2 and 3 after the points; prompt sets
+    without a box get one padding point (0, 0) labelled -1.
+    Returns (coords float32 [P, N', 2] in the model's input frame, labels float32 [P, N']).
+    """
+    h, w = _check_hw(orig_hw, "orig_hw")
+    pts = lab = bxs = None
+    if point_coords is None and point_labels is not None:
+        raise InputError("point_labels given without point_coords")
+    if point_coords is not None:
+        if point_labels is None:
+            raise InputError("point_labels must be given with point_coords (1 foreground, 0 background)")
+        pts = _numeric(point_coords, "point_coords")
+        lab = _numeric(point_labels, "point_labels")
+        if pts.ndim == 2:
+            pts = pts[None]
+            if lab.ndim == 1:
+                lab = lab[None]
+        if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] < 1:
+            raise InputError(f"point_coords must be [N, 2] or [P, N, 2] (x, y) pixels with N >= 1, "
+                             f"got {np.shape(point_coords)}")
+        if lab.shape != pts.shape[:2]:
+            raise InputError(f"point_labels must have shape {pts.shape[:2]} to match point_coords "
+                             f"{np.shape(point_coords)}, got {np.shape(point_labels)}")
+        if not np.all(np.isin(lab, _ALLOWED_POINT_LABELS)):
+            bad = np.unique(lab[~np.isin(lab, _ALLOWED_POINT_LABELS)])[:5]
+            raise InputError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
+                             f"got {bad.tolist()}")
+        xs, ys = pts[..., 0], pts[..., 1]
+        if xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
+            raise InputError(f"point_coords must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
+                             f"(pixels of the {h}x{w} frame), got x in [{xs.min()}, {xs.max()}], "
+                             f"y in [{ys.min()}, {ys.max()}]")
+    if boxes is not None:
+        bxs = _numeric(boxes, "boxes")
+        if bxs.ndim == 1:
+            bxs = bxs[None]
+        if bxs.ndim != 2 or bxs.shape[1] != 4 or bxs.shape[0] < 1:
+            raise InputError(f"boxes must be [4] or [K, 4] (x0, y0, x1, y1) pixels with K >= 1, "
+                             f"got {np.shape(boxes)}")
+        x0, y0, x1, y1 = bxs.T
+        if boxes_inside and ((x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any()):
+            raise InputError(f"boxes must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
+                             f"(pixels of the {h}x{w} frame), got {bxs[:4].tolist()}...")
+        if (x1 < x0).any() or (y1 < y0).any():
+            raise InputError("boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
+    if pts is None and bxs is None:
+        raise InputError("give point_coords/point_labels and/or boxes: at least one prompt is needed")
+
+    if bxs is not None:
+        k = bxs.shape[0]
+        corners = bxs.reshape(k, 2, 2)
+        corner_labels = np.tile(np.array([[2.0, 3.0]]), (k, 1))
+        if pts is not None:
+            if pts.shape[0] == 1 and k > 1:
+                pts = np.repeat(pts, k, axis=0)
+                lab = np.repeat(lab, k, axis=0)
+            elif pts.shape[0] != k:
+                raise InputError(f"with {k} boxes, point_coords must be [N, 2] (shared) or [{k}, N, 2], "
+                                 f"got {pts.shape[0]} prompt sets")
+            coords = np.concatenate([pts, corners], axis=1)
+            labels = np.concatenate([lab, corner_labels], axis=1)
+        else:
+            coords, labels = corners, corner_labels
+    else:
+        # Points only: SAM appends one padding point (label -1) to every prompt set.
+        p = pts.shape[0]
+        coords = np.concatenate([pts, np.zeros((p, 1, 2))], axis=1)
+        labels = np.concatenate([lab, -np.ones((p, 1))], axis=1)
+    return apply_coords(coords, (h, w), image_size), labels.astype(np.float32)
+
+
+
 # --- the runner ----------------------------------------------------------------------------------
 
 
@@ -346,73 +434,6 @@ class SamRunner:
             raise InputError(f"embedding must have shape {self.embedding_shape}, got {np.shape(embedding)}")
         return np.ascontiguousarray(e)
 
-    def _prompt_sets(self, orig_hw, point_coords, point_labels, boxes):
-        h, w = orig_hw
-        pts = lab = bxs = None
-        if point_coords is None and point_labels is not None:
-            raise InputError("point_labels given without point_coords")
-        if point_coords is not None:
-            if point_labels is None:
-                raise InputError("point_labels must be given with point_coords (1 foreground, 0 background)")
-            pts = _numeric(point_coords, "point_coords")
-            lab = _numeric(point_labels, "point_labels")
-            if pts.ndim == 2:
-                pts = pts[None]
-                if lab.ndim == 1:
-                    lab = lab[None]
-            if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] < 1:
-                raise InputError(f"point_coords must be [N, 2] or [P, N, 2] (x, y) pixels with N >= 1, "
-                                 f"got {np.shape(point_coords)}")
-            if lab.shape != pts.shape[:2]:
-                raise InputError(f"point_labels must have shape {pts.shape[:2]} to match point_coords "
-                                 f"{np.shape(point_coords)}, got {np.shape(point_labels)}")
-            if not np.all(np.isin(lab, _ALLOWED_POINT_LABELS)):
-                bad = np.unique(lab[~np.isin(lab, _ALLOWED_POINT_LABELS)])[:5]
-                raise InputError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
-                                 f"got {bad.tolist()}")
-            xs, ys = pts[..., 0], pts[..., 1]
-            if xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
-                raise InputError(f"point_coords must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
-                                 f"(pixels of the {h}x{w} frame), got x in [{xs.min()}, {xs.max()}], "
-                                 f"y in [{ys.min()}, {ys.max()}]")
-        if boxes is not None:
-            bxs = _numeric(boxes, "boxes")
-            if bxs.ndim == 1:
-                bxs = bxs[None]
-            if bxs.ndim != 2 or bxs.shape[1] != 4 or bxs.shape[0] < 1:
-                raise InputError(f"boxes must be [4] or [K, 4] (x0, y0, x1, y1) pixels with K >= 1, "
-                                 f"got {np.shape(boxes)}")
-            x0, y0, x1, y1 = bxs.T
-            if (x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any():
-                raise InputError(f"boxes must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
-                                 f"(pixels of the {h}x{w} frame), got {bxs[:4].tolist()}...")
-            if (x1 < x0).any() or (y1 < y0).any():
-                raise InputError("boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
-        if pts is None and bxs is None:
-            raise InputError("give point_coords/point_labels and/or boxes: at least one prompt is needed")
-
-        if bxs is not None:
-            k = bxs.shape[0]
-            corners = bxs.reshape(k, 2, 2)
-            corner_labels = np.tile(np.array([[2.0, 3.0]]), (k, 1))
-            if pts is not None:
-                if pts.shape[0] == 1 and k > 1:
-                    pts = np.repeat(pts, k, axis=0)
-                    lab = np.repeat(lab, k, axis=0)
-                elif pts.shape[0] != k:
-                    raise InputError(f"with {k} boxes, point_coords must be [N, 2] (shared) or [{k}, N, 2], "
-                                     f"got {pts.shape[0]} prompt sets")
-                coords = np.concatenate([pts, corners], axis=1)
-                labels = np.concatenate([lab, corner_labels], axis=1)
-            else:
-                coords, labels = corners, corner_labels
-        else:
-            # Points only: SAM appends one padding point (label -1) to every prompt set.
-            p = pts.shape[0]
-            coords = np.concatenate([pts, np.zeros((p, 1, 2))], axis=1)
-            labels = np.concatenate([lab, -np.ones((p, 1))], axis=1)
-        return coords, labels
-
     def _mask_input(self, mask_input, p: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.low_res_size
         if mask_input is None:
@@ -454,9 +475,36 @@ class SamRunner:
             return ious[0], lows[0]
         return np.concatenate(ious), np.concatenate(lows)
 
+    def predict_low_res(self, embedding: np.ndarray, orig_hw: tuple[int, int], point_coords=None,
+                        point_labels=None, boxes=None, multimask_output: bool = True, mask_input=None,
+                        boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """IoU predictions and low-res logits for P prompt sets (arguments as :meth:`predict`).
+
+        Returns (iou float32 [P, M], low_res float32 [P, M, 4g, 4g]) with M = 3 (multimask) or 1.
+        """
+        h, w = _check_hw(orig_hw, "orig_hw")
+        emb = self._check_embedding(embedding)
+        if not isinstance(multimask_output, (bool, np.bool_)):
+            raise InputError(f"multimask_output must be a bool, got {multimask_output!r}")
+        coords, labels = encode_prompts((h, w), self.image_size, point_coords, point_labels, boxes,
+                                        boxes_inside=boxes_inside)
+        masks_in, has_mask = self._mask_input(mask_input, coords.shape[0])
+        iou, low = self.decode(emb, coords, labels, masks_in, has_mask)
+        sel = slice(1, None) if multimask_output else slice(0, 1)
+        return np.ascontiguousarray(iou[:, sel]), np.ascontiguousarray(low[:, sel])
+
+    def upscale(self, low: np.ndarray, orig_hw: tuple[int, int], *, return_logits: bool = False,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """Low-res logits [..., 4g, 4g] -> masks at the frame's size [..., H, W] (``Sam.postprocess_masks``),
+        bool (logits > mask_threshold) or float32 logits with ``return_logits``."""
+        h, w = _check_hw(orig_hw, "orig_hw")
+        input_hw = get_preprocess_shape(h, w, self.image_size)
+        logits = postprocess_masks(low, input_hw, (h, w), self.image_size)
+        return logits if return_logits else np.greater(logits, self.mask_threshold, out=out)
+
     def predict(self, embedding: np.ndarray, orig_hw: tuple[int, int], point_coords=None,
                 point_labels=None, boxes=None, multimask_output: bool = True, mask_input=None,
-                return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return_logits: bool = False, boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for a batch of prompt sets on one frame's embedding, as ``SamPredictor.predict_torch``.
 
         embedding: float32 [1, C, g, g] from :meth:`embed`; orig_hw: the frame's (H, W).
@@ -465,6 +513,7 @@ class SamRunner:
         foreground, 0 = background, -1 = padding (ignored point).
         boxes: [4] or [K, 4] (x0, y0, x1, y1) pixels; each box is its own prompt set. With both,
         points [N, 2] are shared by every box, or [K, N, 2] are paired with the boxes.
+        boxes_inside=False accepts boxes that stick out of the frame (see :func:`encode_prompts`).
         mask_input: optional low-res logits [4g, 4g], [1 or P, 4g, 4g] or [1 or P, 1, 4g, 4g] from
         an earlier call. multimask_output: True -> SAM's 3 masks per prompt set, False -> its single
         mask. All prompt sets go through one decoder call (chunked at ``max_prompts``).
@@ -474,28 +523,10 @@ class SamRunner:
         with M = 3 or 1.
         """
         h, w = _check_hw(orig_hw, "orig_hw")
-        emb = self._check_embedding(embedding)
-        if not isinstance(multimask_output, (bool, np.bool_)):
-            raise InputError(f"multimask_output must be a bool, got {multimask_output!r}")
-        coords, labels = self._prompt_sets((h, w), point_coords, point_labels, boxes)
-        p = coords.shape[0]
-        masks_in, has_mask = self._mask_input(mask_input, p)
-        coords_in = apply_coords(coords, (h, w), self.image_size)
-        iou, low = self.decode(emb, coords_in, labels.astype(np.float32), masks_in, has_mask)
-        sel = slice(1, None) if multimask_output else slice(0, 1)
-        iou = np.ascontiguousarray(iou[:, sel])
-        low = np.ascontiguousarray(low[:, sel])
-        input_hw = get_preprocess_shape(h, w, self.image_size)
-        plan_y = _axis_plan(low.shape[-2], self.image_size, input_hw[0], h)
-        plan_x = _axis_plan(low.shape[-1], self.image_size, input_hw[1], w)
-        if return_logits:
-            masks = np.empty((p, low.shape[1], h, w), dtype=np.float32)
-        else:
-            masks = np.empty((p, low.shape[1], h, w), dtype=bool)
-        buf = None if return_logits else np.empty((low.shape[1], h, w), dtype=np.float32)
+        iou, low = self.predict_low_res(embedding, (h, w), point_coords, point_labels, boxes,
+                                        multimask_output, mask_input, boxes_inside)
+        p = low.shape[0]
+        masks = np.empty((p, low.shape[1], h, w), dtype=np.float32 if return_logits else bool)
         for i in range(p):  # one prompt set at a time keeps the float32 intermediate small
-            if return_logits:
-                _resample(low[i], plan_y, plan_x, out=masks[i])
-            else:
-                np.greater(_resample(low[i], plan_y, plan_x, out=buf), self.mask_threshold, out=masks[i])
+            masks[i] = self.upscale(low[i], (h, w), return_logits=return_logits)
         return masks, iou, low

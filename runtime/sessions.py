@@ -83,14 +83,15 @@ def resolve_providers(
 
 
 def create_session(
-    path: str | Path,
+    path: str | Path | bytes,
     *,
     graph: str = "",
     providers: Sequence[str] | None = None,
     provider_options: dict[str, dict[str, Any]] | None = None,
     threads: int | None = None,
 ) -> tuple[ort.InferenceSession, SessionInfo]:
-    """An ``InferenceSession`` for ``path`` with the requested providers and a report of what it got.
+    """An ``InferenceSession`` for ``path`` (an ONNX file, or its bytes) with the requested providers and a
+    report of what it got.
 
     ``threads``: intra-op threads (default: ``AVS_THREADS`` env or onnxruntime's own choice).
     onnxruntime silently falls back to the CPU when CUDA libraries are missing; the returned
@@ -104,8 +105,9 @@ def create_session(
         so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     names = [e[0] for e in entries]
-    sess = ort.InferenceSession(str(path), so, providers=names, provider_options=[e[1] for e in entries])
+    model = path if isinstance(path, bytes) else str(path)
+    sess = ort.InferenceSession(model, so, providers=names, provider_options=[e[1] for e in entries])
     got = list(sess.get_providers())
     if got and names and got[0] != names[0]:
-        log.warning("%s: asked for %s, running on %s", graph or path, names[0], got[0])
-    return sess, SessionInfo(graph or Path(path).stem, names, got)
+        log.warning("%s: asked for %s, running on %s", graph or "graph", names[0], got[0])
+    return sess, SessionInfo(graph or ("graph" if isinstance(path, bytes) else Path(path).stem), names, got)

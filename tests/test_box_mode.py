@@ -27,9 +27,8 @@ from benchmarks.bench_box import reference_box_pipeline  # noqa: E402
 from models.clap import build_clap_test_tiny, load_tokenizer, write_tiny_tokenizer  # noqa: E402
 from models.grounding_dino import build_grounding_dino, preprocess_caption  # noqa: E402
 from models.sam import load_sam  # noqa: E402
-from runtime.box_prompt import box_frame_masks, top_labels  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
-from runtime.zero_shot import sam_runner  # noqa: E402
+from runtime.modes.box import box_frame_masks, top_labels  # noqa: E402
 
 torch.set_num_threads(2)
 GRAPHS = "clap_audio,detector,sam_image_encoder,sam_prompt_decoder"
@@ -129,7 +128,7 @@ def test_box_mode_vs_reference(pipe, frames, audio, ref_models, label_file):
 def test_no_box_above_threshold(pipe, frames, audio, bundle):
     res = runtime.segment(bundle, frames[:2], audio, mode="box", box_threshold=1.0)  # scores are sigmoids: none is > 1
     assert all(not m.any() for m in res.masks)
-    assert all(p["empty"] and p["boxes_xyxy"] == [] for p in res.prompts)
+    assert all(p["empty_reason"] and p["boxes_xyxy"] == [] for p in res.prompts)
     assert "sam" in res.timings
 
 
@@ -158,7 +157,7 @@ def test_many_boxes_one_frame(pipe, frames, ref_models):
     """150 boxes (more than one decoder call's 64 prompt sets), some past the frame's edges."""
     from segment_anything import SamPredictor
 
-    runner = sam_runner(pipe)
+    runner = pipe.sam_runner()
     frame = frames[0]
     rng = np.random.default_rng(0)
     xy = rng.uniform(-10, 200, (150, 2))

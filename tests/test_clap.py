@@ -34,7 +34,10 @@ from models.clap import (  # noqa: E402
     write_tiny_tokenizer,
 )
 from runtime.audio import chunk_per_frame, load_audio  # noqa: E402
-from runtime.box_prompt import clap_audio_input  # noqa: E402
+from runtime.modes.box import clap_audio_input  # noqa: E402
+
+# laion-clap's constants, as build_engines writes them into preprocessing.clap
+CLAP_PRE = {"rate": 48000, "clip_samples": 480000, "chunk_seconds": 1.0}
 
 torch.set_num_threads(2)
 
@@ -83,18 +86,18 @@ def test_graph_contract(graph):
 
 def test_runtime_preprocessing_matches_reference(demo_dir):
     chunks = _chunks(demo_dir, "cat_3-95694-A-5.wav", 3)
-    got = clap_audio_input(demo_dir / "cat_3-95694-A-5.wav", None, 3)
+    got = clap_audio_input(demo_dir / "cat_3-95694-A-5.wav", None, 3, **CLAP_PRE)
     ref = torch.stack([_ref_preprocess(c) for c in chunks]).numpy()
     assert got.dtype == np.float32 and got.shape == (3, 480000)
     np.testing.assert_array_equal(got, ref)
     # a 0.7-s chunk: 14 repeats, then zeros (repeatpad)
-    short = clap_audio_input(np.full(33600, 0.25, np.float32), 48000, 1, chunk_seconds=0.7)
+    short = clap_audio_input(np.full(33600, 0.25, np.float32), 48000, 1, **{**CLAP_PRE, "chunk_seconds": 0.7})
     assert np.all(short[0, : 14 * 33600] > 0) and np.all(short[0, 14 * 33600:] == 0)
 
 
 def test_audio_embedding_vs_get_audio_embedding(clap, graph, demo_dir):
     wavs = [("cat_3-95694-A-5.wav", 2), ("thunder_3-144891-B-19.wav", 2), ("car_horn_1-24074-A-43.wav", 1)]
-    x = np.concatenate([clap_audio_input(demo_dir / n, None, f) for n, f in wavs])
+    x = np.concatenate([clap_audio_input(demo_dir / n, None, f, **CLAP_PRE) for n, f in wavs])
     sess = cpu_session(graph.path, 2)
     got = np.concatenate([sess.run(None, {"waveform": w[None]})[0] for w in x])
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Zero-shot modes (runtime/zero_shot.py) vs the PyTorch reference pipelines (benchmarks/reference_zero_shot.py).
+"""Zero-shot modes (runtime/modes/) vs the PyTorch reference pipelines (benchmarks/reference_zero_shot.py).
 
 Every strategy runs end to end through ``Pipeline.segment`` on real photos and a real WAV, for both
 presets, on 224 x 224 frames (AVSBench's size) and on frames at their own size, and must give the
@@ -48,10 +48,10 @@ from benchmarks.reference_zero_shot import (
     reference_prompt_masks,
     reference_select,
 )
-from runtime import zero_shot
 from runtime.errors import InputError
 from runtime.image import load_frame
-from runtime.modes import MODES
+from runtime.modes import MODES, heatmap_sam, no_prompt
+from runtime.result import SegmentResult
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_224 = ["cat_1.jpg", "cars_2.jpg", "clock_1.jpg"]
@@ -128,14 +128,12 @@ def zs(tiny_bundle, tmp_path_factory, demo, frames224):
     m["graphs"]["audioclip_image"] = ctx.entry(res, weights="audioclip")
     m["weights"]["audioclip"]["test_conditioning"] = "attnpool v/k centred x3, c_proj bias 0 (tests/test_zero_shot.py)"
     mp = pytest.MonkeyPatch()
-    if zero_shot.REFERENCE_1S_GRAPH not in m["graphs"]:
+    if no_prompt.REFERENCE_1S_GRAPH not in m["graphs"]:
         rate = 48000
         res1 = export_audioclip_audio(models.aclp.audio, d / "audioclip_audio_1s.onnx", rate, atol=1e-4,
                                       check_analytic=False)
-        m["graphs"][zero_shot.REFERENCE_1S_GRAPH] = ctx.entry(res1, weights="audioclip", num_samples=rate,
+        m["graphs"][no_prompt.REFERENCE_1S_GRAPH] = ctx.entry(res1, weights="audioclip", num_samples=rate,
                                                               sample_rate=rate)
-        if zero_shot.REFERENCE_1S_GRAPH not in runtime.bundle.KNOWN_GRAPHS:  # until the schema names it
-            mp.setattr(runtime.bundle, "KNOWN_GRAPHS", (*runtime.bundle.KNOWN_GRAPHS, zero_shot.REFERENCE_1S_GRAPH))
     runtime.bundle.write_manifest(d, m)
     yield d, models
     mp.undo()
@@ -162,7 +160,7 @@ def ref_maps(zs, demo, frames224, frames_own):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_heatmaps_match_reference(pipes, ref_maps, frames224, demo, preset):
-    got = zero_shot.heatmaps(pipes[preset], frames224, demo / WAV, None)
+    got = heatmap_sam.heatmaps(pipes[preset], frames224, demo / WAV, None)
     ref = np.stack(ref_maps[preset, "224"])
     assert got.shape == ref.shape == (len(frames224), 224, 224)
     assert np.abs(got - ref).max() < 2e-4
@@ -174,7 +172,7 @@ def test_no_prompt_audio_matches_reference(zs, pipes, demo):
     models = zs[1]
     for preset, source, loader in (("sam4avs", "reference-1s", reference_audio_48k_1s),
                                    ("default", "clip", reference_audio_44k)):
-        got = zero_shot.no_prompt_audio_embeddings(pipes[preset], demo / WAV, None, 5, source=source)
+        got = no_prompt.no_prompt_audio_embeddings(pipes[preset], demo / WAV, None, 5, source=source)
         wave = loader(demo / WAV, num_frames=5, input_scale=ref_config(preset).audio_input_scale)
         with torch.no_grad():
             ref = models.aclp.audio(wave).numpy()
@@ -272,9 +270,9 @@ def test_ms3_thresholds_and_overrides(zs, pipes, ref_maps, frames224, demo):
 
 def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
     pipe = runtime.load(zs[0], threads=2)
-    runner = zero_shot.sam_runner(pipe)
+    runner = pipe.sam_runner()
     assert runner.max_batch == 1  # CPU default: one frame per encoder call (memory)
-    assert zero_shot.sam_runner(pipe, max_batch=5) is runner and runner.max_batch == 5
+    assert pipe.sam_runner(max_batch=5) is runner and runner.max_batch == 5
 
     class Count:
         def __init__(self, sess):
@@ -391,7 +389,7 @@ def test_score_masks_crops_and_index_shift(zs, pipes, frames224, target):
     for preset in PRESETS:
         cfg = ref_config(preset)
         ref_mask, ref_sel, ref_scores = reference_select(models, frame, recs, audio, cfg=cfg)
-        mask, scores, sel = zero_shot.score_masks(pipes[preset], frame, recs, audio.numpy(), quirk=cfg.quirks)
+        mask, scores, sel = no_prompt.score_masks(pipes[preset], frame, recs, audio.numpy(), quirk=cfg.quirks)
         assert sel == ref_sel, preset
         assert np.array_equal(mask, ref_mask)
         np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
@@ -405,7 +403,7 @@ def test_score_masks_no_crops(pipes, frames224):
     frame = frames224[0]
     empty = [{"segmentation": np.zeros(frame.shape[:2], bool), "bbox": [0, 0, 0, 0]}]
     for quirk in (False, True):
-        mask, scores, sel = zero_shot.score_masks(pipes["default"], frame, empty, np.ones(64, np.float32), quirk=quirk)
+        mask, scores, sel = no_prompt.score_masks(pipes["default"], frame, empty, np.ones(64, np.float32), quirk=quirk)
         assert not mask.any() and scores.shape == (0,) and sel == []
 
 
@@ -415,8 +413,9 @@ def test_score_masks_no_crops(pipes, frames224):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_all_zero_heatmap_gives_empty_masks(pipes, frames224, frames_own, strategy):
     for frames in (frames224, frames_own):
-        res = zero_shot.segment_from_heatmaps(pipes["default"], frames, np.zeros((len(frames), 224, 224), np.float32),
-                                              strategy, t=0.5, frame_policy="native")
+        res = SegmentResult.from_frames("", "", heatmap_sam.segment_from_heatmaps(
+            pipes["default"], frames, np.zeros((len(frames), 224, 224), np.float32), strategy, t=0.5,
+            frame_policy="native"))
         assert [m.shape for m in res.masks] == [f.shape[:2] for f in frames]
         assert not any(m.any() for m in res.masks)
         assert all("constant heatmap" in p["empty_reason"] for p in res.prompts)
@@ -447,15 +446,15 @@ def test_bad_parameters(zs, pipes, frames224, tiny_bundle, demo):
     with pytest.raises(InputError, match="takes parameters"):
         pipe.segment(frames224[:1], wav, mode="point-global", t=0.5)
     with pytest.raises(InputError):
-        zero_shot.segment_from_heatmaps(pipe, frames224, np.zeros((2, 224, 224), np.float32), "point-global")
+        heatmap_sam.segment_from_heatmaps(pipe, frames224, np.zeros((2, 224, 224), np.float32), "point-global")
     with pytest.raises(InputError):
-        zero_shot.segment_from_heatmaps(pipe, frames224[:1], np.zeros((1, 224, 224)), "point-dense")  # no t
+        heatmap_sam.segment_from_heatmaps(pipe, frames224[:1], np.zeros((1, 224, 224)), "point-dense")  # no t
     with pytest.raises(InputError):
-        zero_shot.segment_from_heatmaps(pipe, frames224[:1], np.full((1, 224, 224), np.nan), "point-global")
+        heatmap_sam.segment_from_heatmaps(pipe, frames224[:1], np.full((1, 224, 224), np.nan), "point-global")
     # sam4avs No-Prompt needs the 1-s audio graph
     plain = runtime.load(tiny_bundle, preset="sam4avs")
-    if not plain.bundle.has(zero_shot.REFERENCE_1S_GRAPH):
-        with pytest.raises(InputError, match=zero_shot.REFERENCE_1S_GRAPH):
+    if not plain.bundle.has(no_prompt.REFERENCE_1S_GRAPH):
+        with pytest.raises(InputError, match=no_prompt.REFERENCE_1S_GRAPH):
             plain.segment(frames224[:1], wav, mode="no-prompt", amg=LOW_AMG)
         res = plain.segment(frames224[:1], wav, mode="no-prompt", amg=LOW_AMG, audio_source="clip")
         assert res.prompts[0]["audio_source"] == "clip"

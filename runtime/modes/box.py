@@ -33,14 +33,20 @@ import numpy as np
 from PIL import Image
 
 from runtime.audio import chunk_per_frame, load_audio
+from runtime.contract import (
+    BOX_PROMPT_LABELS,
+    CLAP_TEXT_BANK,
+    DETECTOR_LENGTH_BANK,
+    GRAPHS,
+    detector_bank,
+)
 from runtime.errors import InputError
-from runtime.modes import MODES, ModeSpec
-from runtime.pipeline import SegmentResult, _timed
-from runtime.sam import apply_coords, get_preprocess_shape, postprocess_masks
-from runtime.zero_shot import sam_runner
+from runtime.modes.spec import ModeSpec, Param
+from runtime.result import EMPTY_REASON, FrameOutput, timed
 
 __all__ = [
     "BOX_GRAPHS",
+    "MODE",
     "box_frame_masks",
     "boxes_cxcywh_to_xyxy",
     "clap_audio_input",
@@ -54,14 +60,13 @@ __all__ = [
 ]
 
 BOX_GRAPHS = ("clap_audio", "detector", "sam_image_encoder", "sam_prompt_decoder")
-_TEXT_KEYS = ("encoded_text", "text_token_mask", "position_ids", "text_self_attention_masks")
 
 
 # --- audio and labels ----------------------------------------------------------------------------
 
 
-def clap_audio_input(audio, sample_rate: int | None, num_frames: int, *, rate: int = 48000,
-                     clip_samples: int = 480000, chunk_seconds: float = 1.0) -> np.ndarray:
+def clap_audio_input(audio, sample_rate: int | None, num_frames: int, *, rate: int,
+                     clip_samples: int, chunk_seconds: float) -> np.ndarray:
     """The ``clap_audio`` input of a clip: float32 [F, clip_samples], values in [-1, 1].
 
     audio: WAV path, or an array (float in [-1, 1] or PCM ints) with ``sample_rate`` in Hz.
@@ -86,42 +91,27 @@ def clap_audio_input(audio, sample_rate: int | None, num_frames: int, *, rate: i
 
 def clap_embeddings(pipe, audio, sample_rate: int | None, num_frames: int) -> np.ndarray:
     """CLAP audio embeddings, one per frame: float32 [F, D], rows L2-normalised."""
-    c = pipe.manifest["preprocessing"].get("clap", {})
-    x = clap_audio_input(audio, sample_rate, num_frames, rate=int(c.get("sample_rate", 48000)),
-                         clip_samples=int(c.get("clip_samples", 480000)),
-                         chunk_seconds=float(c.get("chunk_seconds", 1.0)))
-    t = pipe._input_shape("clap_audio")[1]
+    c = pipe.section("clap")
+    x = clap_audio_input(audio, sample_rate, num_frames, rate=c.sample_rate, clip_samples=c.clip_samples,
+                         chunk_seconds=c.chunk_seconds)
+    b, t = pipe.graph_input_shape("clap_audio")
     if isinstance(t, int) and t != x.shape[1]:
         raise InputError(f"clap_audio was exported for T={t} samples, preprocessing gives {x.shape[1]}")
-    b = pipe._input_shape("clap_audio")[0]
     if isinstance(b, int):  # fixed-batch graph: one chunk per call
-        emb = np.concatenate([pipe._run("clap_audio", {"waveform": x[i:i + b]})[0] for i in range(0, len(x), b)])
+        emb = np.concatenate([pipe.run("clap_audio", x[i:i + b])[0] for i in range(0, len(x), b)])
     else:
-        emb = pipe._run("clap_audio", {"waveform": x})[0]
+        (emb,) = pipe.run("clap_audio", x)
     return (emb / np.linalg.norm(emb, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _bank(pipe, name: str) -> np.ndarray:
-    cache = pipe.__dict__.setdefault("_box_banks", {})
-    if name not in cache:
-        banks = pipe.manifest.get("banks", {})
-        if name not in banks:
-            raise InputError(f"bundle {pipe.bundle.root} has no bank {name!r}; rebuild it with the Box-Prompt graphs")
-        cache[name] = np.load(pipe.bundle.root / banks[name]["file"], allow_pickle=False)
-    return cache[name]
 
 
 def label_bank(pipe) -> np.ndarray:
     """The CLAP text embeddings of the bundle's labels: float32 [N, D], one L2-normalised row per label."""
-    return _bank(pipe, "clap_text")
+    return pipe.bank(CLAP_TEXT_BANK)
 
 
 def labels(pipe) -> list[str]:
     """The bundle's label names, in bank order."""
-    entry = pipe.manifest.get("labels", {}).get("box_prompt")
-    if not entry:
-        raise InputError(f"bundle {pipe.bundle.root} has no Box-Prompt label list (manifest labels.box_prompt)")
-    return list(entry["names"])
+    return pipe.label_names(BOX_PROMPT_LABELS)
 
 
 def top_labels(audio_embedding: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,24 +153,26 @@ def detector_size(height: int, width: int, short_side: int, max_size: int | None
     return size, int(size * w / h)
 
 
-def detector_input(frame: np.ndarray, pre: dict[str, Any], graph_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
+def detector_input(frame: np.ndarray, pre, graph_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
     """The detector image of a frame: float32 [1, 3, H, W] at the graph's size, and how it was resized.
 
-    frame: uint8 [h, w, 3] RGB. pre: the manifest's ``preprocessing.detector``. Returns the image
+    frame: uint8 [h, w, 3] RGB. pre: the manifest's ``preprocessing.detector`` (a
+    :class:`runtime.contract.DetectorSection`, or its raw mapping). Returns the image
     and "reference" (the reference's size equals the graph's) or "stretched" (resized to the graph's
     size directly).
     """
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"frame must be uint8 [H, W, 3] RGB, got {getattr(frame, 'dtype', type(frame))} {np.shape(frame)}")
-    oh, ow = detector_size(frame.shape[0], frame.shape[1], int(pre["short_side"]), pre.get("max_size"))
+    get = pre.get if isinstance(pre, dict) else (lambda k, d=None: getattr(pre, k, d))
+    oh, ow = detector_size(frame.shape[0], frame.shape[1], int(get("short_side")), get("max_size"))
     how = "reference" if (oh, ow) == tuple(graph_hw) else "stretched"
     gh, gw = graph_hw
     img = Image.fromarray(frame)
     if (gh, gw) != (frame.shape[0], frame.shape[1]):
         img = img.resize((gw, gh), Image.Resampling.BILINEAR)
     x = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    mean = np.asarray(pre["mean"], np.float32)
-    std = np.asarray(pre["std"], np.float32)
+    mean = np.asarray(get("mean"), np.float32)
+    std = np.asarray(get("std"), np.float32)
     x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32), how
 
@@ -197,12 +189,13 @@ def boxes_cxcywh_to_xyxy(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.nda
 
 def detect(pipe, image: np.ndarray, label_index: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """One detector call for one label: (boxes float32 [K, 4] normalised cxcywh, scores float32 [K]) with score > threshold."""
-    n = int(_bank(pipe, "detector_length")[label_index])
-    feeds = {"image": image}
-    for k in _TEXT_KEYS:
-        arr = _bank(pipe, f"detector_{k}")[label_index: label_index + 1]
-        feeds[k] = np.ascontiguousarray(arr[:, :n, :n] if k == "text_self_attention_masks" else arr[:, :n])
-    scores, boxes = pipe._run("detector", feeds)
+    n = int(pipe.bank(DETECTOR_LENGTH_BANK)[label_index])
+    texts = []
+    for spec in GRAPHS["detector"].inputs[1:]:
+        arr = pipe.bank(detector_bank(spec.name))[label_index: label_index + 1]
+        square = spec.shape.count("tokens") == 2  # [1, L, L] attention mask
+        texts.append(np.ascontiguousarray(arr[:, :n, :n] if square else arr[:, :n]))
+    scores, boxes = pipe.run("detector", image, *texts)
     keep = scores[0] > np.float32(threshold)
     return boxes[0][keep].astype(np.float32), scores[0][keep].astype(np.float32)
 
@@ -219,44 +212,33 @@ def box_frame_masks(runner, embedding: np.ndarray, frame_hw: tuple[int, int], bo
     """
     h, w = frame_hw
     b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-    if b.shape[0] == 0:
-        return np.zeros((h, w), bool)
-    if not np.all(np.isfinite(b)):
-        raise InputError("boxes must be finite")
-    k = b.shape[0]
-    coords = apply_coords(b.reshape(k, 2, 2), (h, w), runner.image_size)
-    labels_ = np.tile(np.array([[2.0, 3.0]], np.float32), (k, 1))
-    r = runner.low_res_size
-    _, low = runner.decode(embedding, coords, labels_, np.zeros((k, 1, r, r), np.float32), np.zeros(1, np.float32))
-    input_hw = get_preprocess_shape(h, w, runner.image_size)
     out = np.zeros((h, w), bool)
-    for i in range(k):
-        logits = postprocess_masks(low[i, 0], input_hw, (h, w), runner.image_size)
-        out |= logits > runner.mask_threshold
+    if b.shape[0] == 0:
+        return out
+    _, low = runner.predict_low_res(embedding, (h, w), boxes=b, multimask_output=False, boxes_inside=False)
+    buf = np.empty((h, w), bool)
+    for i in range(b.shape[0]):  # one box at a time keeps the full-size logits small
+        out |= runner.upscale(low[i, 0], (h, w), out=buf)
     return out
 
 
 def run_box(pipe, frames, audio, sample_rate, timings, *, k, box_threshold):
     """Box-Prompt mode; see the module docstring. ``k``: labels per frame (1 for S4, 2 for MS3);
-    ``box_threshold``: detector score threshold (default: the manifest's, 0.3)."""
-    pre = pipe.manifest["preprocessing"].get("detector")
-    if pre is None:
-        raise InputError(f"bundle {pipe.bundle.root} lacks preprocessing.detector; rebuild it with the detector graph")
-    thr = float(pre["box_threshold"] if box_threshold is None else box_threshold)
-    if not 0.0 <= thr <= 1.0:
-        raise InputError(f"box_threshold must be in [0, 1], got {box_threshold}")
+    ``box_threshold``: detector score threshold (default: the manifest's, 0.3).
+    Per frame: score = the kept boxes' detector scores float32 [K]; prompt = labels, label_indices,
+    label_scores, boxes_xyxy (frame pixels), box_scores, detector_resize."""
+    pre = pipe.section("detector")
+    thr = pre.box_threshold if box_threshold is None else box_threshold
     bank = label_bank(pipe)
     names = labels(pipe)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise InputError(f"k must be a positive int, got {k!r}")
     if k > bank.shape[0]:
         raise InputError(f"k={k} is larger than the label bank ({bank.shape[0]} labels)")
-    graph_hw = tuple(int(v) for v in pipe.bundle.graphs["detector"]["inputs"][0]["shape"][2:4])
-    with _timed(timings, "clap"):
+    graph_hw = tuple(int(v) for v in pipe.graph_input_shape("detector")[2:4])
+    with timed(timings, "clap"):
         emb = clap_embeddings(pipe, audio, sample_rate, len(frames))
     prompts: list[dict[str, Any]] = []
     frame_boxes: list[np.ndarray] = []
-    with _timed(timings, "detector"):
+    with timed(timings, "detector"):
         for i, frame in enumerate(frames):
             idx, cos = top_labels(emb[i], bank, int(k))
             image, how = detector_input(frame, pre, graph_hw)
@@ -273,23 +255,26 @@ def run_box(pipe, frames, audio, sample_rate, timings, *, k, box_threshold):
                 "labels": [names[int(j)] for j in idx], "label_indices": idx.tolist(),
                 "label_scores": cos.tolist(), "boxes_xyxy": xyxy.tolist(), "box_scores": s.tolist(),
                 "detector_resize": how,
-                **({} if len(xyxy) else {"empty": "no detector box above the threshold"}),
+                **({} if len(xyxy) else {EMPTY_REASON: "no detector box above the threshold"}),
             })
     masks: list[np.ndarray] = [np.zeros(f.shape[:2], bool) for f in frames]
-    with _timed(timings, "sam"):
+    with timed(timings, "sam"):
         todo = [i for i, b in enumerate(frame_boxes) if len(b)]
         if todo:
-            runner = sam_runner(pipe)
-            embs = runner.embed([frames[i] for i in todo])
+            runner = pipe.sam_runner()
+            embs = pipe.sam_embeddings([frames[i] for i in todo])
             for i, e in zip(todo, embs, strict=True):
                 masks[i] = box_frame_masks(runner, e, frames[i].shape[:2], frame_boxes[i])
-    scores_out = [np.asarray(p["box_scores"], np.float32) for p in prompts]
-    return SegmentResult("", "", masks, scores=scores_out, prompts=prompts)
+    return [FrameOutput(m, np.asarray(p["box_scores"], np.float32), p) for m, p in zip(masks, prompts, strict=True)]
 
 
-MODES["box"] = ModeSpec(
+MODE = ModeSpec(
+    name="box",
     graphs=BOX_GRAPHS,
     run=run_box,
-    params={"k": 1, "box_threshold": None},
+    params=(Param("k", 1, "int", "AudioSet labels per frame (1 for S4, 2 for MS3)", low=1),
+            Param("box_threshold", None, "float", "detector score threshold (None: the manifest's)",
+                  low=0.0, high=1.0, nullable=True)),
+    score_kind="detector scores of the kept boxes float32 [K]",
     doc="Box-Prompt: CLAP top-k AudioSet labels -> GroundingDINO boxes -> SAM box masks, united.",
 )

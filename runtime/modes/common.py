@@ -1,0 +1,101 @@
+"""Pieces shared by the modes: the paper's thresholds, preset quirks, frame policies, frame-size mapping.
+
+Coordinates: (x, y) pixels, x along the width, origin at the top-left corner of the top-left
+pixel; the centre of pixel (row r, col c) is (c + 0.5, r + 0.5). numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.image import squash_to_square
+from runtime.resize import resize
+
+# The paper's thresholds (spec sam4avs-reference 4.2-4.4): t per dataset and strategy.
+THRESHOLDS: dict[str, dict[str, float]] = {
+    "s4": {"point-local": 0.6, "point-dense": 0.85, "heatmap-box": 0.55},
+    "ms3": {"point-local": 0.65, "point-dense": 0.7, "heatmap-box": 0.55},
+}
+DATASETS = tuple(THRESHOLDS)
+FRAME_POLICIES = ("native", "reference")
+SAM_GRAPHS = ("sam_image_encoder", "sam_prompt_decoder")
+HEATMAP_GRAPHS = ("audioclip_audio", "audioclip_image")
+
+
+def quirks(pipe, override: bool | None) -> bool:
+    """Whether the reference's quirks apply: ``override``, else the preset's ``zero_shot_quirks``."""
+    return bool(override) if override is not None else bool(pipe.preset.zero_shot_quirks)
+
+
+def frame_policy(pipe, policy: str | None) -> str:
+    """The SAM frame policy: ``policy``, else "reference" under the quirks preset and "native" otherwise."""
+    if policy is None:
+        return "reference" if quirks(pipe, None) else "native"
+    if policy not in FRAME_POLICIES:
+        raise InputError(f"frame_policy must be one of {FRAME_POLICIES} or None (preset), got {policy!r}")
+    return policy
+
+
+def threshold(strategy: str, t: float | None, dataset: str) -> float | None:
+    """The strategy's heatmap threshold: ``t``, else the paper's for ``dataset``; None for point-global."""
+    if strategy == "point-global":
+        return None
+    if t is None:
+        if dataset not in THRESHOLDS:
+            raise InputError(f"dataset must be one of {sorted(THRESHOLDS)} (selects the paper's "
+                             f"threshold), got {dataset!r}")
+        return THRESHOLDS[dataset][strategy]
+    return float(t)
+
+
+def clip_size(pipe) -> int:
+    """CLIP's square input size S (manifest ``preprocessing.image.size``)."""
+    return pipe.section("image").size
+
+
+def squash(pipe, frame: np.ndarray) -> np.ndarray:
+    """The frame as the CLIP models see it: uint8 [S, S, 3], squashed with the preset's antialiasing."""
+    return squash_to_square(frame, clip_size(pipe), antialias=bool(pipe.preset.image_antialias))
+
+
+def check_sam_frames(frames: Sequence[np.ndarray], patch: int, why: str) -> None:
+    """Refuse frames with a side below SAM's patch size (``why`` names what needs them)."""
+    for i, f in enumerate(frames):
+        if f.shape[0] < patch or f.shape[1] < patch:
+            raise InputError(f"frame {i} is {f.shape[0]}x{f.shape[1]} px: {why} needs both sides >= "
+                             f"the SAM patch size ({patch} px); upscale the frame, or use the "
+                             "'reference' frame policy (SAM on the frame squashed to 224x224)")
+
+
+def nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """bool [h, w] -> [H, W] by pixel-centre nearest sampling: src = floor((i + 0.5) * h / H)."""
+    h, w = mask.shape
+    oh, ow = hw
+    if (h, w) == (oh, ow):
+        return mask
+    # float32 source positions, as PyTorch's "nearest-exact"
+    rows = np.minimum(np.floor((np.arange(oh, dtype=np.float32) + np.float32(0.5)) * (np.float32(h) / np.float32(oh))).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor((np.arange(ow, dtype=np.float32) + np.float32(0.5)) * (np.float32(w) / np.float32(ow))).astype(np.int64), w - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def to_frame_size(maps: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Square maps [N, S, S] of squashed frames back to each frame's (H, W), bilinear; float32."""
+    return [resize(m[None], f.shape[:2], "bilinear")[0] for m, f in zip(maps, frames, strict=True)]
+
+
+def map_points(coords: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(x, y) points [K, 2] scaled to another frame size: (x * sx, y * sy), float64."""
+    out = np.asarray(coords, dtype=np.float64).copy()
+    out[:, 0] *= sx
+    out[:, 1] *= sy
+    return out
+
+
+def map_box(box: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Inclusive pixel box [x0, y0, x1, y1] scaled keeping its pixel extent: x1 -> (x1 + 1) * sx - 1."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([x0 * sx, y0 * sy, (x1 + 1.0) * sx - 1.0, (y1 + 1.0) * sy - 1.0], dtype=np.float64)

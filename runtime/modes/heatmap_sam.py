@@ -1,0 +1,188 @@
+"""SAM prompted from AudioCLIP heatmaps (spec sam4avs-reference 4.0-4.4): the heatmaps and the shared
+heatmap -> prompt -> SAM path of the point modes and Heatmap-Box.
+
+The heatmap is the reference's: AudioCLIP audio embedding of the frame's 1-s chunk
+(``audioclip_audio``, L2-normalised) against the CLIP-Surgery dense tokens (``audioclip_image``
+output ``surgery_dense``) of the frame squashed to S x S (S = 224), min-max normalised, bilinearly
+upsampled to S x S; ``1 - cosine`` when the preset's ``heatmap_reverse`` is set. Heatmap pixel
+(u, v) is frame point (u * W / S, v * H / S).
+
+Frame policies (what SAM sees):
+
+* ``"reference"`` (preset ``sam4avs``): SAM gets the squashed S x S frame, the prompts are the
+  heatmap's coordinates unchanged, and SAM's mask is brought to the frame's size by nearest
+  (pixel-centre) sampling. For 224 x 224 frames (AVSBench) this is exactly the reference.
+* ``"native"`` (preset ``default``): SAM runs on the frame at its own size; each prompt is scaled
+  from heatmap pixels to frame pixels (points: (u * W / S, v * H / S); an inclusive box keeps its
+  pixel extent: x0 -> x0 * W / S, x1 -> (x1 + 1) * W / S - 1); masks at SAM's full resolution.
+
+Of SAM's three masks the one with the highest predicted IoU is kept (``max_score``). Where the
+reference crashes or produces NaN (no box above t, no prompt point, a constant heatmap) the mask is
+empty and the prompt says why (``empty_reason``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from runtime.contract import IMAGE_SURGERY_DENSE
+from runtime.errors import InputError
+from runtime.heatmap import audio_image_heatmap
+from runtime.modes.common import (
+    FRAME_POLICIES,
+    check_sam_frames,
+    clip_size,
+    map_box,
+    map_points,
+    nearest_to,
+    quirks,
+    squash,
+    threshold,
+)
+from runtime.modes.common import frame_policy as resolve_policy
+from runtime.prompts import dense_points, heatmap_box, peak_points, select_max_score, top_points
+from runtime.result import EMPTY_REASON, FrameOutput, timed
+
+HEATMAP_STRATEGIES = ("point-global", "point-local", "point-dense", "heatmap-box")
+
+
+def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None, *,
+             reverse: bool | None = None, timings: dict[str, float] | None = None) -> np.ndarray:
+    """Audio-image heatmaps of a clip, one per frame (spec 4.0): float32 [N, S, S] in [0, 1].
+
+    frames: N uint8 [H, W, 3] RGB frames; audio: WAV path or array with ``sample_rate`` (frame k
+    gets second k). The map covers the whole frame squashed to S x S (pixel (row, col) of the map
+    = pixel (row, col) of the squashed frame). ``reverse``: ``1 - cosine`` (None: the preset's
+    ``heatmap_reverse``). A frame whose similarities are all equal gives an all-zero map.
+    """
+    timings = {} if timings is None else timings
+    with timed(timings, "audio"):
+        emb = pipe.audio_embeddings(audio, sample_rate, len(frames))
+    with timed(timings, "image"):
+        feats = pipe.image_features(pipe.clip_images(list(frames), squash=True))
+    with timed(timings, "heatmap"):
+        rev = bool(pipe.preset_value("heatmap_reverse", reverse))
+        s = clip_size(pipe)
+        return audio_image_heatmap(feats[IMAGE_SURGERY_DENSE], emb, out_size=(s, s), reverse=rev)
+
+
+def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
+                   max_points: int | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"strategy": strategy, "threshold": t, "points": None, "labels": None, "box": None}
+    if float(sm.max()) == float(sm.min()):
+        rec[EMPTY_REASON] = "constant heatmap (no location information)"
+    elif strategy == "heatmap-box":
+        box = heatmap_box(sm, t)
+        if box is None:
+            rec[EMPTY_REASON] = f"no heatmap pixel >= {t}"
+        else:
+            rec["box"] = box.astype(np.float64)
+    else:
+        if strategy == "point-global":
+            coords, labels = top_points(sm)
+        elif strategy == "point-local":
+            coords, labels = peak_points(sm, t, quirk=quirk)
+        else:
+            coords, labels = dense_points(sm, t, max_points)
+        if coords.shape[0] == 0:
+            rec[EMPTY_REASON] = "no prompt point"
+        else:
+            rec["points"], rec["labels"] = coords, labels
+    return rec
+
+
+def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, strategy: str, *,
+                          t: float | None = None, quirk: bool = False, frame_policy: str = "native",
+                          max_points: int | None = None,
+                          timings: dict[str, float] | None = None) -> list[FrameOutput]:
+    """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
+
+    frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
+    (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
+    ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points;
+    frame_policy: ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s
+    cap per sign (None: half the cells).
+
+    Returns one FrameOutput per frame: mask bool [H, W]; score float32 [1] = the chosen mask's
+    predicted IoU, or [0] when no prompt was made; prompt: ``points`` float64 [K, 2] (x, y) and
+    ``labels`` int64 [K] (1 foreground, 0 background) or ``box`` float64 [4] (x0, y0, x1, y1), in
+    frame pixels (heatmap coordinates scaled by W / S, H / S; under the ``"reference"`` policy SAM got
+    them unscaled on the squashed frame); ``mask_index``, ``iou``, ``sam_input_hw``, and
+    ``empty_reason`` when the mask is empty without asking SAM.
+    """
+    if strategy not in HEATMAP_STRATEGIES:
+        raise InputError(f"strategy must be one of {HEATMAP_STRATEGIES}, got {strategy!r}")
+    if frame_policy not in FRAME_POLICIES:
+        raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
+    timings = {} if timings is None else timings
+    frames = list(frames)
+    m = np.asarray(maps)
+    s = clip_size(pipe)
+    if m.dtype.kind != "f" or m.shape != (len(frames), s, s):
+        raise InputError(f"maps must be float [{len(frames)}, {s}, {s}] (one CLIP-input heatmap per "
+                         f"frame), got dtype {m.dtype}, shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InputError("maps hold NaN/inf")
+    if strategy != "point-global" and t is None:
+        raise InputError(f"strategy {strategy!r} needs a threshold t")
+    runner = pipe.sam_runner()
+
+    with timed(timings, "prompts"):
+        prompts = [_choose_prompt(sm, strategy, t, quirk, max_points) for sm in m]
+    if frame_policy == "reference":
+        sam_frames = [squash(pipe, f) for f in frames]
+    else:
+        check_sam_frames(frames, runner.patch_size, "the 'native' frame policy (SAM at the frame's size)")
+        sam_frames = frames
+    need = [i for i, p in enumerate(prompts) if EMPTY_REASON not in p]
+    with timed(timings, "sam_encoder"):
+        embs = pipe.sam_embeddings([sam_frames[i] for i in need]) if need else []
+    emb_of = dict(zip(need, embs, strict=True))
+
+    out: list[FrameOutput] = []
+    for i, (frame, rec) in enumerate(zip(frames, prompts, strict=True)):
+        hw = frame.shape[:2]
+        sam_hw = sam_frames[i].shape[:2]
+        rec["sam_input_hw"] = tuple(int(v) for v in sam_hw)
+        if i not in emb_of:
+            rec["mask_index"], rec["iou"] = None, None
+            out.append(FrameOutput(np.zeros(hw, dtype=bool), np.zeros(0, np.float32), rec))
+            continue
+        # heatmap pixels -> SAM input pixels (the squashed frame: identity; the frame: scaled)
+        sx, sy = sam_hw[1] / s, sam_hw[0] / s
+        fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
+        kw: dict[str, Any] = {}
+        if rec["box"] is not None:
+            kw["boxes"] = map_box(rec["box"], sx, sy)[None]
+            rec["box"] = map_box(rec["box"], fx, fy)
+        else:
+            kw["point_coords"] = map_points(rec["points"], sx, sy)
+            kw["point_labels"] = rec["labels"]
+            rec["points"] = map_points(rec["points"], fx, fy)
+        with timed(timings, "sam_decoder"):
+            masks, iou, _ = runner.predict(emb_of[i], sam_hw, multimask_output=True, **kw)
+            mask, k = select_max_score(masks[0], iou[0])
+        if sam_hw != hw:
+            mask = nearest_to(mask, hw)
+        rec["mask_index"], rec["iou"] = int(k), float(iou[0, k])
+        out.append(FrameOutput(mask, np.array([iou[0, k]], np.float32), rec))
+    return out
+
+
+def run_strategy(strategy: str, pipe, frames, audio, sample_rate, timings, *, reverse=None,
+                 frame_policy=None, t=None, dataset="s4", quirk=None, max_points=None) -> list[FrameOutput]:
+    """A heatmap strategy end to end: heatmaps -> prompts -> SAM (the run function of its mode)."""
+    policy = resolve_policy(pipe, frame_policy)
+    thr = threshold(strategy, t, dataset)
+    peak_quirk = quirks(pipe, quirk) if strategy == "point-local" else False
+    if policy == "native":  # fail before the heavy work
+        check_sam_frames(frames, pipe.sam_runner().patch_size, "the 'native' frame policy (SAM at the frame's size)")
+    maps = heatmaps(pipe, frames, audio, sample_rate, reverse=reverse, timings=timings)
+    out = segment_from_heatmaps(pipe, frames, maps, strategy, t=thr, quirk=peak_quirk,
+                                frame_policy=policy, max_points=max_points, timings=timings)
+    for o in out:
+        o.prompt["frame_policy"] = policy
+    return out

@@ -1,0 +1,239 @@
+"""Mode ``no-prompt`` (spec sam4avs-reference 4.5): SAM's automatic masks, each scored against the audio.
+
+Each automatic mask (:class:`runtime.amg.AutomaticMaskGenerator`, SAM's defaults) is cut out on a
+black background, cropped to its box, scored with AudioCLIP (softmax over the masks of 100 x cosine
+between the crop's CLIP global embedding and the audio embedding); masks scoring > 0.5 are united.
+
+Presets: ``sam4avs`` reproduces the reference, quirks included: crops one pixel short (SAM's XYWH
+width x1 - x0), zero-size crops skipped *with* the index shift of the reference (the wrong mask can
+be selected), the ``"reference"`` frame policy, and the reference's audio: 48 kHz, 1-s chunks not
+tiled, int16 round trip, through the ``audioclip_audio_1s`` graph (its manifest entry gives
+``num_samples`` and ``sample_rate``). ``default`` corrects these: crops to the mask's full extent,
+empty masks skipped without shifting indices, the frame at its own size, the standard tiled
+44.1 kHz audio. No automatic mask, or only zero-size crops, give an empty mask (``empty_reason``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from runtime.amg import AmgConfig, AutomaticMaskGenerator
+from runtime.audio import chunk_per_frame, load_audio
+from runtime.contract import IMAGE_GLOBAL
+from runtime.errors import InputError
+from runtime.heatmap import l2_normalize
+from runtime.modes.common import (
+    FRAME_POLICIES,
+    HEATMAP_GRAPHS,
+    SAM_GRAPHS,
+    check_sam_frames,
+    nearest_to,
+    quirks,
+    squash,
+)
+from runtime.modes.common import frame_policy as resolve_policy
+from runtime.modes.spec import ModeSpec, Param
+from runtime.result import EMPTY_REASON, FrameOutput, timed
+
+REFERENCE_1S_GRAPH = "audioclip_audio_1s"
+NO_PROMPT_AUDIO = ("clip", "reference-1s")
+_CLIP_BATCH = 32  # crops per audioclip_image call
+
+
+def no_prompt_audio_embeddings(pipe, audio, sample_rate: int | None, num_frames: int, *,
+                               source: str = "clip") -> np.ndarray:
+    """AudioCLIP embeddings for No-Prompt, one per frame: float32 [F, D] (not normalised).
+
+    source ``"clip"``: the standard ``audioclip_audio`` input (44.1 kHz, each 1-s chunk tiled to
+    5 s, x the preset's ``audio_input_scale``). ``"reference-1s"``: the reference's No-Prompt
+    loader: resampled to the ``audioclip_audio_1s`` graph's ``sample_rate`` (48 kHz), one untiled
+    chunk of ``num_samples`` (48,000) per frame, int16 round trip (clip to [-1, 1], x32767, truncate
+    to int16, / 32767), x the preset's ``audio_input_scale``.
+    """
+    if source == "clip":
+        return pipe.audio_embeddings(audio, sample_rate, num_frames)
+    if source != "reference-1s":
+        raise InputError(f"audio must be one of {NO_PROMPT_AUDIO} or None (preset), got {source!r}")
+    if not pipe.bundle.has(REFERENCE_1S_GRAPH):
+        raise InputError(
+            f"No-Prompt with the reference's audio (48 kHz, 1-s chunks; preset sam4avs) needs the graph "
+            f"{REFERENCE_1S_GRAPH!r}, which bundle {pipe.bundle.root} lacks; rebuild the bundle with it, "
+            f"or pass audio_source='clip' (the standard 44.1 kHz tiled input)")
+    entry = pipe.bundle.graphs[REFERENCE_1S_GRAPH]
+    n, rate = int(entry["num_samples"]), int(entry["sample_rate"])
+    x = load_audio(audio, sample_rate, rate)
+    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate)
+    q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
+    wav = (q / 32767.0).astype(np.float32) * np.float32(pipe.preset.audio_input_scale)
+    return pipe.run(REFERENCE_1S_GRAPH, wav)[0]
+
+
+def _crop(frame: np.ndarray, rec: dict[str, Any], quirk: bool) -> np.ndarray | None:
+    """The mask's pixels on black, cropped to its box; None for a zero-size (or, default, empty) crop."""
+    seg = rec["segmentation"]
+    x, y, bw, bh = (int(v) for v in rec["bbox"])
+    if quirk:  # PIL crop (x, y, x + w, y + h) with SAM's w = x1 - x0: last row and column dropped
+        x1, y1 = x + bw, y + bh
+    else:
+        if not seg.any():
+            return None
+        x1, y1 = x + bw + 1, y + bh + 1
+    if x1 <= x or y1 <= y:
+        return None
+    sub = frame[y:y1, x:x1]
+    return np.where(seg[y:y1, x:x1, None], sub, np.uint8(0))
+
+
+def score_masks(pipe, frame: np.ndarray, records: Sequence[dict[str, Any]], audio_embedding: np.ndarray,
+                *, quirk: bool = False, score_threshold: float = 0.5,
+                logit_scale: float = 100.0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """No-Prompt's retrieval (spec 4.5): which automatic masks sound, and their union.
+
+    frame: uint8 [H, W, 3] RGB; records: SAM-style mask records (``segmentation`` bool [H, W],
+    ``bbox`` [x, y, w, h] with w = x1 - x0 of the inclusive box); audio_embedding: float [D] of
+    the frame's audio chunk. Each mask's pixels are copied onto black and cropped to its box,
+    CLIP-preprocessed (``audioclip_image`` ``global`` output), and
+    score = softmax over the candidates of logit_scale * cos(crop, audio). Masks with score >
+    score_threshold are united.
+
+    quirk False: crops span the mask's full extent; empty masks are skipped and the scores stay
+    aligned with their masks. quirk True (the reference): crops drop the last row and column,
+    zero-size crops are skipped and the remaining scores are applied to the masks by position
+    (the reference's index shift).
+    Returns (mask bool [H, W], scores float32 [K] of the K cropped candidates (in crop order),
+    selected record indices).
+    """
+    h, w = frame.shape[:2]
+    crops: list[np.ndarray] = []
+    owner: list[int] = []
+    for j, rec in enumerate(records):
+        c = _crop(frame, rec, quirk)
+        if c is not None:
+            crops.append(c)
+            owner.append(j)
+    mask = np.zeros((h, w), dtype=bool)
+    if not crops:
+        return mask, np.zeros(0, np.float32), []
+    feats = []
+    for a in range(0, len(crops), _CLIP_BATCH):
+        feats.append(pipe.image_features(pipe.clip_images(crops[a:a + _CLIP_BATCH]))[IMAGE_GLOBAL])
+    img = l2_normalize(np.concatenate(feats), axis=1)
+    aud = l2_normalize(np.asarray(audio_embedding, np.float32).reshape(1, -1), axis=1)
+    logits = np.float32(logit_scale) * (img @ aud[0])
+    e = np.exp(logits - logits.max())
+    scores = (e / e.sum()).astype(np.float32)
+    picked = [int(k) for k in np.flatnonzero(scores > np.float32(score_threshold))]
+    selected = picked if quirk else [owner[k] for k in picked]
+    for j in selected:
+        mask |= records[j]["segmentation"]
+    return mask, scores, selected
+
+
+def amg_config(pipe, amg: dict[str, Any] | None) -> AmgConfig:
+    """SAM's automatic-mask-generator defaults with ``amg`` overrides (field names of :class:`AmgConfig`)."""
+    names = {f.name for f in fields(AmgConfig)}
+    unknown = sorted(set(amg or {}) - names)
+    if unknown:
+        raise InputError(f"unknown AMG parameters {unknown}; known: {sorted(names)}")
+    return AmgConfig(**{"mask_threshold": pipe.section("sam").mask_threshold, **(amg or {})})
+
+
+def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
+                      amg: dict[str, Any] | None = None, quirk: bool = False,
+                      score_threshold: float = 0.5, logit_scale: float = 100.0,
+                      frame_policy: str = "native",
+                      timings: dict[str, float] | None = None) -> list[FrameOutput]:
+    """No-Prompt on given audio embeddings (spec 4.5): automatic masks scored by AudioCLIP.
+
+    frames: N uint8 [H, W, 3] RGB (both sides >= the SAM patch size); audio_emb: float [N, D],
+    one AudioCLIP embedding per frame (:func:`no_prompt_audio_embeddings`); amg: overrides of
+    :class:`runtime.amg.AmgConfig`; quirk, score_threshold, logit_scale: see :func:`score_masks`;
+    frame_policy: ``"native"`` (automatic masks on the frame at its size) or ``"reference"`` (on the
+    frame squashed to 224 x 224, the union brought back by nearest sampling).
+    Returns one FrameOutput per frame: mask bool [H, W] (all False when SAM finds no mask or no
+    crop scores above the threshold); score float32 [K] (the softmax scores of the K candidates);
+    prompt: ``boxes`` int64 [M, 4] (SAM's XYWH boxes of the M automatic masks, pixels of the SAM
+    input ``sam_input_hw``), ``predicted_iou`` [M], ``selected`` (record indices), ``num_masks``.
+    """
+    timings = {} if timings is None else timings
+    frames = list(frames)
+    a = np.asarray(audio_emb)
+    if a.ndim != 2 or a.shape[0] != len(frames) or a.dtype.kind != "f":
+        raise InputError(f"audio_emb must be float [{len(frames)}, D], got {a.dtype} {a.shape}")
+    if frame_policy not in FRAME_POLICIES:
+        raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
+    runner = pipe.sam_runner()
+    generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
+    if frame_policy == "reference":
+        sam_frames = [squash(pipe, f) for f in frames]
+    else:
+        check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+        sam_frames = frames
+    with timed(timings, "sam_encoder"):
+        embs = pipe.sam_embeddings(sam_frames)
+    out: list[FrameOutput] = []
+    for i, (frame, sf) in enumerate(zip(frames, sam_frames, strict=True)):
+        with timed(timings, "amg"):
+            records = generator.generate(sf, embedding=embs[i])
+        with timed(timings, "crop_scoring"):
+            mask, sc, sel = score_masks(pipe, sf, records, a[i], quirk=quirk,
+                                        score_threshold=score_threshold, logit_scale=logit_scale)
+        rec: dict[str, Any] = {
+            "boxes": np.array([r["bbox"] for r in records], dtype=np.int64).reshape(-1, 4),
+            "predicted_iou": np.array([r["predicted_iou"] for r in records], dtype=np.float32),
+            "selected": sel, "num_masks": len(records), "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
+        }
+        if not records:
+            rec[EMPTY_REASON] = "the automatic mask generator found no mask"
+        elif sc.size == 0:
+            rec[EMPTY_REASON] = "every automatic mask gave a zero-size crop"
+        elif not sel:
+            rec[EMPTY_REASON] = f"no mask scored above {score_threshold}"
+        out.append(FrameOutput(nearest_to(mask, frame.shape[:2]), sc, rec))
+    return out
+
+
+def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_threshold=0.5,
+                  logit_scale=100.0, quirk=None, audio_source=None, frame_policy=None):
+    """No-Prompt end to end: audio embeddings, automatic masks, crop scoring (module docstring)."""
+    q = quirks(pipe, quirk)
+    policy = resolve_policy(pipe, frame_policy)
+    source = audio_source if audio_source is not None else ("reference-1s" if q else "clip")
+    runner = pipe.sam_runner()
+    amg_config(pipe, amg)  # fail before the heavy work
+    if policy == "native":
+        check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+    with timed(timings, "audio"):
+        emb = no_prompt_audio_embeddings(pipe, audio, sample_rate, len(frames), source=source)
+    out = segment_no_prompt(pipe, frames, emb, amg=amg, quirk=q, score_threshold=score_threshold,
+                            logit_scale=logit_scale, frame_policy=policy, timings=timings)
+    for o in out:
+        o.prompt["audio_source"] = source
+        o.prompt["frame_policy"] = policy
+    return out
+
+
+MODE = ModeSpec(
+    name="no-prompt",
+    graphs=HEATMAP_GRAPHS + SAM_GRAPHS,
+    optional_graphs=(REFERENCE_1S_GRAPH,),
+    run=run_no_prompt,
+    params=(
+        Param("amg", None, "dict", "AutomaticMaskGenerator overrides, e.g. {'points_per_side': 16}", nullable=True),
+        Param("score_threshold", 0.5, "float", "softmax score above which a mask sounds", low=0.0, high=1.0,
+              open_high=True),
+        Param("logit_scale", 100.0, "float", "softmax temperature x cosine", low=0.0, open_low=True),
+        Param("quirk", None, "bool", "the reference's crops and index shift (None: the preset's)", nullable=True),
+        Param("audio_source", None, "str", "'clip' (44.1 kHz tiled) or 'reference-1s' (None: the preset's)",
+              choices=NO_PROMPT_AUDIO, nullable=True),
+        Param("frame_policy", None, "str", "'native' or 'reference' (None: the preset's)",
+              choices=FRAME_POLICIES, nullable=True),
+    ),
+    presets=("audio_input_scale", "image_antialias", "zero_shot_quirks"),
+    score_kind="softmax scores of the K cropped automatic masks float32 [K]",
+    doc="No-Prompt: SAM's automatic masks, each crop scored against the audio by AudioCLIP (softmax > 0.5).",
+)

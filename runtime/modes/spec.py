@@ -1,0 +1,133 @@
+"""What a mode is: :class:`ModeSpec` (graphs, typed parameters, presets honoured) and :class:`Param`.
+
+Mode modules build their specs from these; the table in ``runtime/modes/__init__.py`` collects them.
+Imports no mode and not the table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import InputError
+
+__all__ = ["ModeSpec", "Param"]
+
+_KINDS = ("float", "int", "bool", "str", "dict")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A mode parameter: name, default, kind and allowed values.
+
+    kind: "float", "int", "bool", "str" or "dict". low / high: bounds of numbers (inclusive unless
+    ``open_low`` / ``open_high``). choices: the allowed strings. nullable: None is allowed (and means
+    "from the preset or the dataset", as ``doc`` says).
+    """
+
+    name: str
+    default: Any
+    kind: str
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"Param {self.name}: kind must be one of {_KINDS}, got {self.kind!r}")
+
+    def describe(self) -> str:
+        """Type and range in words, e.g. ``float in (0, 1)`` or ``one of 's4', 'ms3'``."""
+        if self.choices:
+            what = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.kind in ("float", "int") and (self.low is not None or self.high is not None):
+            lo = "-inf" if self.low is None else f"{self.low:g}"
+            hi = "inf" if self.high is None else f"{self.high:g}"
+            what = f"{self.kind} in {'(' if self.open_low or self.low is None else '['}{lo}, " \
+                   f"{hi}{')' if self.open_high or self.high is None else ']'}"
+        else:
+            what = self.kind
+        return what + (" or None" if self.nullable else "")
+
+    def check(self, mode: str, value: Any) -> Any:
+        """``value`` converted to the parameter's kind, or InputError saying what was expected."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise InputError(f"mode {mode!r}: {self.name} must be {self.describe()}, got None")
+        bad = InputError(f"mode {mode!r}: {self.name} must be {self.describe()}, got {value!r}")
+        if self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise bad
+            return bool(value)
+        if self.kind == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise bad
+            return value
+        if self.kind == "dict":
+            if not isinstance(value, Mapping):
+                raise bad
+            return dict(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad
+        if self.kind == "int":
+            if float(value) != int(value):
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            raise bad
+        if self.high is not None and (value > self.high or (self.open_high and value == self.high)):
+            raise bad
+        return value
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """A segmentation mode.
+
+    name: the mode's name in ``segment(mode=...)``. graphs: the bundle graphs it runs. run: the
+    function ``run(pipe, frames, audio, sample_rate, timings, **params) -> list[FrameOutput]``
+    (frames: uint8 [H, W, 3] RGB arrays; one :class:`runtime.result.FrameOutput` per frame).
+    params: its parameters. presets: the preset constants it honours. score_kind: what its per-frame
+    ``scores`` hold. optional_graphs: graphs it uses when present. doc: one line for tables.
+    """
+
+    name: str
+    graphs: tuple[str, ...]
+    run: Callable[..., list]
+    params: tuple[Param, ...] = ()
+    presets: tuple[str, ...] = ()
+    score_kind: str = ""
+    doc: str = ""
+    optional_graphs: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mode {self.name!r} declares a parameter twice: {names}")
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default."""
+        return {p.name: p.default for p in self.params}
+
+    def check_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """All parameters: defaults overridden by ``given``, each checked; unknown names refused."""
+        known = self.defaults
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise InputError(f"mode {self.name!r} takes parameters {sorted(known)}, not {unknown}")
+        by_name = {p.name: p for p in self.params}
+        return {k: by_name[k].check(self.name, given[k]) if k in given else v for k, v in known.items()}
