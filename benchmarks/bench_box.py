@@ -15,94 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from benchmarks.harness import Report, machine_info
-from models.clap import build_clap_test_tiny, load_clap, load_tokenizer
-from models.grounding_dino import build_grounding_dino, load_grounding_dino, preprocess_caption
-from models.sam import load_sam
+from reference.box import reference_box_pipeline, reference_models
 
 PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
-
-
-def reference_models(manifest: dict[str, Any], tokenizers: str | Path | None) -> dict[str, Any]:
-    """The PyTorch models a bundle was built from (by the manifest's weight provenance)."""
-    rt = load_tokenizer("roberta", tokenizers)
-    bt = load_tokenizer("bert", tokenizers)
-    w = manifest["weights"]
-    c, g, s = w["clap"], w["grounding_dino"], w["sam"]
-    if c.get("config") == "test-tiny":
-        clap = build_clap_test_tiny(len(rt), seed=c.get("seed", 0))
-    else:
-        clap, _ = load_clap(c.get("path"), amodel=c.get("config"), seed=c.get("seed", 0))
-    if g.get("source") == "random-init":
-        gd = build_grounding_dino(g["config"], bt, seed=g.get("seed", 0))
-    else:
-        gd, _ = load_grounding_dino(g["path"], bt, config=g["config"])
-    sam = load_sam(s["config"], s.get("path"), seed=s.get("seed", 0))
-    return {"clap": clap, "rtok": rt, "gdino": gd, "sam": sam}
-
-
-def reference_box_pipeline(m: dict[str, Any], frames: list[np.ndarray], audio_path, labels: list[str],
-                           k: int, pre: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reference's Box-Prompt per frame in PyTorch. frames: uint8 [H, W, 3] RGB; audio_path: a WAV
-    (loaded and chunked with the runtime's loader, which matches librosa's). Returns per frame the
-    chosen labels, the boxes (x0, y0, x1, y1 pixels, float32 [K, 4]) and the mask (bool [H, W])."""
-    import groundingdino.datasets.transforms as T
-    from groundingdino.util import box_ops
-    from segment_anything import SamPredictor
-
-    from runtime.audio import chunk_per_frame, load_audio
-
-    clap, gd = m["clap"], m["gdino"]
-    with torch.no_grad():
-        tok = m["rtok"](labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-        text = clap.get_text_embedding({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
-        text = text / text.norm(dim=-1, keepdim=True)
-        chunks = chunk_per_frame(load_audio(audio_path, None, 48000), 48000, len(frames))
-        data = []
-        for c in chunks:
-            w = torch.from_numpy(((np.clip(c, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0).astype(np.float32))
-            n = int(480000 / len(w))
-            w = torch.nn.functional.pad(w.repeat(n), (0, 480000 - n * len(w)))
-            data.append({"waveform": w, "longer": torch.tensor([False])})
-        aud = clap.get_audio_embedding(data)
-        aud = aud / aud.norm(dim=-1, keepdim=True)
-    tr = T.Compose([T.RandomResize([pre["short_side"]], max_size=pre["max_size"]), T.ToTensor(),
-                    T.Normalize(pre["mean"], pre["std"])])
-    predictor = SamPredictor(m["sam"])
-    out = []
-    for i, frame in enumerate(frames):
-        scores = (text @ aud[i].reshape(1, -1).T)[:, 0]
-        _, indices = scores.topk(k)
-        image, _ = tr(Image.fromarray(frame), None)
-        all_boxes = []
-        for j in indices.tolist():
-            with torch.no_grad():
-                o = gd(image[None], captions=[preprocess_caption(labels[j])])
-            logits = o["pred_logits"].sigmoid()[0]
-            keep = logits.max(dim=1)[0] > pre["box_threshold"]
-            if keep.any():
-                all_boxes.append(o["pred_boxes"][0][keep])
-        mask = np.zeros(frame.shape[:2], bool)
-        xyxy = np.zeros((0, 4), np.float32)
-        if all_boxes:
-            boxes = torch.cat(all_boxes)
-            H, W, _ = frame.shape
-            bx = box_ops.box_cxcywh_to_xyxy(boxes) * torch.Tensor([W, H, W, H])
-            xyxy = bx.numpy()
-            predictor.set_image(frame)
-            tb = predictor.transform.apply_boxes_torch(bx, frame.shape[:2])
-            with torch.no_grad():
-                masks, _, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=tb,
-                                                      multimask_output=False)
-            mask = masks[:, 0].any(0).numpy()
-        out.append({"labels": [labels[j] for j in indices.tolist()], "boxes": xyxy, "mask": mask})
-    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -7,7 +7,7 @@
 Per strategy, one 5-frame clip (real photos resized to 224 x 224, AVSBench's size, and a real
 WAV), the same weights and inputs on both sides, measured in one run:
 
-* reference: benchmarks/reference_zero_shot.py, i.e. the original scripts' control flow
+* reference: reference/zero_shot.py, i.e. the original scripts' control flow
   (``SamPredictor.set_image`` + ``predict`` per frame, ``SamAutomaticMaskGenerator`` for
   No-Prompt, AudioCLIP in PyTorch eager, torchvision preprocessing);
 * runtime: ``Pipeline.segment(frames, wav, mode=strategy)`` (onnxruntime, one SAM encoder batch
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from benchmarks.harness import Report, count_flops_torch, machine_info, matmul_peak
-from benchmarks.reference_zero_shot import (
+from reference.zero_shot import (
     load_reference_models,
     reference_no_prompt,
     reference_point_prompt,

@@ -11,7 +11,7 @@ batch (5 frames; S4 train: frame 1 only), like every script of the paper, and th
 
 - ``acfpn`` (supervised) is scored on its **logits**, as the reference does (``sigmoid(z) > 0.5``
   for mIoU, 255 thresholds on ``sigmoid(z)`` for F). The logits are the ``acfpn`` graph's own
-  output, taken from the same ``segment`` call (see :class:`LogitRecordingPipeline`) and resized
+  output, taken from the same ``segment`` call (``segment(..., keep_logits=True)``) and resized
   to the frame like the runtime does; they are checked against the runtime's probabilities. A
   ``threshold`` parameter changes only the saved masks, not the metric (the reference has none).
 - every other mode (zero-shot) is scored on its binary masks as {0, 1}, like the reference scripts
@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+import runtime
 from models import avsbench  # torch-free index of AVSBench (numpy + PIL + csv)
-from runtime.bundle import Bundle
 from runtime.errors import AVSError, InputError
 from runtime.metrics import MetricAccumulator, frame_miou, miou_terms
 from runtime.pipeline import Pipeline, SegmentResult
@@ -56,7 +56,6 @@ __all__ = [
     "BASELINES",
     "LOGIT_MODES",
     "RANDOM_WARNING",
-    "LogitRecordingPipeline",
     "VideoOutcome",
     "load_pipeline",
     "segment_with_logits",
@@ -128,35 +127,15 @@ def paper_method(mode: str, fusion: str | None = None) -> str | None:
 # the runtime, with the AC-FPN logits kept
 
 
-class LogitRecordingPipeline(Pipeline):
-    """A :class:`runtime.Pipeline` that also keeps the raw outputs of the graphs in ``record``.
-
-    ``segment`` runs unchanged; after it, ``recorded[graph]`` holds the list of output arrays of
-    the last run of each recorded graph (for ``acfpn``: logits float32 [N, 1, 224, 224]).
-    """
-
-    def __init__(self, bundle: Bundle, *, record: Iterable[str] = ("acfpn",), **kwargs: Any):
-        super().__init__(bundle, **kwargs)
-        self.record = frozenset(record)
-        self.recorded: dict[str, list[np.ndarray]] = {}
-
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out = super()._run(graph, feeds)
-        if graph in self.record:
-            self.recorded[graph] = out
-        return out
-
-
 def load_pipeline(
     bundle_dir: str | Path,
     *,
     preset: str | None = None,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
-) -> LogitRecordingPipeline:
-    """``runtime.load`` (schema + sha256 checks) returning a :class:`LogitRecordingPipeline`."""
-    bundle = Bundle.open(bundle_dir)
-    return LogitRecordingPipeline(bundle, providers=providers, threads=threads, preset=preset)
+) -> Pipeline:
+    """``runtime.load`` (schema + sha256 checks)."""
+    return runtime.load(bundle_dir, preset=preset, providers=providers, threads=threads)
 
 
 def _sigmoid64(z: np.ndarray) -> np.ndarray:
@@ -164,7 +143,7 @@ def _sigmoid64(z: np.ndarray) -> np.ndarray:
 
 
 def segment_with_logits(
-    pipe: LogitRecordingPipeline, frames: Sequence[Any], audio: Any, sample_rate: int | None = None,
+    pipe: Pipeline, frames: Sequence[Any], audio: Any, sample_rate: int | None = None,
     **params: Any,
 ) -> tuple[SegmentResult, list[np.ndarray]]:
     """``pipe.segment(frames, audio, sample_rate, mode="acfpn", **params)`` and its logits.
@@ -176,17 +155,10 @@ def segment_with_logits(
     Raises RuntimeError if ``sigmoid(logits)`` does not reproduce ``result.scores`` (1e-5), i.e.
     if the runtime's acfpn mode stopped following that contract.
     """
-    if not isinstance(pipe, LogitRecordingPipeline) or "acfpn" not in pipe.record:
-        raise TypeError("segment_with_logits needs a LogitRecordingPipeline recording 'acfpn' (see load_pipeline)")
-    pipe.recorded.pop("acfpn", None)
-    res = pipe.segment(frames, audio, sample_rate, mode="acfpn", **params)
-    raw = pipe.recorded.get("acfpn")
-    if raw is None:
-        raise RuntimeError("the acfpn graph was not run through Pipeline._run; runtime/modes.py changed")
-    z = raw[0][:, 0]
-    if z.shape[0] != len(res.masks):
-        raise RuntimeError(f"acfpn gave {z.shape[0]} logit maps for {len(res.masks)} frames")
-    logits = [resize(z[i][None], m.shape, "bilinear")[0].astype(np.float32) for i, m in enumerate(res.masks)]
+    res = pipe.segment(frames, audio, sample_rate, mode="acfpn", keep_logits=True, **params)
+    logits = res.logits
+    if len(logits) != len(res.masks):
+        raise RuntimeError(f"acfpn gave {len(logits)} logit maps for {len(res.masks)} frames")
     for i, (lg, p) in enumerate(zip(logits, res.scores, strict=True)):
         if lg.shape != p.shape or float(np.max(np.abs(_sigmoid64(lg) - p))) > 1e-5:
             raise RuntimeError(
@@ -227,7 +199,7 @@ def _to_shape(a: np.ndarray, shape: tuple[int, int], binary: bool) -> np.ndarray
 
 
 def predict_video(
-    pipe: LogitRecordingPipeline | None,
+    pipe: Pipeline | None,
     mode: str,
     frames: Sequence[np.ndarray],
     wav: str | Path,
@@ -293,7 +265,7 @@ def _bar(it, total: int, desc: str, enabled: bool):
 
 
 def evaluate_split(
-    pipe: LogitRecordingPipeline | None,
+    pipe: Pipeline | None,
     data_root: str | Path,
     kind: str,
     *,
@@ -440,9 +412,7 @@ def evaluate(
         missing = [g for g in MODES[mode].graphs if not pipe.bundle.has(g)]
         if missing:
             raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {bundle} lacks")
-        unknown = set(params) - set(MODES[mode].params)
-        if unknown:
-            raise InputError(f"mode {mode!r} takes parameters {sorted(MODES[mode].params)}, not {sorted(unknown)}")
+        MODES[mode].check_params(params)
     fusion = manifest.get("graphs", {}).get("acfpn", {}).get("fusion") if mode == "acfpn" else None
     method = paper_method(mode, fusion)
     rnd = _random_weight_sources(manifest, mode) if pipe is not None else []
@@ -477,7 +447,7 @@ def evaluate(
         "comparable": not warnings,
         "warnings": warnings,
         "mode": mode,
-        "preset": pipe.preset["name"] if pipe is not None else None,
+        "preset": pipe.preset.name if pipe is not None else None,
         "params": params,
         "params_per_kind": {"dataset": "the kind evaluated (s4 / ms3)"} if per_kind else {},
         "scored_on": "logits" if mode in LOGIT_MODES else "binary {0,1} masks",

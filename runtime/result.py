@@ -31,11 +31,13 @@ __all__ = ["EMPTY_REASON", "FrameOutput", "SegmentResult", "jsonable", "timed"]
 
 @dataclass
 class FrameOutput:
-    """One frame's output of a mode: ``mask`` bool [H, W], ``score`` float32 array, ``prompt`` dict."""
+    """One frame's output of a mode: ``mask`` bool [H, W], ``score`` float32 array, ``prompt`` dict, and
+    ``logits`` float32 [H, W] where the mode was asked to keep them (acfpn's ``keep_logits``)."""
 
     mask: np.ndarray
     score: np.ndarray
     prompt: dict[str, Any] = field(default_factory=dict)
+    logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.mask = np.ascontiguousarray(self.mask, dtype=bool)
@@ -52,6 +54,7 @@ class SegmentResult:
     ``timings``: stage -> milliseconds (``total`` included). ``providers``: graph -> execution
     provider that ran it. ``random_weights``: the bundle was built from random weights.
     ``precision``: graph -> precision its graph was exported in ("fp32", "int8", ...).
+    ``logits``: per frame float32 [H, W] mask logits, only where the mode keeps them (else empty).
     """
 
     mode: str
@@ -63,12 +66,14 @@ class SegmentResult:
     providers: dict[str, str] = field(default_factory=dict)
     random_weights: bool = False
     precision: dict[str, str] = field(default_factory=dict)
+    logits: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def from_frames(cls, mode: str, preset: str, outputs: list[FrameOutput], **kw: Any) -> SegmentResult:
         """Assemble a result from a mode's per-frame outputs."""
+        logits = [o.logits for o in outputs] if all(o.logits is not None for o in outputs) else []
         return cls(mode, preset, [o.mask for o in outputs], [o.score for o in outputs],
-                   [o.prompt for o in outputs], **kw)
+                   [o.prompt for o in outputs], logits=logits, **kw)
 
     def summary(self) -> str:
         """A short human-readable table of the result."""

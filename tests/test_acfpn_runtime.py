@@ -1,6 +1,6 @@
 """Runtime ``segment(mode="acfpn")`` vs the PyTorch reference pipeline, on real photos and real audio.
 
-The reference (``benchmarks.bench_acfpn``) is independent of the runtime: the AC-FPN rebuilt in
+The reference (``reference.acfpn``) is independent of the runtime: the AC-FPN rebuilt in
 PyTorch from the bundle manifest's weight provenance, torchvision's ``ToTensor -> Resize(bicubic)
 -> CenterCrop -> Normalize``, ``librosa.load(sr=44100)`` with the AVSBench chunking written out
 again, an eager forward, and ``F.interpolate`` back to each frame's size. The runtime's logits are
@@ -18,13 +18,13 @@ import pytest
 import torch
 
 import runtime
-from benchmarks.bench_acfpn import (
+from benchmarks.evaluate import load_pipeline, segment_with_logits
+from reference.acfpn import (  # noqa: I001
     make_demo_clip,
     reference_audio,
     reference_frames,
     reference_model,
 )
-from benchmarks.evaluate import load_pipeline, segment_with_logits
 from runtime.bundle import Bundle
 from runtime.errors import BundleError, InputError
 from runtime.image import load_frame
@@ -185,7 +185,7 @@ def test_bench_acfpn_smoke(tiny_bundle, tmp_path):
 def test_reference_audio_follows_the_avsbench_rule(tmp_path):
     """The reference loader's chunking (written independently of the runtime): truncation, and
     extension with copies of the last second."""
-    from benchmarks.bench_acfpn import _write_wav16
+    from reference.media import write_wav16 as _write_wav16
 
     rate = 44100
     x = (np.arange(int(2.5 * rate)) % 1000 / 1000.0 - 0.5).astype(np.float32)

@@ -1,7 +1,7 @@
 """Box-Prompt mode end to end: a tiny bundle built by build_engines.py vs a PyTorch reference pipeline
 that follows zero_shot/*/box_prompt.py step by step (CLAP get_audio_embedding, text bank, topk,
 GroundingDINO forward per label with box threshold 0.3, SamPredictor boxes without multimask, union;
-``benchmarks.bench_box.reference_box_pipeline``).
+``reference.box.reference_box_pipeline``).
 
 Same seeded random weights on both sides (test-tiny CLAP / GroundingDINO, micro SAM), tiny
 tokenizers written by the test, the AVSBench 23-category list from ../shared/data as the labels.
@@ -23,10 +23,10 @@ for _pkg in ("laion_clap", "groundingdino"):
 from PIL import Image  # noqa: E402
 
 import runtime  # noqa: E402
-from benchmarks.bench_box import reference_box_pipeline  # noqa: E402
 from models.clap import build_clap_test_tiny, load_tokenizer, write_tiny_tokenizer  # noqa: E402
 from models.grounding_dino import build_grounding_dino, preprocess_caption  # noqa: E402
 from models.sam import load_sam  # noqa: E402
+from reference.box import reference_box_pipeline  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.modes.box import box_frame_masks, top_labels  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Zero-shot modes (runtime/modes/) vs the PyTorch reference pipelines (benchmarks/reference_zero_shot.py).
+"""Zero-shot modes (runtime/modes/) vs the PyTorch reference pipelines (reference/zero_shot.py).
 
 Every strategy runs end to end through ``Pipeline.segment`` on real photos and a real WAV, for both
 presets, on 224 x 224 frames (AVSBench's size) and on frames at their own size, and must give the
@@ -35,7 +35,7 @@ from PIL import Image
 
 import runtime
 import runtime.bundle
-from benchmarks.reference_zero_shot import (
+from reference.zero_shot import (
     THRESHOLDS,
     audio_features,
     get_single_box_maxarea,
@@ -379,7 +379,7 @@ def test_score_masks_crops_and_index_shift(zs, pipes, frames224, target):
     frame = frames224[0]
     recs = _records(frame)
     img = Image.fromarray(frame)
-    from benchmarks.reference_zero_shot import image_transform, segment_image
+    from reference.zero_shot import image_transform, segment_image
 
     crop = segment_image(img, recs[target]["segmentation"]).crop(
         [recs[target]["bbox"][0], recs[target]["bbox"][1], recs[target]["bbox"][0] + recs[target]["bbox"][2] + 1,
