@@ -68,9 +68,54 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def modes_table(bundle_dir: str | Path, *, preset: str | None = None, providers: list[str] | None = None,
+                check: bool = False) -> str:
+    """The capability table of a bundle: every mode, its graphs (present or missing), its parameters with
+    defaults and allowed values, the preset constants it honours, and each graph's execution provider
+    (``check``: the provider a created session really got; else the first one it would be offered)."""
+    import runtime
+    from runtime.modes import MODES
+    from runtime.sessions import resolve_providers
+
+    pipe = runtime.load(bundle_dir, preset=preset, providers=providers)
+    bundle = pipe.bundle
+    offered = resolve_providers(providers)[0][0]
+    rows = []
+    for name, spec in MODES.items():
+        ok = all(bundle.has(g) for g in spec.graphs)
+        graphs = []
+        for g in (*spec.graphs, *(g for g in spec.optional_graphs if bundle.has(g))):
+            if not bundle.has(g):
+                graphs.append(f"{g} (missing)")
+                continue
+            prov = offered
+            if check and ok:
+                pipe.session(g)
+                prov = pipe.session_info[g].provider
+            graphs.append(f"{g} [{prov.removesuffix('ExecutionProvider')}]")
+        params = ", ".join(f"{p.name}={p.default!r} ({p.describe()})" for p in spec.params) or "-"
+        rows.append((name, "yes" if ok else "no", "; ".join(graphs), params, ", ".join(spec.presets) or "-", spec.doc))
+    head = ("mode", "ready", "graphs [provider]", "parameters=default (allowed)", "presets honoured", "what it does")
+    widths = [max(len(r[i]) for r in (*rows, head)) for i in range(3)]
+    lines = [f"bundle {bundle.root}: preset {pipe.preset.name} (presets: {', '.join(bundle.contract.presets)})"
+             + ("  [RANDOM WEIGHTS]" if bundle.random_weights else ""),
+             "  ".join(h.ljust(w) for h, w in zip(head[:3], widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)).rstrip())
+        lines.append(f"    params: {r[3]}")
+        lines.append(f"    presets: {r[4]}; {r[5]}")
+    return "\n".join(lines)
+
+
+def cmd_modes(args: argparse.Namespace) -> int:
+    providers = [s for s in args.providers.split(",") if s] if args.providers else None
+    print(modes_table(args.bundle, preset=args.preset, providers=providers, check=args.check))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="avs", description="audio-visual segmentation: export, serve, evaluate")
+    p = argparse.ArgumentParser(prog="avs", description="audio-visual segmentation: build bundles, segment, evaluate, benchmark")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build a bundle (same flags as python export/build_engines.py)", add_help=False)
     d = sub.add_parser("demo", help="segment a generated clip with a bundle and print a summary")
@@ -84,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--mode", default=None)
     s.add_argument("--preset", default=None)
     s.add_argument("--out", default=None, help="folder for mask PNGs")
+    mo = sub.add_parser("modes", help="print the capability table of a bundle (modes, graphs, parameters, providers)")
+    mo.add_argument("--bundle", default="engines/default")
+    mo.add_argument("--preset", default=None)
+    mo.add_argument("--providers", default=None, help="comma-separated, e.g. cuda,cpu (default: best available)")
+    mo.add_argument("--check", action="store_true", help="create the sessions and report the provider each really got")
     for name, helptext in (("train", "train AC-FPN (python -m models.train_acfpn)"),
                            ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
                            ("bench", "run benchmarks (python -m benchmarks.run)")):
@@ -107,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(rest) or 0
     args = p.parse_args(argv)
     try:
-        return {"demo": cmd_demo, "segment": cmd_segment}[args.cmd](args)
+        return {"demo": cmd_demo, "segment": cmd_segment, "modes": cmd_modes}[args.cmd](args)
     except Exception as e:  # an AVSError carries a message meant for the user
         from runtime.errors import AVSError
 

@@ -19,12 +19,8 @@ import torch
 
 import runtime
 from benchmarks.evaluate import load_pipeline, segment_with_logits
-from reference.acfpn import (  # noqa: I001
-    make_demo_clip,
-    reference_audio,
-    reference_frames,
-    reference_model,
-)
+from reference.acfpn import reference_audio, reference_frames, reference_model
+from reference.media import make_demo_clip
 from runtime.bundle import Bundle
 from runtime.errors import BundleError, InputError
 from runtime.image import load_frame

@@ -44,26 +44,34 @@ class Param:
         if self.kind not in _KINDS:
             raise ValueError(f"Param {self.name}: kind must be one of {_KINDS}, got {self.kind!r}")
 
+    def _range(self) -> str:
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return (f"{'(' if self.open_low or self.low is None else '['}{lo}, "
+                f"{hi}{')' if self.open_high or self.high is None else ']'}")
+
     def describe(self) -> str:
         """Type and range in words, e.g. ``float in (0, 1)`` or ``one of 's4', 'ms3'``."""
         if self.choices:
             what = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind in ("float", "int") and (self.low is not None or self.high is not None):
-            lo = "-inf" if self.low is None else f"{self.low:g}"
-            hi = "inf" if self.high is None else f"{self.high:g}"
-            what = f"{self.kind} in {'(' if self.open_low or self.low is None else '['}{lo}, " \
-                   f"{hi}{')' if self.open_high or self.high is None else ']'}"
+            what = f"{self.kind} in {self._range()}"
         else:
             what = self.kind
         return what + (" or None" if self.nullable else "")
+
+    def _expected(self) -> str:
+        if self.kind in ("float", "int") and not self.choices and (self.low is not None or self.high is not None):
+            return f"in {self._range()} (a {self.kind}{' or None' if self.nullable else ''})"
+        return self.describe()
 
     def check(self, mode: str, value: Any) -> Any:
         """``value`` converted to the parameter's kind, or InputError saying what was expected."""
         if value is None:
             if self.nullable:
                 return None
-            raise InputError(f"mode {mode!r}: {self.name} must be {self.describe()}, got None")
-        bad = InputError(f"mode {mode!r}: {self.name} must be {self.describe()}, got {value!r}")
+            raise InputError(f"mode {mode!r}: {self.name} must be {self._expected()}, got None")
+        bad = InputError(f"mode {mode!r}: {self.name} must be {self._expected()}, got {value!r}")
         if self.kind == "bool":
             if not isinstance(value, (bool, np.bool_)):
                 raise bad
