@@ -26,7 +26,6 @@ FileNotFoundError naming the file.
 from __future__ import annotations
 
 import csv
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +41,6 @@ __all__ = [
     "index_split",
     "load_frame",
     "load_mask",
-    "read_wav",
-    "read_wav_mono",
 ]
 
 KINDS = ("s4", "ms3")
@@ -150,7 +147,7 @@ def index_split(root: str | Path, kind: str, split: str, *, check_files: bool = 
     return out
 
 
-def _need(path: str | Path, what: str) -> Path:
+def need_file(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} not found: {p}")
@@ -159,7 +156,7 @@ def _need(path: str | Path, what: str) -> Path:
 
 def load_frame(path: str | Path) -> np.ndarray:
     """A video frame as uint8 [H, W, 3] RGB (PIL ``convert("RGB")``), row 0 at the top."""
-    p = _need(path, "frame")
+    p = need_file(path, "frame")
     with Image.open(p) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
@@ -172,32 +169,9 @@ def load_mask(path: str | Path, kind: str) -> np.ndarray:
     (for 0/255 grey masks this equals the reference's index / 255).
     """
     _check_kind(kind)
-    p = _need(path, "mask")
+    p = need_file(path, "mask")
     with Image.open(p) as im:
         a = np.asarray(im.convert("1" if kind == "s4" else "P"))
     return (a > 0).astype(np.uint8)
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV via the stdlib ``wave`` module -> (int16 [T, C], sample rate in Hz).
-
-    Other sample widths raise ValueError (the AVSBench wavs are 16-bit PCM at 16 kHz).
-    """
-    p = _need(path, "audio")
-    with wave.open(str(p), "rb") as w:
-        width, channels, rate, n = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
-        raw = w.readframes(n)
-    if width != 2:
-        raise ValueError(f"{p}: expected 16-bit PCM, got {8 * width}-bit samples")
-    a = np.frombuffer(raw, dtype="<i2")
-    return a.reshape(-1, channels).copy(), int(rate)
-
-
-def read_wav_mono(path: str | Path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV as librosa reads it: float32 [T] = mean over channels of int16 / 32768
-    (values in [-1, 1)), and the sample rate in Hz."""
-    a, rate = read_wav(path)
-    x = a.astype(np.float32) / np.float32(32768.0)
-    if x.shape[1] == 1:
-        return x[:, 0].copy(), rate
-    return x.mean(axis=1).astype(np.float32), rate

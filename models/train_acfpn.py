@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -65,19 +64,18 @@ from models.registry import (
     get_config,
     list_configs,
 )
+from runtime.audio import prepare_audioclip_audio
 
 __all__ = [
     "DEFAULT_EPOCHS",
     "SEED",
     "AVSBenchVideos",
-    "chunk_audio",
     "evaluate",
     "main",
     "make_optimizer",
     "parse_args",
     "prepare_audio",
     "prepare_frames",
-    "resample_like_librosa",
     "segmentation_loss",
     "train_step",
 ]
@@ -92,48 +90,6 @@ DEFAULT_TILE = 5  # each 1-s chunk repeated to AudioCLIP's 5-s clip length
 # preprocessing (numpy)
 
 
-def resample_like_librosa(x: np.ndarray, rate: int, target: int = AUDIOCLIP_SAMPLE_RATE) -> np.ndarray:
-    """librosa.resample(res_type="soxr_hq") of a mono float32 waveform [T] (values in [-1, 1]).
-
-    Returns float32 [ceil(T * target / rate)]: soxr output, zero-padded or cut to that length
-    (librosa's ``fix_length``); unchanged when ``rate == target``.
-    """
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.size == 0:
-        raise ValueError(f"expected a non-empty mono float waveform [T], got {getattr(x, 'shape', type(x))}")
-    if int(rate) <= 0:
-        raise ValueError(f"sample rate must be positive, got {rate}")
-    x = x.astype(np.float32, copy=False)
-    if int(rate) == int(target):
-        return x
-    n = int(math.ceil(x.size * float(target) / int(rate)))
-    y = soxr.resample(x, int(rate), int(target), quality="soxr_hq").astype(np.float32)
-    if y.size < n:
-        y = np.concatenate([y, np.zeros(n - y.size, np.float32)])
-    return y[:n]
-
-
-def chunk_audio(x: np.ndarray, rate: int = AUDIOCLIP_SAMPLE_RATE, num_chunks: int = CHUNKS) -> np.ndarray:
-    """Force a mono waveform [T] to ``num_chunks`` seconds -> float32 [num_chunks, rate].
-
-    Longer: truncated. Shorter: the whole seconds are kept, then copies of the last ``rate``
-    samples are appended (the reference's rule). Shorter than 1 s: the clip is first repeated end
-    to end to exactly ``rate`` samples (the reference instead makes each chunk the whole clip).
-    """
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.size == 0:
-        raise ValueError(f"expected a non-empty mono waveform [T], got {getattr(x, 'shape', type(x))}")
-    x = x.astype(np.float32, copy=False)
-    if x.size < rate:
-        x = np.resize(x, rate)  # cyclic repeat
-    total = rate * num_chunks
-    if x.size >= total:
-        x = x[:total]
-    else:
-        whole = (x.size // rate) * rate
-        last = x[-rate:]
-        x = np.concatenate([x[:whole]] + [last] * (num_chunks - whole // rate))
-    return np.ascontiguousarray(x.reshape(num_chunks, rate))
-
-
 def prepare_audio(
     wav_path: str | Path,
     *,
@@ -146,14 +102,10 @@ def prepare_audio(
     Row k is the 1-s chunk of frame k + 1 repeated ``tile`` times, times ``input_scale`` (32768:
     AudioCLIP's int16 units; 1.0: the reference's [-1, 1] input). Missing file: FileNotFoundError.
     """
-    x, sr = avsbench.read_wav_mono(wav_path)
-    if x.size == 0:
-        raise ValueError(f"{wav_path}: the wav holds no samples")
-    chunks = chunk_audio(resample_like_librosa(x, sr, rate), rate)
-    out = np.tile(chunks, (1, int(tile)))
-    if input_scale != 1.0:
-        out = out * np.float32(input_scale)
-    return out.astype(np.float32, copy=False)
+    path = avsbench.need_file(wav_path, "audio")
+    # the runtime's own reader, resampler and chunker: training and serving feed the same input
+    return prepare_audioclip_audio(path, None, CHUNKS, target_rate=rate, chunk_seconds=1.0, tile=int(tile),
+                                   input_scale=float(input_scale))
 
 
 def prepare_frames(
