@@ -16,9 +16,10 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
 from models.acfpn import ACFPN, fuse_features
+from runtime.contract import GRAPHS
 
-INPUT_NAMES = ("image", "audio_embedding")
-OUTPUT_NAMES = ("logits",)
+INPUT_NAMES = GRAPHS["acfpn"].input_names
+OUTPUT_NAMES = GRAPHS["acfpn"].output_names
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "ACFPNForExport", "export_acfpn"]
 

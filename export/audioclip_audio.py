@@ -24,6 +24,7 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, cpu_session, export_graph
 from models.esresnext_fbsp import ESResNeXtFBSP, scale_int16
+from runtime.contract import GRAPHS
 
 __all__ = [
     "AudioEncoderForExport",
@@ -33,8 +34,8 @@ __all__ = [
     "fold_audio_encoder",
 ]
 
-INPUT_NAME = "waveform"
-OUTPUT_NAME = "embedding"
+(INPUT_NAME,) = GRAPHS["audioclip_audio"].input_names
+(OUTPUT_NAME,) = GRAPHS["audioclip_audio"].output_names
 
 
 def adaptive_bins(n_in: int, n_out: int) -> list[list[int]]:

@@ -15,9 +15,10 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
 from models.clip_visual import ModifiedResNet
+from runtime.contract import GRAPHS
 
-INPUT_NAMES = ("image",)
-OUTPUT_NAMES = ("global", "dense", "surgery_dense")
+INPUT_NAMES = GRAPHS["audioclip_image"].input_names
+OUTPUT_NAMES = GRAPHS["audioclip_image"].output_names
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "ImageEncoderForExport", "export_audioclip_image"]
 

@@ -40,11 +40,12 @@ from models.grounding_dino import (
     GDINO_MAX_SIZE,
     GDINO_SHORT_SIDE,
 )
+from runtime.contract import BOX_PROMPT_LABELS, CLAP_TEXT_BANK, GRAPHS, detector_bank
 
 log = logging.getLogger(__name__)
 
 BOX_THRESHOLD = 0.3
-DETECTOR_BANKS = ("encoded_text", "text_token_mask", "position_ids", "text_self_attention_masks", "length")
+DETECTOR_BANKS = (*GRAPHS["detector"].input_names[1:], "length")
 
 
 def _tiny(ctx) -> bool:
@@ -71,7 +72,7 @@ def box_labels(ctx) -> list[str]:
 
         labels, source = read_labels(getattr(ctx, "labels_file", None))
         ctx._cache["box_labels"] = labels
-        ctx.labels["box_prompt"] = {"names": labels, "source": source, "count": len(labels)}
+        ctx.labels[BOX_PROMPT_LABELS] = {"names": labels, "source": source, "count": len(labels)}
     return ctx._cache["box_labels"]
 
 
@@ -126,16 +127,16 @@ def build_clap_audio(ctx) -> dict[str, Any]:
     labels = box_labels(ctx)
     res = export_clap_audio(model, ctx.out / "clap_audio.onnx", example=_example_audio(), atol=ctx.atol)
     bank = label_bank(model, _tokenizer(ctx, "roberta"), labels)
-    np.save(ctx.out / "clap_text.npy", bank)
-    ctx.banks["clap_text"] = {"file": "clap_text.npy", "shape": list(bank.shape), "dtype": "float32",
-                              "labels": "box_prompt", "what": "CLAP text embeddings of the labels, L2-normalised"}
+    np.save(ctx.out / f"{CLAP_TEXT_BANK}.npy", bank)
+    ctx.banks[CLAP_TEXT_BANK] = {"file": f"{CLAP_TEXT_BANK}.npy", "shape": list(bank.shape), "dtype": "float32",
+                                 "labels": BOX_PROMPT_LABELS, "what": "CLAP text embeddings of the labels, L2-normalised"}
     _extra_pre(ctx, "clap", {
         "sample_rate": CLAP_SAMPLE_RATE, "chunk_seconds": 1.0, "clip_samples": CLAP_CLIP_SAMPLES,
         "int16_round_trip": True, "fill": "repeatpad",
         "units": "waveform in [-1, 1]; clip, x32767, truncate to int16, / 32767; repeat to 10 s, zero-pad",
     })
     return ctx.entry(res, weights="clap", num_samples=CLAP_CLIP_SAMPLES, sample_rate=CLAP_SAMPLE_RATE,
-                     label_bank="clap_text")
+                     label_bank=CLAP_TEXT_BANK)
 
 
 def build_detector(ctx) -> dict[str, Any]:
@@ -150,11 +151,11 @@ def build_detector(ctx) -> dict[str, Any]:
     feats = detector_text_bank(model, labels)
     names = {}
     for k in DETECTOR_BANKS:
-        fname = f"detector_{k}.npy"
+        fname = f"{detector_bank(k)}.npy"
         np.save(ctx.out / fname, feats[k])
-        ctx.banks[f"detector_{k}"] = {"file": fname, "shape": list(feats[k].shape), "dtype": str(feats[k].dtype),
-                                      "labels": "box_prompt"}
-        names[k] = f"detector_{k}"
+        ctx.banks[detector_bank(k)] = {"file": fname, "shape": list(feats[k].shape), "dtype": str(feats[k].dtype),
+                                       "labels": BOX_PROMPT_LABELS}
+        names[k] = detector_bank(k)
     short = min(hw) if _tiny(ctx) else GDINO_SHORT_SIDE
     _extra_pre(ctx, "detector", {
         "short_side": int(short), "max_size": GDINO_MAX_SIZE if not _tiny(ctx) else int(max(hw) * 5 // 3),

@@ -21,6 +21,7 @@ import torch
 
 from export.onnx_utils import ExportResult, export_graph
 from models.clap import CLAP_CLIP_SAMPLES, ClapAudioEmbedding, clap_text_embeddings
+from runtime.contract import GRAPHS
 
 AUDIOSET_INDEX = "class_labels_indices.txt"
 
@@ -89,7 +90,7 @@ def export_clap_audio(clap: torch.nn.Module, path: str | Path, *, example: torch
     # Batch fixed at 1: with a dynamic batch the dynamo export of HTSAT gives batch-dependent results
     # (ORT at B=2 differs from ORT at B=1 by ~7e-4, PyTorch does not); the runtime runs one chunk per call.
     return export_graph(
-        wrapper, (example,), path, input_names=["waveform"], output_names=["embedding"],
+        wrapper, (example,), path, input_names=list(GRAPHS["clap_audio"].input_names), output_names=list(GRAPHS["clap_audio"].output_names),
         parity_inputs=[(ex2,)], atol=atol,
     )
 

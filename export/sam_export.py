@@ -41,11 +41,12 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
+from runtime.contract import GRAPHS
 
-ENCODER_INPUTS = ("image",)
-ENCODER_OUTPUTS = ("image_embeddings",)
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+ENCODER_INPUTS = GRAPHS["sam_image_encoder"].input_names
+ENCODER_OUTPUTS = GRAPHS["sam_image_encoder"].output_names
+DECODER_INPUTS = GRAPHS["sam_prompt_decoder"].input_names
+DECODER_OUTPUTS = GRAPHS["sam_prompt_decoder"].output_names
 
 
 class SamEncoderForExport(nn.Module):

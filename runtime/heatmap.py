@@ -18,7 +18,7 @@ def audio_image_heatmap(
     dense: np.ndarray,
     audio_embedding: np.ndarray,
     *,
-    out_size: tuple[int, int] = (224, 224),
+    out_size: tuple[int, int],
     reverse: bool = False,
 ) -> np.ndarray:
     """Cosine map between dense image tokens and the audio embedding -> float32 [N, H, W] in [0, 1].

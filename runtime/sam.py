@@ -462,13 +462,10 @@ class SamRunner:
         ious, lows = [], []
         for a in range(0, coords.shape[0], self.max_prompts):
             sl = slice(a, a + self.max_prompts)
-            iou, low = self.decoder.run(list(DECODER_OUTPUTS), {
-                "image_embeddings": embedding,
-                "point_coords": np.ascontiguousarray(coords[sl], dtype=np.float32),
-                "point_labels": np.ascontiguousarray(labels[sl], dtype=np.float32),
-                "mask_input": np.ascontiguousarray(mask_input[sl]),
-                "has_mask_input": has_mask_input,
-            })
+            feeds = (embedding, np.ascontiguousarray(coords[sl], dtype=np.float32),
+                     np.ascontiguousarray(labels[sl], dtype=np.float32), np.ascontiguousarray(mask_input[sl]),
+                     has_mask_input)
+            iou, low = self.decoder.run(list(DECODER_OUTPUTS), dict(zip(DECODER_INPUTS, feeds, strict=True)))
             ious.append(iou)
             lows.append(low)
         if len(ious) == 1:

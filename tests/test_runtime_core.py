@@ -319,7 +319,7 @@ def test_heatmap_matches_reference(reverse):
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(3, 64, 7, 7)).astype(np.float32)
     audio = rng.normal(size=(3, 64)).astype(np.float32)
-    got = audio_image_heatmap(dense, audio, reverse=reverse)
+    got = audio_image_heatmap(dense, audio, out_size=(224, 224), reverse=reverse)
     assert got.shape == (3, 224, 224) and got.dtype == np.float32
     assert np.abs(got - _torch_heatmap(dense, audio, reverse)).max() < 1e-5
     assert got.min() >= -1e-6 and got.max() <= 1 + 1e-6
@@ -327,10 +327,10 @@ def test_heatmap_matches_reference(reverse):
 
 def test_heatmap_flat_map_is_zero_not_nan():
     dense = np.ones((1, 8, 7, 7), np.float32)
-    got = audio_image_heatmap(dense, np.ones((1, 8), np.float32))
+    got = audio_image_heatmap(dense, np.ones((1, 8), np.float32), out_size=(224, 224))
     assert np.all(got == 0)
     with pytest.raises(InputError):
-        audio_image_heatmap(dense, np.ones((2, 8), np.float32))
+        audio_image_heatmap(dense, np.ones((2, 8), np.float32), out_size=(224, 224))
 
 
 # --- end to end ---------------------------------------------------------------------------------

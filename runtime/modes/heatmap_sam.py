@@ -154,16 +154,15 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
         # heatmap pixels -> SAM input pixels (the squashed frame: identity; the frame: scaled)
         sx, sy = sam_hw[1] / s, sam_hw[0] / s
         fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
-        kw: dict[str, Any] = {}
+        boxes = coords = labels = None
         if rec["box"] is not None:
-            kw["boxes"] = map_box(rec["box"], sx, sy)[None]
+            boxes = map_box(rec["box"], sx, sy)[None]
             rec["box"] = map_box(rec["box"], fx, fy)
         else:
-            kw["point_coords"] = map_points(rec["points"], sx, sy)
-            kw["point_labels"] = rec["labels"]
+            coords, labels = map_points(rec["points"], sx, sy), rec["labels"]
             rec["points"] = map_points(rec["points"], fx, fy)
         with timed(timings, "sam_decoder"):
-            masks, iou, _ = runner.predict(emb_of[i], sam_hw, multimask_output=True, **kw)
+            masks, iou, _ = runner.predict(emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True)
             mask, k = select_max_score(masks[0], iou[0])
         if sam_hw != hw:
             mask = nearest_to(mask, hw)
