@@ -27,7 +27,7 @@ _NEEDS = {
 def _suite(name: str, bundle: Path, out: Path, threads: int, quick: bool) -> Callable[[], object]:
     if name == "audioclip":
         from benchmarks.bench_audioclip import run
-        return lambda: run(bundle, out, threads=threads, repeats=3 if quick else 7)
+        return lambda: run(bundle, out, threads=threads, repeats=2 if quick else 7, batches=(1,) if quick else (1, 5))
     if name == "acfpn":
         from benchmarks.bench_acfpn import run
         return lambda: run(bundle, out, threads=threads, repeats=2 if quick else 5, warmup=1)

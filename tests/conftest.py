@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def torch_threads(request):
+    """torch's intra-op threads during each test that runs with torch imported: 2 (the CI machine's
+    cores), or n for tests marked ``torch_threads(n)``. Tests that never import torch are untouched."""
+    if "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    marker = request.node.get_closest_marker("torch_threads")
+    n = int(marker.args[0]) if marker else 2
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(old)
 
 
 def shared_data_dir() -> Path:

@@ -27,7 +27,6 @@ from models.acfpn import (
 from models.checkpoints import CheckpointError
 from models.random_init import randomize_batchnorm
 
-torch.set_num_threads(2)
 TINY = "audioclip-tiny"
 SMALL = {"neck_channels": 64, "head_channels": 32}  # narrow decoder: same code, 16x fewer FLOPs
 

@@ -30,14 +30,6 @@ PHOTOS_224 = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "light
 PHOTOS_OWN = ("cat_1.jpg", "cars_2.jpg", "coughing_1.jpg")  # 1280x1244, 1024x768, 634x951
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_bundle):
     return reference_model(tiny_bundle)

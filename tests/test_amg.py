@@ -46,12 +46,7 @@ from runtime.errors import InputError
 PHOTO = "cat_1.jpg"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 # --- synthetic point-dependent decoder ------------------------------------------------------------

@@ -30,7 +30,6 @@ from reference.box import reference_box_pipeline  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.modes.box import box_frame_masks, top_labels  # noqa: E402
 
-torch.set_num_threads(2)
 GRAPHS = "clap_audio,detector,sam_image_encoder,sam_prompt_decoder"
 PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg")
 

@@ -39,7 +39,6 @@ from runtime.modes.box import clap_audio_input  # noqa: E402
 # laion-clap's constants, as build_engines writes them into preprocessing.clap
 CLAP_PRE = {"rate": 48000, "clip_samples": 480000, "chunk_seconds": 1.0}
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

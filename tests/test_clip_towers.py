@@ -27,9 +27,6 @@ from models.clip_tokenizer import (
 from models.clip_visual import ModifiedResNet
 from models.registry import get_config
 
-torch.set_num_threads(2)
-
-
 # --------------------------------------------------------------------------------------------
 # fixtures
 

@@ -37,14 +37,6 @@ WAVS = ["cat_3-95694-A-5.wav", "car_horn_1-24074-A-43.wav", "thunder_3-144891-B-
 SR = 44100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 def _read_wav(name: str) -> np.ndarray:
     """int16 WAV -> float32 [T] in [-1, 1) (librosa convention)."""
     path = DATA / name

@@ -33,7 +33,6 @@ from models.grounding_dino import (  # noqa: E402
 )
 from runtime.modes.box import detector_input, detector_size  # noqa: E402
 
-torch.set_num_threads(2)
 HW = (224, 224)
 
 

@@ -238,9 +238,9 @@ def test_random_agreement_with_transcription(kind):
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.torch_threads(1)
 def test_random_agreement_with_torch_reference():
     """Eager torch transcription of mask_iou/_eval_pr/Eval_Fmeasure (CPU, cuda_flag=False)."""
-    torch.set_num_threads(1)
 
     def t_mask_iou(pred, target, eps=1e-7):
         n = pred.size(0)

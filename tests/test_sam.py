@@ -49,13 +49,7 @@ def _photo(name: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    # One thread: on a shared 2-core machine, multi-threaded torch/ORT calls stall on busy cores.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from models.acfpn import ACFPN, load_acfpn, read_acfpn_checkpoint  # noqa: E402
 from models.checkpoints import CheckpointError, sha256_file  # noqa: E402
 from models.registry import CLIP_MEAN, CLIP_STD  # noqa: E402
 
-torch.set_num_threads(2)
 pytestmark = pytest.mark.filterwarnings("ignore:'.*' is deprecated and slated for removal:DeprecationWarning")
 TINY = "audioclip-tiny"
 NARROW = ["--neck-channels", "64", "--head-channels", "32"]

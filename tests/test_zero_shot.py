@@ -62,14 +62,6 @@ PRESETS = ("default", "sam4avs")
 LOW_AMG = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape and a.dtype == bool and b.dtype == bool
     union = np.count_nonzero(a | b)
