@@ -42,7 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoints import CheckpointError, check_keys, load_strict, sha256_file
+from models.checkpoints import (
+    CheckpointError,
+    check_keys,
+    load_strict,
+    read_checkpoint,
+    sha256_file,
+)
 from models.clip_visual import ModifiedResNet
 from models.esresnext_fbsp import ESResNeXtFBSP
 from models.registry import AUDIOCLIP_CHECKPOINTS, INT16_SCALE, get_config
@@ -482,18 +488,8 @@ def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _torch_load(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True: {e}") from e
-
-
 def _load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    obj = _torch_load(path)
+    obj = read_checkpoint(path)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is an avs-runtime AC-FPN checkpoint, not an AudioCLIP file")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
@@ -563,7 +559,7 @@ def read_acfpn_checkpoint(path: str | Path) -> dict:
     "config", "audio_mode", "towers", "payload"}. An official AudioCLIP file raises
     CheckpointError (load it with :meth:`ACFPN.load_audioclip`).
     """
-    obj = _torch_load(path)
+    obj = read_checkpoint(path)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         ver = obj.get("version")
         if ver != CHECKPOINT_VERSION:

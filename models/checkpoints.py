@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,19 +23,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict with ``torch.load(weights_only=True)`` on the CPU.
+def read_checkpoint(path: str | Path) -> Any:
+    """The object stored in a checkpoint file, read with ``torch.load(weights_only=True)`` on the CPU.
 
-    Accepts a plain state dict (the official AudioCLIP / SAM files) or a dict that nests one under
-    ``state_dict`` / ``model``. Raises :class:`CheckpointError` for a missing or unreadable file.
+    The one place that opens checkpoint files. Raises :class:`CheckpointError` for a missing or
+    unreadable file (pickled code, truncated files: ``weights_only`` refuses anything but tensors and
+    plain containers).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, non-tensor payloads
         raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True: {e}") from e
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (:func:`read_checkpoint`).
+
+    Accepts a plain state dict (the official AudioCLIP / SAM files) or a dict that nests one under
+    ``state_dict`` / ``model``. Raises :class:`CheckpointError` for a missing or unreadable file.
+    """
+    obj = read_checkpoint(path)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping) and not isinstance(obj[key], torch.Tensor):

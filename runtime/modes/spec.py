@@ -61,8 +61,10 @@ class Param:
         return what + (" or None" if self.nullable else "")
 
     def _expected(self) -> str:
+        if self.kind == "int" and self.low == 1 and self.high is None and not self.open_low:
+            return "a positive int" + (" or None" if self.nullable else "")
         if self.kind in ("float", "int") and not self.choices and (self.low is not None or self.high is not None):
-            return f"in {self._range()} (a {self.kind}{' or None' if self.nullable else ''})"
+            return f"in {self._range()} ({'an' if self.kind == 'int' else 'a'} {self.kind}{' or None' if self.nullable else ''})"
         return self.describe()
 
     def check(self, mode: str, value: Any) -> Any:
