@@ -29,15 +29,18 @@ def load(
     threads: int | None = None,
     preset: str | None = None,
     verify: bool = True,
+    cache_mb: float = 256.0,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
     ``providers``: e.g. ``["cuda", "cpu"]``; default tries TensorRT -> CUDA -> CPU, keeping those
     this onnxruntime build has. ``preset``: "default" (corrected behaviour) or "sam4avs" (the
-    reference's quirks), as the bundle's manifest defines them.
+    reference's quirks), as the bundle's manifest defines them. ``cache_mb``: memory for embeddings
+    reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
-    return Pipeline(bundle, providers=providers, provider_options=provider_options, threads=threads, preset=preset)
+    return Pipeline(bundle, providers=providers, provider_options=provider_options, threads=threads, preset=preset,
+                    cache_mb=cache_mb)
 
 
 def segment(bundle_dir: str | Path, frames, audio, sample_rate: int | None = None, *, mode: str | None = None, preset: str | None = None, **params) -> SegmentResult:

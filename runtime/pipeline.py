@@ -16,6 +16,7 @@ import numpy as np
 
 from runtime.audio import prepare_audioclip_audio
 from runtime.bundle import Bundle
+from runtime.cache import EmbeddingCache, array_key
 from runtime.contract import GRAPHS, Preset
 from runtime.errors import BundleError, InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
@@ -24,7 +25,9 @@ from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam import SamRunner
 from runtime.sessions import SessionInfo, create_session
 
-__all__ = ["Pipeline", "SegmentResult"]
+__all__ = ["DEFAULT_CACHE_MB", "Pipeline", "SegmentResult"]
+
+DEFAULT_CACHE_MB = 256.0  # embeddings kept per pipeline (a SAM vit_b frame embedding is 4 MiB)
 
 
 class Pipeline:
@@ -38,6 +41,7 @@ class Pipeline:
         provider_options: dict[str, dict[str, Any]] | None = None,
         threads: int | None = None,
         preset: str | None = None,
+        cache_mb: float = DEFAULT_CACHE_MB,
     ):
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -50,6 +54,10 @@ class Pipeline:
         self._lock = threading.RLock()
         self._sam: SamRunner | None = None
         self._banks: dict[str, np.ndarray] = {}
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) or not 0 <= cache_mb < 1e7:
+            raise InputError(f"cache_mb must be a number of MiB >= 0 (0 disables the cache), got {cache_mb!r}")
+        self.cache = EmbeddingCache(int(cache_mb * 2**20))
+        self._calls = threading.local()  # per-thread cache hits of the running segment call
 
     # --- loading -------------------------------------------------------------------------------
     def session(self, graph: str):
@@ -185,11 +193,31 @@ class Pipeline:
             frames = [squash_to_square(f, im.size, antialias=aa) for f in frames]
         return clip_preprocess(frames, size=im.size, mean=list(im.mean), std=list(im.std), antialias=aa)
 
+    def _cached(self, graph: str, items: Sequence[np.ndarray], compute) -> list:
+        """Per-item results of ``compute(missing items) -> list`` through the embedding cache."""
+        keys = [array_key(graph, x) for x in items]
+        got = [self.cache.get(k) for k in keys]
+        todo = [i for i, g in enumerate(got) if g is None]
+        hits = len(items) - len(todo)
+        self._calls.hits = getattr(self._calls, "hits", 0) + hits
+        if todo:
+            for i, value in zip(todo, compute([items[i] for i in todo]), strict=True):
+                self.cache.put(keys[i], value)
+                got[i] = value
+        return got
+
     def image_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``audioclip_image`` outputs for preprocessed images [N, 3, S, S], keyed by output name
-        (``runtime.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g])."""
-        outs = self.run("audioclip_image", images)
-        return dict(zip(GRAPHS["audioclip_image"].output_names, outs, strict=True))
+        """``audioclip_image`` outputs for preprocessed images float32 [N, 3, S, S], keyed by output name
+        (``runtime.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g]).
+        Each image's outputs are cached (``Pipeline.cache``) by the hash of its bytes."""
+        names = GRAPHS["audioclip_image"].output_names
+
+        def compute(batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+            outs = self.run("audioclip_image", np.stack(batch))
+            return [{n: o[j:j + 1].copy() for n, o in zip(names, outs, strict=True)} for j in range(len(batch))]
+
+        per = self._cached("audioclip_image", list(np.asarray(images)), compute)
+        return {n: np.concatenate([p[n] for p in per]) for n in names}
 
     def sam_runner(self, *, max_batch: int | None = None) -> SamRunner:
         """The pipeline's :class:`runtime.sam.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
@@ -216,8 +244,10 @@ class Pipeline:
             return self._sam
 
     def sam_embeddings(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame."""
-        return self.sam_runner().embed(list(frames))
+        """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame (read-only),
+        computed once per frame while it stays in the pipeline's cache (keyed by the frame's bytes)."""
+        runner = self.sam_runner()
+        return self._cached("sam_image_encoder", list(frames), lambda fs: runner.embed(fs))
 
     # --- the one call ---------------------------------------------------------------------------
     def segment(
@@ -246,6 +276,7 @@ class Pipeline:
             raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks")
         values = spec.check_params(params)
         timings: dict[str, float] = {}
+        self._calls.hits = 0
         with timed(timings, "load_frames"):
             frames = load_frames(frames)
         outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
@@ -258,4 +289,5 @@ class Pipeline:
             providers={g: self.session_info[g].provider for g in used},
             random_weights=self.bundle.random_weights,
             precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
+            cache_hits=self._calls.hits,
         )

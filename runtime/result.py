@@ -55,6 +55,8 @@ class SegmentResult:
     provider that ran it. ``random_weights``: the bundle was built from random weights.
     ``precision``: graph -> precision its graph was exported in ("fp32", "int8", ...).
     ``logits``: per frame float32 [H, W] mask logits, only where the mode keeps them (else empty).
+    ``cache_hits``: embeddings (SAM frame embeddings, CLIP image features) this call took from the
+    pipeline's cache instead of running the encoder.
     """
 
     mode: str
@@ -67,6 +69,7 @@ class SegmentResult:
     random_weights: bool = False
     precision: dict[str, str] = field(default_factory=dict)
     logits: list[np.ndarray] = field(default_factory=list)
+    cache_hits: int = 0
 
     @classmethod
     def from_frames(cls, mode: str, preset: str, outputs: list[FrameOutput], **kw: Any) -> SegmentResult:
@@ -83,7 +86,8 @@ class SegmentResult:
             why = self.prompts[i].get(EMPTY_REASON) if i < len(self.prompts) else None
             lines.append(f"  frame {i}: {m.shape[1]}x{m.shape[0]} px, mask covers {100.0 * m.mean():5.1f} %"
                          + (f" ({why})" if why else ""))
-        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items()))
+        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items())
+                     + (f" ({self.cache_hits} embeddings from the cache)" if self.cache_hits else ""))
         lines.append("  providers: " + ", ".join(f"{k}={v}" for k, v in self.providers.items()))
         return "\n".join(lines)
 
@@ -111,7 +115,7 @@ class SegmentResult:
         return {
             "mode": self.mode, "preset": self.preset, "random_weights": bool(self.random_weights),
             "timings": jsonable(self.timings), "providers": dict(self.providers),
-            "precision": dict(self.precision), "frames": frames,
+            "precision": dict(self.precision), "cache_hits": int(self.cache_hits), "frames": frames,
         }
 
 
