@@ -80,6 +80,8 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool = False) -> Path:
                     shutil.rmtree(p)
                 elif p.exists() or p.is_symlink():
                     p.unlink()
+        for p in out.glob("mask_*.png"):  # the --frames form's masks
+            p.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe_file = out / f".write-test-{os.getpid()}.part"
@@ -231,7 +233,7 @@ def figure(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any], *, heatm
         b = Image.fromarray(heatmap_image(heatmap, (h, w)))
         draw_prompts(b, prompt)
         panels.append(("audio-image heatmap (blue low, red high)", b))
-    panels.append(("mask tinted over the frame", Image.fromarray(render_overlay(frame, mask))))
+    panels.append(("mask tinted over the frame", Image.fromarray(render_overlay(frame, mask, prompt))))
     pad, cap, top = 8, 18, 22 if title else 4
     W = len(panels) * (w + pad) + pad
     H = top + h + cap + pad

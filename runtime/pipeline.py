@@ -158,3 +158,14 @@ class Pipeline:
         result.providers = {g: self.session_info[g].provider for g in spec.graphs if g in self.session_info}
         result.random_weights = self.bundle.random_weights
         return result
+
+    def segment_video(self, path: str | Path, **kwargs: Any):
+        """Segment a video file (frames and audio track from the file), window by window.
+
+        Thin wrapper of :func:`runtime.video.segment_video` (see it for ``mode``, ``sampling``
+        ("avsbench" | "fps"), ``fps``, ``start``, ``duration``, ``audio``, ``progress`` and mode
+        parameters); returns a :class:`runtime.video.VideoSegmentResult`. Needs PyAV.
+        """
+        from runtime.video import segment_video
+
+        return segment_video(self, path, **kwargs)
