@@ -15,8 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_MODE = "heatmap-box"
+# The demo's mode: "heatmap" (zero-shot, AudioCLIP only). On random weights it still marks a visible,
+# smooth region: the heatmap is min-max normalised per frame, so "> 0.5" always selects the part of the
+# frame most similar to the sound under the current weights. The SAM modes on random weights return a
+# fine texture over the whole frame (the random decoder), which shows nothing; they are also ~10x slower
+# on a CPU (SAM vit_b encoder ~7 s per frame).
+DEMO_MODE = "heatmap"
 DEMO_SECONDS = 6
+DEMO_FPS = 4  # frames segmented per second of the demo video (sampling "fps")
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -82,8 +88,11 @@ class _Bar:
         if not self.enabled:
             return
         if self.bar is None:
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm comes with the video extra; without it, no bar
+                self.enabled = False
+                return
             self.bar = tqdm(total=total, desc=self.desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
         self.bar.update(done - self.done)
         self.done = done
@@ -221,19 +230,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     src = _wrap_os_errors(demo_video, out / "demo_input.mp4", seconds=args.seconds)
     print(f"demo: wrote a generated {args.seconds}-s video with sound (moving disc and square, pulsing "
           f"440 Hz tone): {src}")
-    ns = argparse.Namespace(video=str(src), out=str(out / "result"), mode=args.mode, sampling="avsbench", fps=None,
+    ns = argparse.Namespace(video=str(src), out=str(out / "result"), mode=args.mode, sampling="fps", fps=DEMO_FPS,
                             start=0.0, duration=None, audio=None, overwrite=True, no_overlay=False, no_masks=False,
                             no_jsonl=False, no_figure=False, window_seconds=4.0)
     summary = _run_video(pipe, ns, {}, progress=not args.no_progress)
     print(_describe(summary))
     rnd = summary.get("random_weights")
     print(f"""
-What you see (mode {summary['mode']}, AVSBench sampling: one frame per second, 1-fps overlay):
-  * overlay.mp4: each segmented frame with the mask tinted magenta and outlined; the prompt the mode
-    gave SAM drawn on it (yellow box; green/red dots are foreground/background points); the
-    generated tone is muxed back as the audio track.
-  * figure.png: one frame in three panels: the frame with the prompt, AudioCLIP's audio-image
-    heatmap (blue = low, red = high similarity between the frame's regions and the sound), and the mask.""")
+What you see (mode {summary['mode']}, {DEMO_FPS} frames segmented per second, overlay at {DEMO_FPS} fps):
+  * overlay.mp4: each segmented frame with its mask tinted magenta and outlined; where the mode
+    prompts SAM, its prompts are drawn (yellow box; green/red dots = foreground/background points);
+    where it scores with a map (heatmap mode), the map is the inset at the top right (blue = low,
+    red = high); the generated tone is muxed back as the audio track.
+  * figure.png: one frame in panels: the frame (with prompts, if any), AudioCLIP's audio-image
+    heatmap (how similar each region of the frame is to the sound), and the mask.""")
     if rnd:
         print("""  * This bundle was built with RANDOM WEIGHTS (no checkpoint files were given to the build): the
     heatmap, the box and the mask show the machinery working, not a meaningful segmentation. Build with
