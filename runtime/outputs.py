@@ -350,54 +350,69 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fra
     return Path(path)
 
 
-def _source_audio(path: str | Path, t0: float, t1: float, origin: float) -> tuple[np.ndarray, int] | None:
-    """The file's audio in [t0, t1) s (video clock), float32 [C, T] (C 1 or 2; more are mixed to mono)."""
+def _source_audio(path: str | Path, t0: float, t1: float, origin: float):
+    """(rate, channels, chunks) of the file's audio in [t0, t1) s (video clock): ``chunks`` yields
+    float32 [C, n] pieces as they are decoded (C 1 or 2; more channels are mixed to mono), so memory
+    holds one decoded frame at a time. None when the file has no audio track."""
     with _open(path) as c:
         if not c.streams.audio:
             return None
         st = c.streams.audio[0]
         rate = int(st.codec_context.sample_rate)
-        parts, pos = [], None
-        i0, i1 = int(round(t0 * rate)), int(round(t1 * rate))
-        for fr in c.decode(st):
-            x = _audio_to_float(fr)
-            if x.shape[0] > 2:
-                x = x.mean(axis=0, keepdims=True)
-            if pos is None:
-                pos = int(round(((fr.time or 0.0) - origin) * rate))
-            a, b = max(i0, pos), min(i1, pos + x.shape[1])
-            if b > a:
-                parts.append(x[:, a - pos : b - pos])
-            pos += x.shape[1]
-            if pos >= i1:
-                break
-        if not parts:
-            return None
-        return np.concatenate(parts, axis=1), rate
+        ch = len(st.codec_context.layout.channels)
+    channels = ch if ch <= 2 else 1
+
+    def chunks():
+        with _open(path) as c:
+            st = c.streams.audio[0]
+            pos = None
+            i0, i1 = int(round(t0 * rate)), int(round(t1 * rate))
+            for fr in c.decode(st):
+                x = _audio_to_float(fr)
+                if x.shape[0] != channels:
+                    x = x.mean(axis=0, keepdims=True)
+                if pos is None:
+                    pos = int(round(((fr.time or 0.0) - origin) * rate))
+                a, b = max(i0, pos), min(i1, pos + x.shape[1])
+                if b > a:
+                    yield x[:, a - pos : b - pos]
+                pos += x.shape[1]
+                if pos >= i1:
+                    break
+
+    return rate, channels, chunks()
 
 
-def _mux_audio(video_only: Path, dest: Path, audio: tuple[np.ndarray, int] | None) -> None:
-    """Copy the video packets of ``video_only`` into ``dest`` and add ``audio`` (float [C, T], rate)
-    encoded as AAC."""
+def _array_audio(x: np.ndarray, rate: int, t0: float, t1: float):
+    """(rate, 1, chunks) of a mono array's [t0, t1) s, as :func:`_source_audio`."""
+    i0, i1 = max(0, int(round(t0 * rate))), max(0, int(round(t1 * rate)))
+    seg = x[i0:i1]
+    return rate, 1, (seg[None, i : i + 65536] for i in range(0, seg.size, 65536))
+
+
+def _mux_audio(video_only: Path, dest: Path, audio) -> None:
+    """Copy the video packets of ``video_only`` into ``dest`` (MP4) and add ``audio`` = (rate,
+    channels, iterable of float32 [C, n] chunks) encoded as AAC, chunk by chunk; None: no audio."""
     av = require_av()
     with av.open(str(video_only)) as vin, av.open(str(dest), "w", format="mp4") as out:
         vs = vin.streams.video[0]
         vo = out.add_stream_from_template(vs)
         ao = None
         if audio is not None:
-            x, rate = audio
+            rate, channels, chunks = audio
             ao = out.add_stream("aac", rate=rate)
-            ao.layout = "mono" if x.shape[0] == 1 else "stereo"
+            ao.layout = "mono" if channels == 1 else "stereo"
         for pkt in vin.demux(vs):
             if pkt.dts is None:
                 continue
             pkt.stream = vo
             out.mux(pkt)
         if ao is not None:
-            x, rate = audio
             pts = 0
-            for i in range(0, x.shape[1], 4096):
-                chunk = np.ascontiguousarray(np.clip(x[:, i : i + 4096], -1, 1).astype(np.float32))
+            for x in chunks:
+                chunk = np.ascontiguousarray(np.clip(x, -1, 1).astype(np.float32))
+                if chunk.shape[1] == 0:
+                    continue
                 af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=ao.layout.name)
                 af.sample_rate, af.pts, af.time_base = rate, pts, Fraction(1, rate)
                 pts += chunk.shape[1]
@@ -407,7 +422,19 @@ def _mux_audio(video_only: Path, dest: Path, audio: tuple[np.ndarray, int] | Non
                 out.mux(p)
 
 
-# --- the whole job -------------------------------------------------------------------------------------
+# --- the whole job ----------------------------------------------------------------------------------
+def _heatmap_of(pipe, frame: np.ndarray, wav: np.ndarray, rate: int) -> np.ndarray | None:
+    """AudioCLIP's heatmap of one frame and its second of audio (the ``heatmap`` mode's score map,
+    float32 [H, W] in [0, 1]), or None when the bundle lacks the graphs."""
+    from runtime.modes import MODES
+
+    spec = MODES.get("heatmap")
+    if spec is None or not all(pipe.bundle.has(g) for g in spec.graphs):
+        return None
+    res = pipe.segment([frame], wav, rate, mode="heatmap")
+    return res.scores[0] if res.scores and np.ndim(res.scores[0]) == 2 else None
+
+
 def _label(res, mode: str, j: int, t: float) -> str:
     tag = "  RANDOM WEIGHTS" if res.random_weights else ""
     return f"{mode}  #{j}  t={t:.2f}s{tag}"
@@ -522,7 +549,7 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
                 from runtime.video import _external_audio
 
                 src = _external_audio(audio, sample_rate)
-                track = (src.span(t0, t1)[None], src.rate)
+                track = _array_audio(src.x, src.rate, t0, t1)
             _mux_audio(video_tmp, overlay_tmp, track)
             os.replace(overlay_tmp, paths["overlay"])
             video_tmp.unlink()
@@ -530,10 +557,8 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
         if fig_data is not None:
             frame, mask, prompt, smap, wav, rate, rnd, mname, t = fig_data
             heat = smap
-            if heat is None and all(pipe.bundle.has(g) for g in ("audioclip_audio", "audioclip_image")):
-                from runtime.zero_shot import heatmaps
-
-                heat = heatmaps(pipe, [frame], wav, rate)[0]
+            if heat is None and mname != "heatmap":
+                heat = _heatmap_of(pipe, frame, wav, rate)
             title = (f"{Path(str(video)).name}  sample {fig_j} (t = {t:.2f} s)  mode {mname}"
                      + ("  -- RANDOM WEIGHTS: the mask and heatmap mean nothing" if rnd else ""))
             save_png_atomic(paths["figure"], figure(frame, mask, prompt, heatmap=heat, title=title))

@@ -571,9 +571,10 @@ def segment_video(pipe, path: str | Path, *, mode: str | None = None, sampling: 
         times += win.times
     first = parts[0]
     base = {f.name: getattr(first, f.name) for f in fields(SegmentResult)}
-    base["masks"] = [m for r in parts for m in r.masks]
-    base["scores"] = [s for r in parts for s in r.scores]
-    base["prompts"] = [p for r in parts for p in r.prompts]
+    for f in fields(SegmentResult):  # per-frame lists (masks, scores, prompts, ...) are concatenated
+        vals = [getattr(r, f.name) for r in parts]
+        if all(isinstance(v, list) and len(v) == len(r.masks) for v, r in zip(vals, parts, strict=True)):
+            base[f.name] = [x for v in vals for x in v]
     timings: dict[str, float] = {}
     for r in parts:
         for k, v in r.timings.items():
