@@ -57,7 +57,7 @@ def add_parsers(sub) -> None:
     src.add_argument("--video", help="video file with an audio track (MP4, MKV, WebM, ... anything PyAV reads)")
     src.add_argument("--frames", nargs="+", help="frame image files, in order (with --audio)")
     s.add_argument("--audio", default=None, help="WAV file: second k goes with frame k (with --frames); "
-                   "with --video it replaces a missing audio track")
+                   "with --video it is used instead of the file's audio track (required when the file has none)")
     s.add_argument("--bundle", default="engines/default")
     s.add_argument("--mode", default=None, help="segmentation mode (default: the best the bundle supports)")
     s.add_argument("--preset", default=None, help="preset: default, or sam4avs (the reference's quirks)")

@@ -228,7 +228,8 @@ def figure(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any], *, heatm
     panels: list[tuple[str, Image.Image]] = []
     a = Image.fromarray(frame)
     draw_prompts(a, prompt)
-    panels.append(("frame + prompts (green +, red -, yellow box)", a))
+    drawn = any(prompt.get(k) is not None and len(prompt.get(k)) for k in ("points", "box", "boxes_xyxy", "boxes"))
+    panels.append(("frame + prompts (green +, red -, yellow box)" if drawn else "frame (this mode uses no prompt)", a))
     if heatmap is not None:
         b = Image.fromarray(heatmap_image(heatmap, (h, w)))
         draw_prompts(b, prompt)
