@@ -32,7 +32,10 @@ case "${1:-}" in
   demo)
     setup
     python export/build_engines.py --out engines/default --force "${@:2}"
-    avs demo --bundle engines/default
+    echo "== bundle built after ${SECONDS} s"
+    # writes results/demo/demo_input.mp4 and results/demo/result/{overlay.mp4,figure.png,masks/,segments.jsonl}
+    avs demo --bundle engines/default --out results/demo
+    echo "== demo finished after ${SECONDS} s"
     ;;
   test)
     setup

@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from avs.segment_cli import COMMANDS as SEGMENT_COMMANDS
+from avs.segment_cli import add_parsers as add_segment_parsers
+
 
 def demo_inputs(num_frames: int = 5, size: tuple[int, int] = (224, 224), seed: int = 0):
     """A generated clip: ``num_frames`` uint8 RGB frames [H, W, 3] with a moving disc, and 16 kHz audio.
@@ -37,35 +40,6 @@ def demo_inputs(num_frames: int = 5, size: tuple[int, int] = (224, 224), seed: i
     t = np.arange(num_frames * rate) / rate
     audio = sum(0.3 / n * np.sin(2 * np.pi * 440 * n * t) for n in (1, 2, 3)) + 0.01 * rng.normal(size=t.size)
     return frames, audio.astype(np.float32), rate
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    import runtime
-
-    frames, audio, rate = demo_inputs()
-    pipe = runtime.load(args.bundle, preset=args.preset)
-    res = pipe.segment(frames, audio, rate, mode=args.mode)
-    print(f"demo: 5 generated 224x224 frames + 5 s of generated 16 kHz audio, bundle {args.bundle}")
-    print(res.summary())
-    return 0
-
-
-def cmd_segment(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
-
-    import runtime
-
-    pipe = runtime.load(args.bundle, preset=args.preset)
-    res = pipe.segment(args.frames, args.audio, mode=args.mode)
-    print(res.summary())
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for i, m in enumerate(res.masks):
-            Image.fromarray((m * 255).astype(np.uint8)).save(out / f"mask_{i + 1}.png")
-        print(f"masks written to {out}/")
-    return 0
 
 
 def modes_table(bundle_dir: str | Path, *, preset: str | None = None, providers: list[str] | None = None,
@@ -118,17 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avs", description="audio-visual segmentation: build bundles, segment, evaluate, benchmark")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build a bundle (same flags as python export/build_engines.py)", add_help=False)
-    d = sub.add_parser("demo", help="segment a generated clip with a bundle and print a summary")
-    d.add_argument("--bundle", default="engines/default")
-    d.add_argument("--mode", default=None)
-    d.add_argument("--preset", default=None)
-    s = sub.add_parser("segment", help="segment frames (image files) with a WAV file")
-    s.add_argument("--bundle", default="engines/default")
-    s.add_argument("--frames", nargs="+", required=True, help="frame image files, in order")
-    s.add_argument("--audio", required=True, help="WAV file; second k goes with frame k")
-    s.add_argument("--mode", default=None)
-    s.add_argument("--preset", default=None)
-    s.add_argument("--out", default=None, help="folder for mask PNGs")
+    add_segment_parsers(sub)  # demo, segment (avs/segment_cli.py)
     mo = sub.add_parser("modes", help="print the capability table of a bundle (modes, graphs, parameters, providers)")
     mo.add_argument("--bundle", default="engines/default")
     mo.add_argument("--preset", default=None)
@@ -157,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(rest) or 0
     args = p.parse_args(argv)
     try:
-        return {"demo": cmd_demo, "segment": cmd_segment, "modes": cmd_modes}[args.cmd](args)
+        return {**SEGMENT_COMMANDS, "modes": cmd_modes}[args.cmd](args)
     except Exception as e:  # an AVSError carries a message meant for the user
         from runtime.errors import AVSError
 

@@ -43,6 +43,18 @@ def load(
                     cache_mb=cache_mb)
 
 
-def segment(bundle_dir: str | Path, frames, audio, sample_rate: int | None = None, *, mode: str | None = None, preset: str | None = None, **params) -> SegmentResult:
-    """One-call convenience: ``load(bundle_dir, preset=preset).segment(frames, audio, ...)``."""
-    return load(bundle_dir, preset=preset).segment(frames, audio, sample_rate, mode=mode, **params)
+def segment(bundle_dir: str | Path, frames=None, audio=None, sample_rate: int | None = None, *, video: str | Path | None = None,
+            mode: str | None = None, preset: str | None = None, **params) -> SegmentResult:
+    """One-call convenience: ``load(bundle_dir, preset=preset).segment(frames, audio, ...)``, or with
+    ``video=path`` ``load(...).segment_video(path, audio=audio, ...)`` (frames and audio from the file;
+    ``audio`` only replaces a missing track; ``params`` may include the video options)."""
+    pipe = load(bundle_dir, preset=preset)
+    if video is not None:
+        if frames is not None:
+            raise InputError("give either frames (with audio) or video=, not both")
+        if audio is not None:
+            params.update(audio=audio, sample_rate=sample_rate)
+        return pipe.segment_video(video, mode=mode, **params)
+    if frames is None or audio is None:
+        raise InputError("segment needs frames and audio, or video=path")
+    return pipe.segment(frames, audio, sample_rate, mode=mode, **params)

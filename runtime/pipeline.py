@@ -291,3 +291,14 @@ class Pipeline:
             precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
             cache_hits=self._calls.hits,
         )
+
+    def segment_video(self, path: str | Path, **kwargs: Any):
+        """Segment a video file (frames and audio track from the file), window by window.
+
+        Thin wrapper of :func:`runtime.video.segment_video` (see it for ``mode``, ``sampling``
+        ("avsbench" | "fps"), ``fps``, ``start``, ``duration``, ``audio``, ``progress`` and mode
+        parameters); returns a :class:`runtime.video.VideoSegmentResult`. Needs PyAV.
+        """
+        from runtime.video import segment_video
+
+        return segment_video(self, path, **kwargs)

@@ -60,8 +60,11 @@ def test_segment_and_demo(tiny_bundle, demo_dir, tmp_path, capsys):
     assert rc == 0
     masks = sorted(out.glob("*.png"))
     assert len(masks) == 2 and np.asarray(Image.open(masks[0])).shape[:2] == (48, 64)
-    assert main(["demo", "--bundle", str(tiny_bundle), "--mode", "heatmap"]) == 0
-    assert "RANDOM WEIGHTS" in capsys.readouterr().out
+    demo = tmp_path / "demo"
+    assert main(["demo", "--bundle", str(tiny_bundle), "--mode", "heatmap", "--out", str(demo), "--seconds", "2",
+                 "--no-progress"]) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out.upper()
+    assert any(demo.rglob("*.mp4")) and any(demo.rglob("*.png"))
 
 
 def test_build(tmp_path):
