@@ -97,8 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_triton_repo(args: argparse.Namespace) -> int:
     from export.triton_repo import write_repository
 
-    out = write_repository(args.bundle, args.out, gpu=args.gpu, instances=args.instances,
-                           max_request_mb=args.max_request_mb, force=args.force)
+    try:
+        out = write_repository(args.bundle, args.out, gpu=args.gpu, instances=args.instances,
+                               max_request_mb=args.max_request_mb, force=args.force)
+    except (FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"Triton model repository written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})")
     return 0
 
