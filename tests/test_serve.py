@@ -261,6 +261,46 @@ def test_self_contained_avs_model_of_triton_repo_serves(tmp_path, bundle, triton
         srv.stop(10)
 
 
+def test_avs_serve_prints_a_working_curl_example_and_stops_on_sigint(tmp_path, bundle, triton_env):
+    """`avs serve`: ready line, URLs and the curl example; the example is answered; SIGINT stops it cleanly."""
+    import shlex
+
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    cmd = [sys.executable, "-m", "avs", "serve", str(bundle), "--http-port", str(http), "--grpc-port", str(grpc),
+           "--metrics-port", str(metrics), "--threads", "1", "--exit-timeout", "10"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "AVS_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        t_end = time.monotonic() + 180
+        while time.monotonic() < t_end:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("avs serve: ready"):
+                break
+        out = "".join(lines)
+        assert "avs serve: ready" in out, out[-3000:]
+        assert f"http://127.0.0.1:{http}" in out and f"127.0.0.1:{grpc}" in out and f":{metrics}/metrics" in out
+        curl = next(ln.strip() for ln in lines if ln.strip().startswith("curl "))
+        argv = shlex.split(curl)
+        url, body = argv[argv.index("-X") + 2], argv[argv.index("-d") + 1]
+        req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.loads(r.read())
+        assert {o["name"] for o in answer["outputs"]} == {"masks", "info"}
+        os.kill(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest[-3000:]
+        assert "server stopped" in rest
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 # --- bad requests ----------------------------------------------------------------------------------
 
 def _bad_requests():

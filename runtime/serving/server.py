@@ -33,6 +33,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the process that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the server outlives a killed parent
+        pass
+
+
 class TritonServer:
     """One ``tritonserver`` process on ``repo``.
 
@@ -106,7 +116,7 @@ class TritonServer:
             self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
             out = self._log
         self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         return self
 
     def is_ready(self, timeout: float = 1.0) -> bool:
