@@ -226,14 +226,17 @@ def test_encoded_frames_and_wav_equal_the_arrays_they_hold(server, pipe, tmp_pat
 
 
 def test_readme_curl_example_is_answered(server):
-    from avs.serve_cli import example_request_body
-
-    req = urllib.request.Request(f"http://{server.http_url}/v2/models/avs/infer",
-                                 data=json.dumps(example_request_body("heatmap")).encode(),
+    """The README's example: its python3 one-liner makes the body, sent as curl sends it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("python3 -c 'import json"):]
+    code = block[len("python3 -c '"):block.index("' |")]
+    assert "http://127.0.0.1:8000/v2/models/avs/infer" in block[:block.index("```")]
+    body = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=30).stdout
+    req = urllib.request.Request(f"http://{server.http_url}/v2/models/avs/infer", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        body = json.loads(r.read())
-    out = {o["name"]: o for o in body["outputs"]}
+        answer = json.loads(r.read())
+    out = {o["name"]: o for o in answer["outputs"]}
     assert out["masks"]["shape"] == [1, 8, 8] and out["masks"]["datatype"] == "BOOL"
     info = json.loads(out["info"]["data"][0])
     assert info["mode"] == "heatmap" and info["random_weights"] is True

@@ -111,3 +111,8 @@ def test_kubernetes_manifests_agree_with_the_repository(tmp_path, bundle):
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     # the image is built FROM the official Triton container
     assert "FROM nvcr.io/nvidia/tritonserver:" in (K8S / "Dockerfile").read_text()
+
+
+def test_readme_documents_the_wire_contract():
+    readme = (REPO / "README.md").read_text()
+    assert wire.markdown_table() in readme
