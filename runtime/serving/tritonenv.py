@@ -110,7 +110,7 @@ def ensure(venv: str | Path | None = None, *, python: str | None = None, quiet: 
 
     venv = Path(venv) if venv else default_venv()
     venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / f".{venv.name}.lock"
+    lock_path = venv.parent / f"{venv.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         py = venv / "bin" / "python"
