@@ -645,6 +645,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; prints the Markdown summary. Returns 0, or 2 on a user error."""
+    from benchmarks import evaluate_served  # --server URL: a served pipeline (issue 12)
+
+    if evaluate_served.wants_server(argv):
+        return evaluate_served.main(argv)
     a = parse_args(argv)
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
     bundle = None if a.mode in BASELINES else a.bundle

@@ -415,6 +415,35 @@ def test_server_memory_does_not_grow_over_200_sequential_requests(server):
     assert rss_end <= 1.10 * rss20, f"RSS {rss20} KiB after 20 requests, {rss_end} KiB after 200"
 
 
+# --- evaluation against the server ---------------------------------------------------------------
+
+def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, tmp_path, capsys):
+    from avsbench_fixture import make_avsbench
+
+    from avs.cli import main as avs_main
+    from benchmarks import evaluate as ev
+    from models import avsbench
+
+    data = make_avsbench(tmp_path / "avsbench", "s4", videos_per_split=3, seed=1)
+    out = tmp_path / "served"
+    rc = avs_main(["eval", "--server", server.grpc_url, "--protocol", "grpc", "--concurrency", "3",
+                   "--data-root", str(data), "--mode", "heatmap", "--out", str(out), "--quiet"])
+    assert rc == 0
+    served = json.loads((out / "summary.json").read_text())
+    local = ev.evaluate(bundle, data, kinds=("s4",), mode="heatmap", progress=False, threads=1)
+    a, b = served["results"]["s4"], local["results"]["s4"]
+    assert a["videos"] == b["videos"] == 3 and a["frames"] == b["frames"]
+    # equal up to the numpy-1 vs numpy-2 rounding of the image resize (see the parity test)
+    assert a["miou"] == pytest.approx(b["miou"], abs=0.01) and a["fscore"] == pytest.approx(b["fscore"], abs=0.01)
+    assert served["random_weights"] and served["mode"] == "heatmap"
+    assert "| ours: `heatmap`" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "per_video_s4_test.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in rows] == [r.name for r in avsbench.index_split(data, "s4", "test")]
+    # acfpn is scored on logits, which the wire does not carry: refused with the reason
+    assert avs_main(["eval", "--server", server.http_url, "--data-root", str(data), "--mode", "acfpn"]) == 2
+    assert "logits" in capsys.readouterr().err
+
+
 # --- faults ----------------------------------------------------------------------------------------
 
 def _in_flight(srv: TritonServer, n: int, timeout: float, results: list, mode: str = "point-dense"):
