@@ -2,6 +2,7 @@
 # One command each for the two jobs, from a fresh clone with only Python 3.11:
 #   ./run.sh demo   set up .venv, build the default bundle, segment a generated clip
 #   ./run.sh test   set up .venv, run the test suite
+#   ./run.sh serve [BUNDLE]  set up .venv and .venv-triton, serve BUNDLE (default engines/default) with Triton
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -28,6 +29,14 @@ setup() {
   fi
 }
 
+# --- serving (issue 12) ------------------------------------------------------------------------
+# The served model's own environment .venv-triton (numpy<2 + the nvidia-pytriton wheel's tritonserver),
+# created once and updated when its requirement list changes (runtime/serving/tritonenv.py).
+setup_triton() {
+  python -m runtime.serving.tritonenv >/dev/null
+}
+# -------------------------------------------------------------------------------------------------
+
 case "${1:-}" in
   demo)
     setup
@@ -41,10 +50,16 @@ case "${1:-}" in
     ;;
   test)
     setup
+    setup_triton
     python -m pytest -q "${@:2}"
     ;;
+  serve)
+    setup
+    setup_triton
+    avs serve "${2:-engines/default}" "${@:3}"
+    ;;
   *)
-    echo "usage: ./run.sh demo|test [extra args]" >&2
+    echo "usage: ./run.sh demo|test|serve [extra args]" >&2
     exit 2
     ;;
 esac

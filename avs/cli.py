@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                            ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
                            ("bench", "run benchmarks (python -m benchmarks.run)")):
         sub.add_parser(name, help=helptext, add_help=False)
+    from avs import serve_cli  # serve, triton-repo
+
+    serve_cli.add_parsers(sub)
     if argv and argv[0] in ("build", "train", "eval", "bench"):
         rest = argv[1:]
         if argv[0] == "build":
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(rest) or 0
     args = p.parse_args(argv)
     try:
-        return {**SEGMENT_COMMANDS, "modes": cmd_modes}[args.cmd](args)
+        return {**SEGMENT_COMMANDS, "modes": cmd_modes, **serve_cli.COMMANDS}[args.cmd](args)
     except Exception as e:  # an AVSError carries a message meant for the user
         from runtime.errors import AVSError
 

@@ -419,7 +419,7 @@ def evaluate(
     random_weights = bool(rnd)
     out_dir = Path(out) if out is not None else None
     # modes with per-data-set defaults (zero-shot thresholds: S4 vs MS3) get the kind evaluated
-    per_kind = mode not in BASELINES and "dataset" in MODES[mode].params and "dataset" not in params
+    per_kind = mode not in BASELINES and "dataset" in MODES[mode].defaults and "dataset" not in params
     results = {}
     for kind in kinds:
         kind_params = {**params, "dataset": kind} if per_kind else params
@@ -615,6 +615,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; prints the Markdown summary. Returns 0, or 2 on a user error."""
+    from benchmarks import evaluate_served  # --server URL: a served pipeline (issue 12)
+
+    if evaluate_served.wants_server(argv):
+        return evaluate_served.main(argv)
     a = parse_args(argv)
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
     bundle = None if a.mode in BASELINES else a.bundle

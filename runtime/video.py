@@ -485,13 +485,7 @@ def check_mode(pipe, mode: str | None, params: dict[str, Any]) -> str:
     missing = [g for g in spec.graphs if not pipe.bundle.has(g)]
     if missing:
         raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {pipe.bundle.root} lacks")
-    if hasattr(spec, "check_params"):  # typed parameters: names and values checked
-        spec.check_params(params)
-    else:
-        names = {getattr(p, "name", p) for p in spec.params}
-        unknown = set(params) - names
-        if unknown:
-            raise InputError(f"mode {mode!r} takes parameters {sorted(names)}, not {sorted(unknown)}")
+    spec.check_params(params)  # names and values, before any decoding
     return mode
 
 

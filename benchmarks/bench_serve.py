@@ -1,0 +1,192 @@
+"""Served vs in-process: latency p50/p99 at concurrency 1, throughput at concurrency 1, 2, 4, 8 with 1 and 2
+model instances, the CPU load beside every figure.
+
+    python -m benchmarks.bench_serve --bundle engines/default --out results/serve
+
+Starts its own tritonserver (``runtime.serving``) on free ports of 127.0.0.1 for each instance count and
+stops it afterwards. One request = one clip of ``--frames`` generated frames (``--size`` px square) with
+their seconds of 16 kHz audio, mode ``--mode``. Not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return sum(f) - idle, sum(f)
+
+
+class CpuLoad:
+    """Cores busy on the whole machine during a ``with`` block, and the 1-min load average after it."""
+
+    def __enter__(self) -> CpuLoad:
+        self.t0, self.c0 = time.monotonic(), _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        c1 = _cpu_ticks()
+        ncpu = os.cpu_count() or 1
+        if self.c0 and c1 and c1[1] > self.c0[1]:
+            self.cores_busy = round(ncpu * (c1[0] - self.c0[0]) / (c1[1] - self.c0[1]), 2)
+        else:
+            self.cores_busy = None
+        self.loadavg = round(os.getloadavg()[0], 2)
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """p50 / p99 / mean of latencies in ms."""
+    a = np.asarray(ms, np.float64)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p99_ms": round(float(np.percentile(a, 99)), 1),
+            "mean_ms": round(float(a.mean()), 1), "n": int(a.size)}
+
+
+def latency(fn, n: int) -> dict:
+    """Call ``fn`` ``n`` times in a row; latency percentiles and the CPU load while it ran."""
+    ms = []
+    with CpuLoad() as load:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t0) * 1000.0)
+    return {**percentiles(ms), "cores_busy": load.cores_busy, "loadavg": load.loadavg}
+
+
+def throughput(make_client, request, concurrency: int, total: int) -> dict:
+    """``total`` requests spread over ``concurrency`` threads (one client each): clips/s and latencies."""
+    per = [total // concurrency + (1 if k < total % concurrency else 0) for k in range(concurrency)]
+    ms: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        try:
+            with make_client() as c:
+                for _ in range(per[k]):
+                    t0 = time.perf_counter()
+                    request(c)
+                    with lock:
+                        ms.append((time.perf_counter() - t0) * 1000.0)
+        except Exception as e:  # reported in the table
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    with CpuLoad() as load:
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "clips_per_s": round(len(ms) / wall, 3), **percentiles(ms or [0.0]),
+            "errors": len(errors), "cores_busy": load.cores_busy, "loadavg": load.loadavg}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", default="engines/default")
+    p.add_argument("--mode", default="heatmap")
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--latency-requests", type=int, default=20)
+    p.add_argument("--requests", type=int, default=24, help="requests per throughput point")
+    p.add_argument("--concurrency", default="1,2,4,8")
+    p.add_argument("--instances", default="1,2")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per instance (and in-process)")
+    p.add_argument("--protocol", default="grpc", choices=["http", "grpc"])
+    p.add_argument("--out", default=None, help="folder for bench_serve.json / .md")
+    a = p.parse_args(argv)
+
+    import runtime
+    from avs.cli import demo_inputs
+    from runtime.client import TritonClient
+    from runtime.serving import repo, tritonenv
+    from runtime.serving.server import TritonServer, free_port
+
+    frames, audio, rate = demo_inputs(a.frames, (a.size, a.size))
+    env = tritonenv.ensure()
+    pipe = runtime.load(a.bundle, threads=a.threads)
+    pipe.warmup()
+    pipe.segment(frames, audio, rate, mode=a.mode)
+    rows: dict = {"bundle": str(a.bundle), "mode": a.mode, "frames": a.frames, "size": a.size,
+                  "threads_per_instance": a.threads, "protocol": a.protocol, "cpus": os.cpu_count(),
+                  "random_weights": pipe.bundle.random_weights}
+    rows["in_process"] = latency(lambda: pipe.segment(frames, audio, rate, mode=a.mode), a.latency_requests)
+    print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
+    pipe = None  # free its sessions before the servers start
+    rows["served"] = {}
+    for n_inst in [int(x) for x in a.instances.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="avs-bench-serve-") as tmp:
+            repo.write_avs_model(tmp, a.bundle, instances=n_inst, threads=a.threads)
+            srv = TritonServer(tmp, env, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                               log_path=Path(tmp) / "server.log", exit_timeout_s=5,
+                               extra_env={"AVS_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": "1"})
+            srv.start()
+            try:
+                srv.wait_ready(300)
+                url = srv.grpc_url if a.protocol == "grpc" else srv.http_url
+
+                def make_client(url=url):
+                    return TritonClient(url, a.protocol, timeout=600)
+
+                def request(c):
+                    return c.segment(frames, audio, rate, mode=a.mode)
+
+                with make_client() as c:
+                    for _ in range(max(2, n_inst)):
+                        request(c)
+                    lat = latency(lambda c=c: request(c), a.latency_requests)
+                tp = [throughput(make_client, request, k, a.requests) for k in
+                      [int(x) for x in a.concurrency.split(",")]]
+                rows["served"][n_inst] = {"latency_c1": lat, "throughput": tp}
+                print(f"{n_inst} instance(s): latency {lat}; throughput {tp}", file=sys.stderr)
+            finally:
+                srv.stop(15)
+    md = markdown(rows)
+    print(md)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_serve.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (out / "bench_serve.md").write_text(md + "\n")
+    return 0
+
+
+def markdown(rows: dict) -> str:
+    """The results as two Markdown tables (latency, throughput)."""
+    ip = rows["in_process"]
+    lines = [f"bundle `{rows['bundle']}`, mode {rows['mode']}, {rows['frames']} frames of {rows['size']}x{rows['size']} "
+             f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
+             f"{rows['protocol']}, {rows['cpus']} CPUs" + (", RANDOM WEIGHTS" if rows["random_weights"] else ""), "",
+             "| path | p50 ms | p99 ms | cores busy | load avg |", "|---|---|---|---|---|",
+             f"| in-process | {ip['p50_ms']} | {ip['p99_ms']} | {ip['cores_busy']} | {ip['loadavg']} |"]
+    for n, s in rows["served"].items():
+        lt = s["latency_c1"]
+        lines.append(f"| served, {n} instance(s), concurrency 1 | {lt['p50_ms']} | {lt['p99_ms']} | "
+                     f"{lt['cores_busy']} | {lt['loadavg']} |")
+    lines += ["", "| instances | concurrency | clips/s | p50 ms | p99 ms | errors | cores busy | load avg |",
+              "|---|---|---|---|---|---|---|---|"]
+    for n, s in rows["served"].items():
+        for t in s["throughput"]:
+            lines.append(f"| {n} | {t['concurrency']} | {t['clips_per_s']} | {t['p50_ms']} | {t['p99_ms']} | "
+                         f"{t['errors']} | {t['cores_busy']} | {t['loadavg']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Starting and stopping a local ``tritonserver`` (the nvidia-pytriton wheel's) on a model repository.
+
+Used by ``avs serve`` and by the server tests. The server runs in its own process group with the
+served model's environment (:mod:`runtime.serving.tritonenv`), model control mode ``none`` (no model
+loading over the network: Triton's docs warn that it can lead to arbitrary code execution), and
+listens on ``host`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from runtime.errors import AVSError
+from runtime.serving.tritonenv import TritonEnv
+
+
+class ServerError(AVSError, RuntimeError):
+    """tritonserver did not start, or exited, or did not become ready in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the process that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the server outlives a killed parent
+        pass
+
+
+class TritonServer:
+    """One ``tritonserver`` process on ``repo``.
+
+    Ports: ``http_port`` (KServe v2 REST), ``grpc_port``, ``metrics_port`` (Prometheus). ``log_path``:
+    file for the server's output (None = inherit this process's stdout/stderr).
+    ``exit_timeout_s``: how long Triton waits for in-flight requests after SIGTERM/SIGINT.
+    """
+
+    def __init__(
+        self,
+        repo: str | Path,
+        env: TritonEnv,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        log_path: str | Path | None = None,
+        exit_timeout_s: int = 30,
+        verbose: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ):
+        self.repo, self.env, self.host = Path(repo), env, host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.log_path = Path(log_path) if log_path else None
+        self.exit_timeout_s = exit_timeout_s
+        self.verbose = verbose
+        self.extra_env = dict(extra_env or {})
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    # --- addresses -------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        """The tritonserver command line."""
+        return [
+            str(self.env.tritonserver),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self.env.backend_dir}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--log-verbose={1 if self.verbose else 0}",
+        ]
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def start(self) -> TritonServer:
+        """Start the process (returns at once; see :meth:`wait_ready`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise ServerError("this server is already running")
+        env = self.env.process_env()
+        env.update(self.extra_env)
+        out = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
+            out = self._log
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        return self
+
+    def is_ready(self, timeout: float = 1.0) -> bool:
+        """GET ``/v2/health/ready`` answers 200."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=timeout) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last ``n`` lines of the server log (when logging to a file)."""
+        if not self.log_path or not self.log_path.is_file():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the server is ready; :class:`ServerError` (with the log's tail) if it exits or times out."""
+        assert self.proc is not None, "start() first"
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            if self.proc.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.proc.returncode} before it was ready\n"
+                                  + self.log_tail())
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        self.kill()
+        raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n" + self.log_tail())
+
+    def terminate(self) -> None:
+        """Ask the server to stop (SIGTERM): it stops taking requests and finishes those in flight."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (its model stubs included) and reap it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to end; its exit code, or None on timeout."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, wait up to ``timeout`` (default exit_timeout_s + 10 s), then SIGKILL; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.terminate()
+        code = self.wait(self.exit_timeout_s + 10 if timeout is None else timeout)
+        # the stubs may outlive a killed server for a moment; take the whole group down
+        self.kill()
+        if self._log:
+            self._log.close()
+            self._log = None
+        return code if code is not None else self.proc.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
