@@ -570,6 +570,31 @@ def _parse_value(v: str) -> Any:
         return v
 
 
+def parse_kinds(p: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
+    """``--kind`` values (s4, ms3, both; comma-separated allowed) -> the kinds in order, once each."""
+    kinds: list[str] = []
+    for k in values:
+        for part in k.lower().split(","):
+            if part == "both":
+                kinds += ["s4", "ms3"]
+            elif part in avsbench.KINDS:
+                kinds.append(part)
+            elif part:
+                p.error(f"--kind: expected s4, ms3 or both, got {part!r}")
+    return list(dict.fromkeys(kinds))
+
+
+def parse_params(p: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, Any]:
+    """``--param KEY=VALUE`` items -> {key: parsed value} (numbers, true/false/none, JSON, else text)."""
+    params = {}
+    for item in items:
+        if "=" not in item:
+            p.error(f"--param expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of ``python -m benchmarks.evaluate`` / ``avs eval``."""
     p = argparse.ArgumentParser(
@@ -591,23 +616,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    kinds: list[str] = []
-    for k in a.kind:
-        for part in k.lower().split(","):
-            if part == "both":
-                kinds += ["s4", "ms3"]
-            elif part in avsbench.KINDS:
-                kinds.append(part)
-            elif part:
-                p.error(f"--kind: expected s4, ms3 or both, got {part!r}")
-    a.kinds = list(dict.fromkeys(kinds))
-    params = {}
-    for item in a.param:
-        if "=" not in item:
-            p.error(f"--param expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        params[key.strip()] = _parse_value(value.strip())
-    a.params = params
+    a.kinds = parse_kinds(p, a.kind)
+    a.params = parse_params(p, a.param)
     if a.max_videos is not None and a.max_videos < 1:
         p.error("--max-videos must be >= 1")
     return a

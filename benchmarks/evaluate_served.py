@@ -238,23 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
-    kinds: list[str] = []
-    for k in a.kind:
-        for part in k.lower().split(","):
-            if part == "both":
-                kinds += ["s4", "ms3"]
-            elif part in avsbench.KINDS:
-                kinds.append(part)
-            elif part:
-                p.error(f"--kind: expected s4, ms3 or both, got {part!r}")
+    kinds = ev.parse_kinds(p, a.kind)
     if a.max_videos is not None and a.max_videos < 1:
         p.error("--max-videos must be >= 1")
-    params = {}
-    for kv in a.param:
-        if "=" not in kv:
-            p.error(f"--param wants KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        params[k] = ev._parse_value(v)
+    params = ev.parse_params(p, a.param)
     out = Path(a.out) if a.out else Path("results") / "eval" / f"served-{a.mode or 'default-mode'}"
     try:
         summary = evaluate_served(a.server, a.data_root, protocol=a.protocol, kinds=kinds, split=a.split,
