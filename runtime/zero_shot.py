@@ -7,7 +7,10 @@ Modes registered into :data:`runtime.modes.MODES`:
   (background); t = 0.6 (S4) / 0.65 (MS3).
 * ``point-dense`` (4.3): the num highest / lowest cells of the 32x32 downsampled heatmap;
   t = 0.85 (S4) / 0.7 (MS3).
-* ``heatmap-box`` (4.4): the box of the largest 8-connected heatmap region >= t; t = 0.55.
+* ``heatmap-box`` (4.4): boxes of the 8-connected heatmap regions >= t; t = 0.55. ``box_strategy``
+  (``runtime.prompts.heatmap_boxes``): ``single_maxarea`` (the largest region; the S4 script),
+  ``multi_box`` (every region, SAM masks OR-ed; the MS3 script, chosen by ``dataset="ms3"``),
+  ``single_maxscore`` (the region of the heatmap's argmax), ``total_box`` (all regions' bounding box).
 * ``no-prompt`` (4.5): SAM's automatic mask generator; each mask is cut out on a black background,
   cropped to its box, scored with AudioCLIP (softmax over the masks of 100 * cosine between the
   crop's CLIP global embedding and the audio embedding); masks scoring > 0.5 are united.
@@ -78,7 +81,14 @@ from runtime.errors import InputError
 from runtime.heatmap import audio_image_heatmap, l2_normalize
 from runtime.image import squash_to_square
 from runtime.pipeline import SegmentResult, _timed
-from runtime.prompts import dense_points, heatmap_box, peak_points, select_max_score, top_points
+from runtime.prompts import (
+    BOX_STRATEGIES,
+    dense_points,
+    heatmap_boxes,
+    peak_points,
+    select_max_score,
+    top_points,
+)
 from runtime.sam import SamRunner, apply_coords, get_preprocess_shape, postprocess_masks
 
 __all__ = [
@@ -250,20 +260,24 @@ def _frame_policy(pipe, frame_policy, quirks_flag: bool) -> str:
 
 def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, strategy: str, *,
                           t: float | None = None, quirk: bool = False, frame_policy: str = "native",
-                          max_points: int | None = None,
+                          max_points: int | None = None, box_strategy: str = "single_maxarea",
                           timings: dict[str, float] | None = None) -> SegmentResult:
     """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
 
     frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
     (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
-    ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points;
-    frame_policy: ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s
-    cap per sign (None: half the cells).
+    ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points, and
+    ``heatmap-box``'s reference edge cases (``runtime.prompts.heatmap_boxes``); frame_policy:
+    ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s cap per sign
+    (None: half the cells); box_strategy: ``heatmap-box``'s, one of
+    ``runtime.prompts.BOX_STRATEGIES``. With several boxes (``multi_box``) SAM is prompted with
+    each box, keeps its best mask per box, and the masks are OR-ed (the reference's loop).
 
     Returns a :class:`SegmentResult` (mode/preset left empty): masks bool [H, W] per frame;
     scores float32 [1] = the chosen mask's predicted IoU, or [0] when no prompt was made;
     prompts per frame: ``points`` float64 [K, 2] (x, y) and ``labels`` int64 [K] (1 foreground,
-    0 background) or ``box`` float64 [4] (x0, y0, x1, y1), in frame pixels (heatmap coordinates
+    0 background) or ``box`` float64 [4] (x0, y0, x1, y1) with ``boxes`` float64 [K, 4] (every box;
+    ``box`` is None when K != 1) and ``box_strategy``, in frame pixels (heatmap coordinates
     scaled by W / S, H / S; under the ``"reference"`` policy SAM got them unscaled on the squashed
     frame); ``mask_index``, ``iou``, ``sam_input_hw``, and ``empty_reason`` when the mask is empty
     without asking SAM.
@@ -293,11 +307,12 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
             if float(sm.max()) == float(sm.min()):
                 rec["empty_reason"] = "constant heatmap (no location information)"
             elif strategy == "heatmap-box":
-                box = heatmap_box(sm, t)
-                if box is None:
+                boxes = heatmap_boxes(sm, t, box_strategy, quirk=quirk)
+                rec["box_strategy"] = box_strategy
+                if boxes.shape[0] == 0:
                     rec["empty_reason"] = f"no heatmap pixel >= {t}"
                 else:
-                    rec["box"] = box.astype(np.float64)
+                    rec["boxes"] = boxes.astype(np.float64)
             else:
                 if strategy == "point-global":
                     coords, labels = top_points(sm)
@@ -336,37 +351,54 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
         sx, sy = sam_hw[1] / s, sam_hw[0] / s
         fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
         kw: dict[str, Any] = {}
-        if rec["box"] is not None:
-            kw["boxes"] = _map_box(rec["box"], sx, sy)[None]
-            rec["box"] = _map_box(rec["box"], fx, fy)
+        if rec.get("boxes") is not None:
+            kw["boxes"] = np.stack([_map_box(b, sx, sy) for b in rec["boxes"]])
+            rec["boxes"] = np.stack([_map_box(b, fx, fy) for b in rec["boxes"]])
+            rec["box"] = rec["boxes"][0] if len(rec["boxes"]) == 1 else None
         else:
             kw["point_coords"] = _map_points(rec["points"], sx, sy)
             kw["point_labels"] = rec["labels"]
             rec["points"] = _map_points(rec["points"], fx, fy)
         with _timed(timings, "sam_decoder"):
             out, iou, _ = runner.predict(emb_of[i], sam_hw, multimask_output=True, **kw)
-            mask, k = select_max_score(out[0], iou[0])
+            picks = [select_max_score(out[p], iou[p]) for p in range(out.shape[0])]
+            mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
         if sam_hw != hw:
             mask = _nearest_to(mask, hw)
-        rec["mask_index"], rec["iou"] = int(k), float(iou[0, k])
+        ks = [int(k) for _, k in picks]
+        ious = [float(iou[p, k]) for p, k in enumerate(ks)]
+        rec["mask_index"], rec["iou"] = (ks[0], ious[0]) if len(ks) == 1 else (ks, ious)
         masks.append(np.ascontiguousarray(mask))
-        scores.append(np.array([iou[0, k]], np.float32))
+        scores.append(np.array(ious, np.float32))
     return SegmentResult("", "", masks, scores=scores, prompts=prompts)
+
+
+def _box_strategy(box_strategy, dataset) -> str:
+    """heatmap-box's ``box_strategy``: given, else the dataset's script (ms3: ``multi_box``, s4:
+    ``single_maxarea``)."""
+    if box_strategy is None:
+        return "multi_box" if dataset == "ms3" else "single_maxarea"
+    if box_strategy not in BOX_STRATEGIES:
+        raise InputError(f"box_strategy must be one of {BOX_STRATEGIES} or None (the dataset's: "
+                         f"s4 single_maxarea, ms3 multi_box), got {box_strategy!r}")
+    return box_strategy
 
 
 def _run_heatmap_mode(strategy: str):
     def run(pipe, frames, audio, sample_rate, timings, *, reverse=None, frame_policy=None, t=None,
-            dataset="s4", quirk=None, max_points=None):
+            dataset="s4", quirk=None, max_points=None, box_strategy=None):
         q = _quirks(pipe, None)
         policy = _frame_policy(pipe, frame_policy, q)
         thr = _threshold(strategy, t, dataset)
-        peak_quirk = _quirks(pipe, quirk) if strategy == "point-local" else False
+        peak_quirk = _quirks(pipe, quirk) if strategy in ("point-local", "heatmap-box") else False
+        boxes = _box_strategy(box_strategy, dataset) if strategy == "heatmap-box" else "single_maxarea"
         if policy == "native":  # fail before the heavy work
             _check_sam_frames(frames, sam_runner(pipe).patch_size,
                               "the 'native' frame policy (SAM at the frame's size)")
         maps = heatmaps(pipe, frames, audio, sample_rate, reverse=reverse, timings=timings)
         res = segment_from_heatmaps(pipe, frames, maps, strategy, t=thr, quirk=peak_quirk,
-                                    frame_policy=policy, max_points=max_points, timings=timings)
+                                    frame_policy=policy, max_points=max_points, box_strategy=boxes,
+                                    timings=timings)
         for p in res.prompts:
             p["frame_policy"] = policy
         return res
@@ -631,8 +663,9 @@ MODES.update({
     ),
     "heatmap-box": ModeSpec(
         graphs=_HEATMAP_GRAPHS, run=_run_heatmap_mode("heatmap-box"),
-        params={**_COMMON, "t": None, "dataset": "s4"},
-        doc="Zero-shot Heatmap-Box: box of the largest heatmap region >= t (0.55) -> SAM.",
+        params={**_COMMON, "t": None, "dataset": "s4", "box_strategy": None, "quirk": None},
+        doc="Zero-shot Heatmap-Box: box(es) of the heatmap regions >= t (0.55) -> SAM; box_strategy "
+            "single_maxarea (s4 default), multi_box (ms3 default), single_maxscore or total_box.",
     ),
     "no-prompt": ModeSpec(
         graphs=_HEATMAP_GRAPHS, run=run_no_prompt,
