@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.audio import prepare_audioclip_audio
+from runtime.audio import prepare_audioclip_audio, short_clip_policy
 from runtime.bundle import Bundle
 from runtime.errors import InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
@@ -88,6 +88,7 @@ class Pipeline:
             audio, sample_rate, num_frames,
             target_rate=int(a["sample_rate"]), chunk_seconds=float(a["chunk_seconds"]),
             tile=int(a["tile"]), input_scale=float(self.preset_value("audio_input_scale", input_scale)),
+            short_clip=short_clip_policy(self.preset),
         )
         t = self._input_shape(graph)[1]
         if isinstance(t, int) and x.shape[1] != t:

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 from runtime.amg import AmgConfig, generate_masks
-from runtime.audio import chunk_per_frame, load_audio
+from runtime.audio import chunk_per_frame, load_audio, short_clip_policy
 from runtime.errors import InputError
 from runtime.heatmap import audio_image_heatmap, l2_normalize
 from runtime.image import squash_to_square
@@ -437,7 +437,7 @@ def no_prompt_audio_embeddings(pipe, audio, sample_rate: int | None, num_frames:
         raise InputError(f"graph {REFERENCE_1S_GRAPH!r} must have a fixed input length and a "
                          f"'sample_rate' in its manifest entry, got T={n!r}, sample_rate={rate!r}")
     x = load_audio(audio, sample_rate, rate)
-    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate)
+    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate, short_clip=short_clip_policy(pipe.preset))
     q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
     wav = (q / 32767.0).astype(np.float32) * np.float32(pipe.preset_value("audio_input_scale"))
     return pipe.session(REFERENCE_1S_GRAPH).run(None, {"waveform": wav})[0]
