@@ -97,4 +97,5 @@ def default_mode(bundle: Bundle) -> str:
     raise InputError(f"bundle {bundle.root} supports no segmentation mode (graphs: {sorted(bundle.graphs)})")
 
 import runtime.box_prompt  # noqa: E402,F401  (registers box)
+import runtime.random_sam  # noqa: E402,F401  (registers random-sam: the Random-SAM baseline)
 import runtime.zero_shot  # noqa: E402,F401  (registers point-global/-local/-dense, heatmap-box, no-prompt)
