@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-REPO = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------------
 # the benchmark
 

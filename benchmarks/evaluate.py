@@ -18,6 +18,9 @@ batch (5 frames; S4 train: frame 1 only), like every script of the paper, and th
   (sigmoid maps them to 0.5 / 0.731).
 - ``full-mask`` is the paper's trivial baseline (every pixel foreground); it needs no bundle and,
   on the real test split, must reproduce the paper's figures: a check of the data and the metric.
+- ``random-sam`` (the runtime mode of ``runtime/modes/random_sam.py``) is the paper's Random-SAM row in
+  our reading (one automatic SAM mask per frame, chosen uniformly at random, seeded): reported
+  beside the paper's Random-SAM figures.
 
 Writes into ``--out``: ``per_video_{kind}_{split}.jsonl`` (one JSON object per video: name,
 category, miou, fscore, per-frame IoUs, timings), ``summary.json`` and ``summary.md`` (laid out
@@ -163,7 +166,7 @@ def segment_with_logits(
         if lg.shape != p.shape or float(np.max(np.abs(_sigmoid64(lg) - p))) > 1e-5:
             raise RuntimeError(
                 f"frame {i}: the runtime's acfpn probabilities are not sigmoid(resized logits); "
-                "runtime/modes.py run_acfpn changed, update benchmarks/evaluate.py"
+                "runtime/modes/acfpn.py changed, update benchmarks/evaluate.py"
             )
     return res, logits
 
@@ -605,7 +608,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="AVSBench folder holding Single-source/ and Multi-sources/ (default $AVSBENCH_ROOT or avsbench_data)")
     p.add_argument("--kind", nargs="+", default=["s4"], help="s4, ms3, both (or several): default s4")
     p.add_argument("--split", default="test", choices=avsbench.SPLITS, help="default test (the paper's)")
-    p.add_argument("--mode", default=None, help="runtime mode (default: the bundle's best), or the baseline full-mask")
+    p.add_argument("--mode", default=None, help="runtime mode (default: the bundle's best; random-sam: the "
+                   "Random-SAM baseline), or the baseline full-mask (no bundle)")
     p.add_argument("--preset", default=None, help="bundle preset (default / sam4avs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mode parameter, repeatable")
     p.add_argument("--max-videos", type=int, default=None, help="only the first N videos of each split (smoke runs)")

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from export.graph_builders import BUILDERS, PROFILES, BuildContext  # noqa: E402
+from models.checkpoints import CheckpointError  # noqa: E402
 from models.registry import AUDIO_PRESETS  # noqa: E402
 from runtime.bundle import file_entry, write_manifest  # noqa: E402
 
@@ -68,7 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--default-preset", choices=sorted(AUDIO_PRESETS), default="default", help="preset the runtime uses unless told otherwise")
     p.add_argument("--audioclip-variant", choices=("full", "partial"), default="full", help="AudioCLIP-Full- or -Partial-Training.pt")
     p.add_argument("--acfpn", type=Path, default=None, help="trained AC-FPN checkpoint (avs train output, or the Sam4AVS *_best.pth)")
-    p.add_argument("--acfpn-fusion", default="hadamard", help="fusion of a random-init AC-FPN (hadamard, concatenation, ...)")
+    p.add_argument("--acfpn-fusion", default=None,
+                   help="fusion of a random-init AC-FPN (default hadamard; concatenation, ...); with --acfpn the "
+                        "fusion is read from the checkpoint and this option may only confirm it (or pick "
+                        "normed_hadamard / audio_only, which a reference checkpoint cannot tell from hadamard)")
     p.add_argument("--sam", choices=("vit_b", "vit_l", "vit_h", "micro"), default=None,
                    help="SAM size (default: vit_b for --profile full, micro for tiny; the paper used vit_h)")
     p.add_argument("--clap-checkpoint", type=Path, default=None, help="CLAP non-fusion checkpoint (default: 630k-audioset-best.pt in --checkpoints)")
@@ -132,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in bar:
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
-        entry = BUILDERS[name](ctx)
+        try:
+            entry = BUILDERS[name](ctx)
+        except CheckpointError as e:
+            bar.close()
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 2
         seconds = time.perf_counter() - t0
         if args.tensorrt:
             from export.tensorrt_build import build_plan

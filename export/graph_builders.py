@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from models.checkpoints import CheckpointError
 from models.random_init import randomize_batchnorm
 from models.registry import AUDIO_PRESETS, AUDIOCLIP_CHECKPOINTS, get_config
 from runtime.bundle import file_entry
@@ -42,7 +43,7 @@ class BuildContext:
     audio_seconds: float = 5.0
     audioclip_variant: str = "full"
     acfpn_checkpoint: Path | None = None
-    acfpn_fusion: str = "hadamard"
+    acfpn_fusion: str | None = None  # None: read from --acfpn's checkpoint, else "hadamard"
     sam: str | None = None
     atol: float = 1e-4
     weights: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,6 +158,9 @@ class BuildContext:
                 "heatmap_reverse": p["reverse_heatmap"],
                 "image_antialias": name != "sam4avs",
                 "zero_shot_quirks": name == "sam4avs",
+                # clips under one chunk: the reference gives each frame the whole short clip, which
+                # fixed-length graphs cannot take (runtime.audio.chunk_per_frame)
+                "short_clip": "refuse" if name == "sam4avs" else "repeat",
             }
         return out
 
@@ -196,9 +200,12 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
     """``acfpn``: image [B, 3, 224, 224] + audio embedding [B, D] -> logits [B, 1, 224, 224].
 
     With ``--acfpn PATH`` the trained checkpoint (this project's or the Sam4AVS training script's
-    format) is loaded; without it the neck and head are seeded random and the towers are the
-    build's AudioCLIP towers. When the checkpoint's audio tower differs from AudioCLIP's (the
-    reference trains with audio BatchNorm in train mode), it is exported as ``acfpn_audio``.
+    format) is loaded; its fusion mode is read from the checkpoint itself (stored name, or the
+    reference neck's stride-32 input channels: Hadamard 3072, Concatenation 4096) and a
+    contradicting ``--acfpn-fusion`` is refused (CheckpointError naming both). Without it the
+    neck and head are seeded random (fusion ``--acfpn-fusion``, default hadamard) and the towers
+    are the build's AudioCLIP towers. When the checkpoint's audio tower differs from AudioCLIP's
+    (the reference trains with audio BatchNorm in train mode), it is exported as ``acfpn_audio``.
     """
     from export.acfpn_export import export_acfpn
     from export.audioclip_audio import export_audioclip_audio
@@ -207,10 +214,15 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
     clip = ctx.audioclip()
     if ctx.acfpn_checkpoint is not None:
         ac_file = ctx.find(AUDIOCLIP_CHECKPOINTS[ctx.audioclip_variant])
-        model = load_acfpn(ctx.acfpn_checkpoint, audioclip=ac_file)
+        model = load_acfpn(ctx.acfpn_checkpoint, fusion=ctx.acfpn_fusion, audioclip=ac_file)
+        if model.config_name != ctx.cfg["audioclip"]:
+            raise CheckpointError(
+                f"--acfpn {ctx.acfpn_checkpoint} holds an AC-FPN of configuration {model.config_name!r}, "
+                f"but profile {ctx.profile!r} builds {ctx.cfg['audioclip']!r}; pick the profile that fits"
+            )
         ctx.weights["acfpn"] = {**(model.checkpoint_provenance or {}), "fusion": model.fusion}
     else:
-        model = ACFPN(ctx.acfpn_fusion, ctx.cfg["audioclip"], seed=ctx.seed)
+        model = ACFPN(ctx.acfpn_fusion or "hadamard", ctx.cfg["audioclip"], seed=ctx.seed)
         model.visual.load_state_dict(clip.visual.state_dict())
         model.audio.load_state_dict(clip.audio.state_dict())
         ctx.weights["acfpn"] = {"source": "random-init", "seed": ctx.seed, "fusion": model.fusion,

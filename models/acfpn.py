@@ -51,7 +51,7 @@ from models.checkpoints import (
 )
 from models.clip_visual import ModifiedResNet
 from models.esresnext_fbsp import ESResNeXtFBSP
-from models.registry import AUDIOCLIP_CHECKPOINTS, INT16_SCALE, get_config
+from models.registry import AUDIOCLIP_CHECKPOINTS, INT16_SCALE, get_config, list_configs
 
 __all__ = [
     "ACFPN",
@@ -61,6 +61,8 @@ __all__ = [
     "FPNNeck",
     "FUSIONS",
     "canonical_fusion",
+    "detect_reference_config",
+    "detect_reference_fusion",
     "fuse_features",
     "fusion_in_channels",
     "fusions_for_channels",
@@ -552,6 +554,74 @@ def map_reference_state_dict(sd: Mapping[str, torch.Tensor], source: str = "refe
     return out
 
 
+def _stage_widths(config: str) -> tuple[int, int]:
+    """(x4 channels, embedding width D) of a registry configuration."""
+    c = get_config(config)["clip"]
+    return int(c["vision_width"]) * 32, int(c["embed_dim"])
+
+
+def detect_reference_fusion(
+    sd: Mapping[str, torch.Tensor],
+    config: str = "audioclip",
+    *,
+    fusion: str | None = None,
+    source: str = "checkpoint",
+) -> str:
+    """The fusion mode a reference-layout state dict (mapped to ACFPN keys) was trained with.
+
+    Read from ``neck.lateral_convs.3.weight`` [256, C4, 1, 1]: C4 = x4 + 2 D is ``concatenation``
+    (reference ``naive_concate``), x4 + 1 is ``score``, x4 + D is ``hadamard``,
+    ``normed_hadamard`` or ``audio_only`` (same shapes: ``hadamard``, the paper's main model,
+    unless ``fusion`` names one of the other two). ``fusion`` (a project or reference name),
+    when given, must be among the modes C4 allows, otherwise CheckpointError names both the
+    checkpoint's mode(s) and the requested one. Returns the project's fusion name.
+    """
+    key = "neck.lateral_convs.3.weight"
+    if key not in sd:
+        raise CheckpointError(f"{source}: no {key!r}, cannot tell the fusion mode")
+    c4 = int(sd[key].shape[1])
+    x4, d = _stage_widths(config)
+    modes = fusions_for_channels(c4, x4, d)
+    if not modes:
+        known = {f: fusion_in_channels(f, x4, d) for f in FUSIONS}
+        raise CheckpointError(
+            f"{source}: its neck takes {c4} channels at stride 32, which fits no fusion mode of "
+            f"config {config!r} (channels per mode: {known})"
+        )
+    if fusion is not None:
+        want = canonical_fusion(fusion)
+        if want not in modes:
+            raise CheckpointError(
+                f"{source} is a {' / '.join(modes)} checkpoint (reference --fusion "
+                f"{' / '.join(FUSIONS[m] for m in modes)}: its neck takes {c4} channels at stride 32), "
+                f"but fusion {want!r} (reference {FUSIONS[want]!r}, {fusion_in_channels(want, x4, d)} "
+                f"channels) was requested; drop the fusion option or pass {modes[0]!r}"
+            )
+        return want
+    return "hadamard" if "hadamard" in modes else modes[0]
+
+
+def detect_reference_config(sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
+    """The registry configuration whose visual and audio towers have exactly the shapes of ``sd``
+    (a reference-layout state dict mapped to ACFPN keys). Raises CheckpointError when none or
+    several fit."""
+    fits = []
+    for name in list_configs():
+        with torch.device("meta"):
+            towers = ACFPN("hadamard", name)
+        own = {k: v for k, v in towers.state_dict().items() if k.startswith(("visual.", "audio."))}
+        if own.keys() == {k for k in sd if k.startswith(("visual.", "audio."))} and all(
+            tuple(sd[k].shape) == tuple(v.shape) for k, v in own.items()
+        ):
+            fits.append(name)
+    if len(fits) != 1:
+        raise CheckpointError(
+            f"{source}: its towers fit {'no' if not fits else 'several'} known configuration(s) "
+            f"{fits or list_configs()}; pass config=<name>"
+        )
+    return fits[0]
+
+
 def read_acfpn_checkpoint(path: str | Path) -> dict:
     """Read any AC-FPN checkpoint into a description (``torch.load(weights_only=True)``).
 
@@ -683,9 +753,14 @@ def load_acfpn(
     - This project's format: ``fusion`` / ``config`` default to the stored ones (a different
       ``fusion`` is refused); the audio tower comes from ``audioclip`` (checked against the
       stored sha256) or from the stored provenance (path, or random-init seed).
-    - The reference format (1616 keys): ``fusion`` defaults to "hadamard" and must fit the
-      neck's C4; ``config`` defaults to "audioclip"; every tower comes from the file itself
-      (the audio BN statistics included) and ``audio_mode`` defaults to "paper".
+    - The reference format (1616 keys, no fusion name stored): the fusion is read from the
+      checkpoint itself (:func:`detect_reference_fusion`: the channels of the stride-32 lateral
+      conv; 4096 = ``concatenation``, the paper's "AC-FPN (Concatenation)" row, 3072 =
+      ``hadamard`` unless ``fusion`` picks ``normed_hadamard`` / ``audio_only``, which have the
+      same shapes); a ``fusion`` that contradicts the checkpoint is refused with a message naming
+      both. ``config`` defaults to the registry configuration whose shapes the checkpoint fits
+      (:func:`detect_reference_config`). Every tower comes from the file itself (the audio BN
+      statistics included) and ``audio_mode`` defaults to "paper".
     Raises CheckpointError on a mismatch (missing/unexpected keys, shapes, fusion).
     """
     info = read_acfpn_checkpoint(path)
@@ -721,7 +796,9 @@ def load_acfpn(
     sd = info["state_dict"]
     neck_w = sd["neck.lateral_convs.0.weight"].shape[0] if "neck.lateral_convs.0.weight" in sd else None
     head_w = sd["head.seg_conv.weight"].shape[1] if "head.seg_conv.weight" in sd else None
-    model = ACFPN(fusion or "hadamard", config or "audioclip", audio_mode=audio_mode or "paper",
+    cfg = config or detect_reference_config(sd, src)
+    found = detect_reference_fusion(sd, cfg, fusion=fusion, source=src)
+    model = ACFPN(found, cfg, audio_mode=audio_mode or "paper",
                   neck_channels=neck_w, head_channels=head_w, audio_input_scale=1.0)
     model.check_fusion_of(sd, src)
     load_strict(model, sd, source=src)

@@ -386,29 +386,47 @@ class ESResNeXtFBSP(nn.Module):
         return x.to(self.window.dtype), channels
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
-        """Scaled waveform [N, T] float in [-1, 1] -> windowed, n_fft-padded frames [N, F, fft_length]."""
+        """Scaled waveform [N, T] float in [-1, 1] -> windowed, n_fft-padded frames [N, F, fft_length]
+        (in x's dtype; the window is cast to it)."""
         left, right = self.signal_pad(int(x.shape[-1]))
         if left or right:
             x = F.pad(x, (left, right))
-        fr = x.unfold(-1, self.win_length, self.hop_length) * self.window
+        fr = x.unfold(-1, self.win_length, self.hop_length) * self.window.to(x.dtype)
         pl, pr = self.frame_pad
         if pl or pr:
             fr = F.pad(fr, (pl, pr))
         return fr
 
-    def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+    def spectrogram(self, x: torch.Tensor, frontend_dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dB input of the CNN: waveform [B, T] or [B, C, T] (int16 units) -> [B*C, 3, bins//3, F].
 
         Row b*C + c holds channel c of item b; band k holds bins [k*H, (k+1)*H) with H = bins // 3;
         values are ``10 * log10(re^2 + im^2)`` with non-positive powers floored to 1e-18 (-180 dB).
+
+        ``frontend_dtype``: the dtype of the framing, window, filterbank and power steps (same
+        steps, same order); None = the model's dtype (float32: the original's numerics). With
+        ``torch.float64`` the int16 scaling, the window and the filterbank weights are still
+        computed in the model's dtype, as the original computes them (the float32 scaling
+        quantises a [-1, 1]-scale input, a real effect of the original), and only the products,
+        the sums over the 1654 taps and the power are exact. In float32 the bins more than
+        ~100 dB below a frame's loudest bin are rounding noise of those sums (0.1 dB and more
+        apart between any two float32 evaluations); the float64 front end is the reference that
+        exported graphs are held to. The result is returned in the model's dtype.
         """
         x, _ = self._check_waveform(x)
-        x = scale_int16(x.reshape(-1, x.shape[-1]))
-        re, im = self.fbsp(self.frames(x))  # [N, F, bins] each
+        out_dtype = x.dtype
+        dt = out_dtype if frontend_dtype is None else frontend_dtype
+        x = scale_int16(x.reshape(-1, x.shape[-1])).to(dt)
+        if dt == out_dtype:
+            re, im = self.fbsp(self.frames(x))  # [N, F, bins] each
+        else:
+            fr = self.frames(x)  # the window in the model's dtype, cast to dt
+            w = self.fbsp.weights(int(fr.shape[-1])).to(dt)  # the model's filterbank, cast to dt
+            re, im = F.linear(fr, w[..., 0]), F.linear(fr, w[..., 1])
         power = (re**2 + im**2).transpose(-1, -2)[:, : self.used_bins]  # [N, used, F]
         power = torch.where(power > 0.0, power, torch.full_like(power, self.log10_eps))
         power = power.unflatten(1, (self.num_bands, self.bins_per_band))
-        return torch.log10(power).mul(10.0)
+        return torch.log10(power).mul(10.0).to(out_dtype)
 
     # --- trunk ---------------------------------------------------------------------------------
 
@@ -455,7 +473,10 @@ class ESResNeXtFBSP(nn.Module):
         pooled = [self.reduce(self.stage_features(spec[:, c], pool), pool) for c in range(channels)]
         return self.fc(torch.stack(pooled, dim=-1).sum(dim=-1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, T] or [B, C, T] in int16 units (44.1 kHz) -> embedding [B, num_classes]."""
+    def forward(self, x: torch.Tensor, frontend_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Waveform [B, T] or [B, C, T] in int16 units (44.1 kHz) -> embedding [B, num_classes].
+
+        ``frontend_dtype``: see :meth:`spectrogram` (None: the original's float32 front end;
+        ``torch.float64``: the exact front end the exported graph computes)."""
         x, channels = self._check_waveform(x)
-        return self.embed_from_spectrogram(self.spectrogram(x), channels)
+        return self.embed_from_spectrogram(self.spectrogram(x, frontend_dtype), channels)

@@ -66,7 +66,7 @@ def reference_model(bundle: Bundle | str | Path):
         path = w.get("path")
         if not path or not Path(path).is_file():
             raise BundleError(f"bundle {b.root}: the AC-FPN checkpoint {path!r} it was built from is not found")
-        model = load_acfpn(path, audioclip=ac_path)
+        model = load_acfpn(path, fusion=w.get("fusion"), audioclip=ac_path)
         got = (model.checkpoint_provenance or {}).get("sha256")
         if w.get("sha256") and got != w["sha256"]:
             raise BundleError(f"{path} has changed since bundle {b.root} was built (sha256 {str(got)[:12]}...)")

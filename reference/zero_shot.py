@@ -22,7 +22,7 @@ pipeline follows the original scripts step by step (spec sam4avs-reference 4.0-4
   (multimask), the mask with the highest predicted IoU; ``SamAutomaticMaskGenerator`` for
   No-Prompt, then ``segment_image`` / PIL ``crop`` / ``retriev`` transcribed.
 
-Two configurations, matching the runtime's presets (runtime/zero_shot.py documents the policy).
+Two configurations, matching the runtime's presets (runtime/modes/heatmap_sam.py documents the policy).
 Frames that are not 224 x 224 are first squashed to 224 x 224 (the AVSBench convention:
 ``F.interpolate`` bilinear, align_corners=False, antialias per configuration, rounded half to even
 to uint8) for the CLIP models; AVSBench frames are already 224 x 224 and are not touched.

@@ -164,6 +164,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "pos_int_or_null": (lambda v: v is None or _pos_int(v), "a positive integer or null"),
     "unit": (lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "short_clip": (lambda v: v in ("repeat", "refuse"), "'repeat' or 'refuse'"),
 }
 
 
@@ -242,7 +243,9 @@ class Preset:
     int16 units AudioCLIP was trained on; 1.0 = the reference's quirk). heatmap_reverse: the heatmap
     is ``1 - cosine`` (the reference's quirk). image_antialias: antialias when resizing frames for
     CLIP (the reference's torchvision did not). zero_shot_quirks: the zero-shot modes reproduce the
-    reference's other quirks (peak points, crops, frame policy, No-Prompt audio).
+    reference's other quirks (peak points, crops, frame policy, No-Prompt audio). short_clip: what
+    a clip shorter than one chunk gets: "repeat" (repeated to fill the chunk) or "refuse" (the
+    reference gives every frame the whole short clip, which fixed-length graphs cannot reproduce).
     """
 
     name: str
@@ -250,6 +253,7 @@ class Preset:
     heatmap_reverse: bool
     image_antialias: bool
     zero_shot_quirks: bool
+    short_clip: str = "repeat"
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -264,7 +268,7 @@ class Preset:
 
 PRESET_CONSTANTS: dict[str, str] = {
     "audio_input_scale": "pos_number", "heatmap_reverse": "bool", "image_antialias": "bool",
-    "zero_shot_quirks": "bool",
+    "zero_shot_quirks": "bool", "short_clip": "short_clip",
 }
 PRESET_NAMES = ("default", "sam4avs")  # the presets build_engines writes; a bundle may add others
 
@@ -352,13 +356,14 @@ def _preset(where: str, name: str, raw: Any) -> Preset:
     path = f"presets.{name}"
     if not isinstance(raw, dict):
         raise _fail(where, path, f"must be an object, got {raw!r}")
-    raw = {"zero_shot_quirks": name == "sam4avs", **raw}  # bundles built before the constant existed
+    raw = {"zero_shot_quirks": name == "sam4avs", **raw}  # bundles built before these constants existed
+    raw = {"short_clip": "refuse" if raw["zero_shot_quirks"] is True else "repeat", **raw}
     for key, kind in PRESET_CONSTANTS.items():
         if key not in raw:
             raise _fail(where, f"{path}.{key}", "is missing")
         _check(where, f"{path}.{key}", raw[key], kind)
     return Preset(name, float(raw["audio_input_scale"]), raw["heatmap_reverse"], raw["image_antialias"],
-                  raw["zero_shot_quirks"])
+                  raw["zero_shot_quirks"], raw["short_clip"])
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Image input: loading and checking frames, and CLIP preprocessing (resize, centre crop, normalise).
 
 Frames enter the runtime as uint8 RGB arrays [H, W, 3] (values 0..255, row-major, origin top-left)
-or as image file paths. Grayscale, RGBA and 16-bit inputs are converted; anything else is refused.
+or as image file paths (EXIF orientation applied: frames come out upright, as viewers show them). Grayscale, RGBA and 16-bit inputs are converted; anything else is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from runtime.errors import InputError
 from runtime.resize import resize
@@ -38,7 +38,9 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
     """Return a frame as a C-contiguous uint8 RGB array [H, W, 3].
 
-    Accepts an image path, or an array that is uint8 or uint16 with shape [H, W] (grayscale),
+    Accepts an image path (a JPEG/TIFF/... EXIF orientation tag is applied, as image viewers do:
+    the frame is returned upright, its [H, W] those of the rotated image), or an array that is
+    uint8 or uint16 with shape [H, W] (grayscale),
     [H, W, 1], [H, W, 3] (RGB) or [H, W, 4] (RGBA: alpha dropped). uint16 is scaled to 8 bits
     (x / 257, rounded). Frames must be at least 8 px and at most 8192 px per side and 40 MP.
     """
@@ -50,6 +52,7 @@ def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
             with Image.open(p) as img:
                 w, h = img.size
                 _check_size(h, w, name)
+                img = ImageOps.exif_transpose(img)  # EXIF orientation, as image viewers apply it
                 arr = _pil_to_array(img)
         except InputError:
             raise
@@ -92,8 +95,9 @@ def load_frames(frames: Sequence[FrameLike] | np.ndarray) -> list[np.ndarray]:
     """A list of uint8 RGB frames [H, W, 3] from paths, arrays, or one [N, H, W, 3] array."""
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         frames = list(frames)
-    if isinstance(frames, str | Path | np.ndarray):
-        raise InputError("frames must be a sequence of frames (arrays or paths), or an [N, H, W, 3] array")
+    if isinstance(frames, str | Path | np.ndarray) or not isinstance(frames, Iterable):
+        raise InputError("frames must be a sequence of frames (uint8 [H, W, 3] arrays or image paths), "
+                         f"or an [N, H, W, 3] array; got {type(frames).__name__}")
     frames = list(frames)
     if not frames:
         raise InputError("no frames given")

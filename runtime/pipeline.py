@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.audio import prepare_audioclip_audio
+from runtime.audio import prepare_audioclip_audio, short_clip_policy
 from runtime.bundle import Bundle
 from runtime.cache import EmbeddingCache, array_key
 from runtime.contract import GRAPHS, Preset
@@ -168,6 +168,7 @@ class Pipeline:
         x = prepare_audioclip_audio(
             audio, sample_rate, num_frames, target_rate=a.sample_rate, chunk_seconds=a.chunk_seconds,
             tile=a.tile, input_scale=float(self.preset_value("audio_input_scale", input_scale)),
+            short_clip=short_clip_policy(self.preset),
         )
         t = self.graph_input_shape(graph)[1]
         if isinstance(t, int) and x.shape[1] != t:

@@ -25,6 +25,9 @@ Deliberate differences from the reference, each documented at its function:
   tied cells depends on the numpy version; here the sort is stable (see the tie rule there).
 * ``heatmap_box``: with nothing above the threshold the reference raises ``ValueError`` (argmax of
   an empty sequence); here it returns ``None``, and the heatmap-box mode then yields an empty mask.
+* ``heatmap_boxes`` (every box strategy of the reference): see its edge cases (crashes -> no box;
+  ``single_maxscore``'s whole-map box for an empty foreground only with ``quirk=True``;
+  ``multi_box``'s sentinel box of an empty background label dropped).
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from runtime.errors import InputError
 from runtime.resize import resize
 
 __all__ = [
+    "BOX_STRATEGIES",
     "connected_components",
     "dense_points",
     "heatmap_box",
+    "heatmap_boxes",
     "peak_points",
     "select_max_area",
     "select_max_score",
@@ -298,6 +303,78 @@ def heatmap_box(sm, t: float = 0.55) -> np.ndarray | None:
     if areas.size == 0:
         return None
     return boxes[int(np.argmax(areas))].copy()
+
+
+BOX_STRATEGIES = ("single_maxarea", "single_maxscore", "multi_box", "total_box")
+
+
+def heatmap_boxes(sm, t: float = 0.55, strategy: str = "single_maxarea", *,
+                  quirk: bool = False) -> np.ndarray:
+    """Heatmap-based Box-Prompt with any of the reference's box strategies (``--point_strategy`` of
+    ``test_heatmap_prompt_box.py``; spec 4.4 and 4.8).
+
+    sm: float [H, W] finite heatmap; t: threshold (0.55 in the paper); strategy: one of
+    :data:`BOX_STRATEGIES`; quirk: reproduce the reference where its result is defined but wrong
+    (the ``sam4avs`` preset). Foreground = pixels >= float32(t) (and nothing when t > 1, as the
+    reference's two-step binarisation gives); components are 8-connected, numbered in raster order
+    of their first pixel (:func:`connected_components`, OpenCV's numbering).
+
+    * ``single_maxarea`` (the S4 script): the largest component; equal areas go to the first.
+    * ``single_maxscore``: the component holding the heatmap's argmax pixel (first in raster order
+      on ties).
+    * ``multi_box`` (the MS3 script): every component, in label order; SAM is prompted with each
+      box and the masks are OR-ed.
+    * ``total_box``: the bounding box of every foreground pixel.
+
+    Returns int64 [K, 4] inclusive [x0, y0, x1, y1] pixel boxes (the reference's
+    ``[x, y, x + w - 1, y + h - 1]``); K = 1 for the single and total strategies, K >= 0 for
+    ``multi_box``; K = 0 means "no box" (the heatmap-box mode then yields an empty mask).
+
+    Edge cases (the reference's behaviour, and what is returned here):
+
+    * nothing >= t: ``single_maxarea`` and ``total_box`` raise ``ValueError`` in the reference ->
+      [0, 4] here (both presets); ``multi_box`` returns [0, 4] there too; ``single_maxscore``
+      takes the argmax pixel's label, the background, whose box is the whole map
+      [0, 0, W - 1, H - 1]: reproduced with ``quirk=True``, [0, 4] otherwise (a box that says
+      "everything" when the heatmap says "nothing here" is a bug, not a prompt).
+    * everything >= t: ``multi_box`` in the reference keeps the background label (it drops only
+      the labels seen on zero pixels, and there are none) and adds its box, made of OpenCV's
+      sentinel statistics for an empty label, which differ between OpenCV versions (5.0:
+      [-1, 2147483647, -2, 2147483646]) and lie far outside the image, so SAM's answer to it is
+      undefined. It is dropped here in both presets: the one deliberate difference in ``sam4avs``.
+      The other strategies give [[0, 0, W - 1, H - 1]] as in the reference.
+    * ties: equal areas -> first label in raster order; equal maxima -> first pixel in raster order.
+    """
+    m = _check_map(sm)
+    t = _check_threshold(t)
+    if strategy not in BOX_STRATEGIES:
+        raise InputError(f"box strategy must be one of {BOX_STRATEGIES}, got {strategy!r}")
+    if not isinstance(quirk, (bool, np.bool_)):
+        raise InputError(f"quirk must be a bool, got {quirk!r}")
+    fg = m >= np.float32(t)
+    if t > 1.0:  # the reference writes 1.0 into the foreground, then drops values < t again
+        fg &= np.float32(1.0) >= np.float32(t)
+    none = np.zeros((0, 4), np.int64)
+    if strategy == "total_box":
+        if not fg.any():
+            return none
+        rows, cols = np.nonzero(fg)
+        return np.array([[cols.min(), rows.min(), cols.max(), rows.max()]], np.int64)
+    labels, areas, boxes = connected_components(fg)
+    if strategy == "multi_box":
+        return boxes.astype(np.int64, copy=True)
+    if strategy == "single_maxarea":
+        return none if areas.size == 0 else boxes[int(np.argmax(areas))][None].copy()
+    # single_maxscore
+    w = m.shape[1]
+    i = int(np.argmax(m))
+    lab = int(labels[i // w, i % w])
+    if lab == 0:  # the argmax pixel is background: nothing reaches t
+        if not quirk:
+            return none
+        # the background label's box: every pixel is background here
+        return np.array([[0, 0, m.shape[1] - 1, m.shape[0] - 1]], np.int64)
+    return boxes[lab - 1][None].copy()
 
 
 # --- mask selection --------------------------------------------------------------------------------

@@ -13,13 +13,14 @@ point-*    Point-Prompt (global / local / dense): heatmap points -> SAM
 heatmap-box Heatmap-Box: box of the largest heatmap region -> SAM
 no-prompt  No-Prompt: SAM's automatic masks scored against the audio
 heatmap    the AudioCLIP heatmap thresholded (no SAM)
+random-sam the Random-SAM baseline: one automatic SAM mask per frame at random
 ========== ============================================================================
 """
 
 from __future__ import annotations
 
 from runtime.errors import InputError
-from runtime.modes import acfpn, box, heatmap, heatmap_box, no_prompt, points
+from runtime.modes import acfpn, box, heatmap, heatmap_box, no_prompt, points, random_sam
 from runtime.modes.spec import ModeSpec, Param
 
 __all__ = ["MODES", "PREFERENCE", "ModeSpec", "Param", "default_mode", "get_mode"]
@@ -31,6 +32,7 @@ MODES: dict[str, ModeSpec] = {spec.name: spec for spec in (
     heatmap_box.MODE,
     no_prompt.MODE,
     heatmap.MODE,
+    random_sam.MODE,
 )}
 
 PREFERENCE = ("acfpn", "box", "point-dense", "heatmap")  # default_mode's order

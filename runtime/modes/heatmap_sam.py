@@ -43,7 +43,14 @@ from runtime.modes.common import (
     threshold,
 )
 from runtime.modes.common import frame_policy as resolve_policy
-from runtime.prompts import dense_points, heatmap_box, peak_points, select_max_score, top_points
+from runtime.prompts import (
+    BOX_STRATEGIES,
+    dense_points,
+    heatmap_boxes,
+    peak_points,
+    select_max_score,
+    top_points,
+)
 from runtime.result import EMPTY_REASON, FrameOutput, timed
 
 HEATMAP_STRATEGIES = ("point-global", "point-local", "point-dense", "heatmap-box")
@@ -70,16 +77,17 @@ def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None,
 
 
 def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
-                   max_points: int | None) -> dict[str, Any]:
+                   max_points: int | None, box_strategy: str) -> dict[str, Any]:
     rec: dict[str, Any] = {"strategy": strategy, "threshold": t, "points": None, "labels": None, "box": None}
     if float(sm.max()) == float(sm.min()):
         rec[EMPTY_REASON] = "constant heatmap (no location information)"
     elif strategy == "heatmap-box":
-        box = heatmap_box(sm, t)
-        if box is None:
+        boxes = heatmap_boxes(sm, t, box_strategy, quirk=quirk)
+        rec["box_strategy"] = box_strategy
+        if boxes.shape[0] == 0:
             rec[EMPTY_REASON] = f"no heatmap pixel >= {t}"
         else:
-            rec["box"] = box.astype(np.float64)
+            rec["boxes"] = boxes.astype(np.float64)
     else:
         if strategy == "point-global":
             coords, labels = top_points(sm)
@@ -96,19 +104,23 @@ def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
 
 def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, strategy: str, *,
                           t: float | None = None, quirk: bool = False, frame_policy: str = "native",
-                          max_points: int | None = None,
+                          max_points: int | None = None, box_strategy: str = "single_maxarea",
                           timings: dict[str, float] | None = None) -> list[FrameOutput]:
     """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
 
     frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
     (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
-    ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points;
-    frame_policy: ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s
-    cap per sign (None: half the cells).
+    ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points, and
+    ``heatmap-box``'s reference edge cases (``runtime.prompts.heatmap_boxes``); frame_policy:
+    ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s cap per sign
+    (None: half the cells); box_strategy: ``heatmap-box``'s, one of ``runtime.prompts.BOX_STRATEGIES``.
+    With several boxes (``multi_box``) SAM is prompted with each box, keeps its best mask per box,
+    and the masks are OR-ed (the reference's loop).
 
     Returns one FrameOutput per frame: mask bool [H, W]; score float32 [1] = the chosen mask's
-    predicted IoU, or [0] when no prompt was made; prompt: ``points`` float64 [K, 2] (x, y) and
-    ``labels`` int64 [K] (1 foreground, 0 background) or ``box`` float64 [4] (x0, y0, x1, y1), in
+    predicted IoU (one per box with ``multi_box``), or [0] when no prompt was made; prompt: ``points``
+    float64 [K, 2] (x, y) and ``labels`` int64 [K] (1 foreground, 0 background), or ``boxes``
+    float64 [K, 4] (x0, y0, x1, y1) with ``box`` (the box when K == 1, else None) and ``box_strategy``, in
     frame pixels (heatmap coordinates scaled by W / S, H / S; under the ``"reference"`` policy SAM got
     them unscaled on the squashed frame); ``mask_index``, ``iou``, ``sam_input_hw``, and
     ``empty_reason`` when the mask is empty without asking SAM.
@@ -131,7 +143,7 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
     runner = pipe.sam_runner()
 
     with timed(timings, "prompts"):
-        prompts = [_choose_prompt(sm, strategy, t, quirk, max_points) for sm in m]
+        prompts = [_choose_prompt(sm, strategy, t, quirk, max_points, box_strategy) for sm in m]
     if frame_policy == "reference":
         sam_frames = [squash(pipe, f) for f in frames]
     else:
@@ -155,33 +167,51 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
         sx, sy = sam_hw[1] / s, sam_hw[0] / s
         fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
         boxes = coords = labels = None
-        if rec["box"] is not None:
-            boxes = map_box(rec["box"], sx, sy)[None]
-            rec["box"] = map_box(rec["box"], fx, fy)
+        if rec.get("boxes") is not None:
+            boxes = np.stack([map_box(b, sx, sy) for b in rec["boxes"]])
+            rec["boxes"] = np.stack([map_box(b, fx, fy) for b in rec["boxes"]])
+            rec["box"] = rec["boxes"][0] if len(rec["boxes"]) == 1 else None
         else:
             coords, labels = map_points(rec["points"], sx, sy), rec["labels"]
             rec["points"] = map_points(rec["points"], fx, fy)
         with timed(timings, "sam_decoder"):
             masks, iou, _ = runner.predict(emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True)
-            mask, k = select_max_score(masks[0], iou[0])
+            picks = [select_max_score(masks[p], iou[p]) for p in range(masks.shape[0])]
+            mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
         if sam_hw != hw:
             mask = nearest_to(mask, hw)
-        rec["mask_index"], rec["iou"] = int(k), float(iou[0, k])
-        out.append(FrameOutput(mask, np.array([iou[0, k]], np.float32), rec))
+        ks = [int(k) for _, k in picks]
+        ious = [float(iou[p, k]) for p, k in enumerate(ks)]
+        rec["mask_index"], rec["iou"] = (ks[0], ious[0]) if len(ks) == 1 else (ks, ious)
+        out.append(FrameOutput(mask, np.array(ious, np.float32), rec))
     return out
 
 
+def box_strategy_for(box_strategy: str | None, dataset: str) -> str:
+    """heatmap-box's ``box_strategy``: given, else the dataset's script (ms3: ``multi_box``, s4:
+    ``single_maxarea``)."""
+    if box_strategy is None:
+        return "multi_box" if dataset == "ms3" else "single_maxarea"
+    if box_strategy not in BOX_STRATEGIES:
+        raise InputError(f"box_strategy must be one of {BOX_STRATEGIES} or None (the dataset's: "
+                         f"s4 single_maxarea, ms3 multi_box), got {box_strategy!r}")
+    return box_strategy
+
+
 def run_strategy(strategy: str, pipe, frames, audio, sample_rate, timings, *, reverse=None,
-                 frame_policy=None, t=None, dataset="s4", quirk=None, max_points=None) -> list[FrameOutput]:
+                 frame_policy=None, t=None, dataset="s4", quirk=None, max_points=None,
+                 box_strategy=None) -> list[FrameOutput]:
     """A heatmap strategy end to end: heatmaps -> prompts -> SAM (the run function of its mode)."""
     policy = resolve_policy(pipe, frame_policy)
     thr = threshold(strategy, t, dataset)
-    peak_quirk = quirks(pipe, quirk) if strategy == "point-local" else False
+    peak_quirk = quirks(pipe, quirk) if strategy in ("point-local", "heatmap-box") else False
+    boxes = box_strategy_for(box_strategy, dataset) if strategy == "heatmap-box" else "single_maxarea"
     if policy == "native":  # fail before the heavy work
         check_sam_frames(frames, pipe.sam_runner().patch_size, "the 'native' frame policy (SAM at the frame's size)")
     maps = heatmaps(pipe, frames, audio, sample_rate, reverse=reverse, timings=timings)
     out = segment_from_heatmaps(pipe, frames, maps, strategy, t=thr, quirk=peak_quirk,
-                                frame_policy=policy, max_points=max_points, timings=timings)
+                                frame_policy=policy, max_points=max_points, box_strategy=boxes,
+                                timings=timings)
     for o in out:
         o.prompt["frame_policy"] = policy
     return out

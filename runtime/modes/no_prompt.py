@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from runtime.amg import AmgConfig, AutomaticMaskGenerator
-from runtime.audio import chunk_per_frame, load_audio
+from runtime.audio import chunk_per_frame, load_audio, short_clip_policy
 from runtime.contract import IMAGE_GLOBAL
 from runtime.errors import InputError
 from runtime.heatmap import l2_normalize
@@ -66,7 +66,7 @@ def no_prompt_audio_embeddings(pipe, audio, sample_rate: int | None, num_frames:
     entry = pipe.bundle.graphs[REFERENCE_1S_GRAPH]
     n, rate = int(entry["num_samples"]), int(entry["sample_rate"])
     x = load_audio(audio, sample_rate, rate)
-    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate)
+    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate, short_clip=short_clip_policy(pipe.preset))
     q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
     wav = (q / 32767.0).astype(np.float32) * np.float32(pipe.preset.audio_input_scale)
     return pipe.run(REFERENCE_1S_GRAPH, wav)[0]
