@@ -170,13 +170,16 @@ def draw_prompts(image: Image.Image, prompt: dict[str, Any], *, scale: tuple[flo
             cx, cy = x * sx, y * sy
             d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=FG if int(lab) == 1 else BG,
                       outline=(255, 255, 255), width=max(1, lw))
-    if prompt.get("box") is not None:
+    xyxy = prompt.get("boxes_xyxy")
+    if xyxy is not None and len(xyxy):
+        for b in np.asarray(xyxy, np.float64).reshape(-1, 4):
+            rect(b, lw + 1)
+    elif prompt.get("box") is not None:
         rect(np.asarray(prompt["box"]).reshape(4), lw + 1)
-    for b in prompt.get("boxes_xyxy") or []:
-        rect(np.asarray(b).reshape(4), lw + 1)
-    for b in prompt.get("boxes") or []:
-        x, y, w, h = (float(v) for v in np.asarray(b).reshape(4))
-        rect((x, y, x + w, y + h), lw)
+    xywh = prompt.get("boxes")
+    if xywh is not None and len(xywh):
+        for x, y, w, h in np.asarray(xywh, np.float64).reshape(-1, 4):
+            rect((x, y, x + w, y + h), lw)
 
 
 def render_overlay(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any] | None = None, *,

@@ -21,11 +21,12 @@ import pytest
 import torch
 
 import runtime
-from benchmarks.bench_acfpn import make_demo_clip, reference_audio, reference_frames
 from export.build_engines import main as build_main
 from models.acfpn import ACFPN, detect_reference_fusion, load_acfpn
 from models.checkpoints import CheckpointError
 from models.random_init import randomize_batchnorm
+from reference.acfpn import reference_audio, reference_frames
+from reference.media import make_demo_clip
 
 TINY = "audioclip-tiny"
 FRAMES = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")

@@ -171,3 +171,32 @@ def test_jpeg_exif_orientation_is_applied(tmp_path: Path, orientation: int):
     assert np.median(diff) <= 4 and np.mean(diff > 60) < 0.05, orientation
     # the path through load_frames (what segment uses) gives the same
     np.testing.assert_array_equal(load_frames([p])[0], got)
+
+
+# --- mode parameters: checked against their declared type and range before any work ---------------------
+
+PARAM_ROWS = [
+    ("acfpn", {"threshold": None}, "threshold must be in"),
+    ("acfpn", {"threshold": [0.5]}, "threshold must be in"),
+    ("acfpn", {"threshold": "abc"}, "threshold must be in"),
+    ("heatmap", {"reverse": "no"}, "reverse must be bool"),
+    ("heatmap", {"threshold": float("nan")}, "threshold must be in"),
+    ("point-dense", {"t": "0.8"}, "t must be in"),
+    ("point-dense", {"max_points": 2.5}, "max_points must be a positive int"),
+    ("heatmap-box", {"box_strategy": "biggest"}, "box_strategy must be one of"),
+    ("no-prompt", {"amg": 3}, "amg must be dict"),
+    ("point-local", {"dataset": "avs"}, "dataset must be one of"),
+    ("acfpn", {"treshold": 0.5}, "takes parameters"),
+]
+
+
+@pytest.mark.parametrize(("mode", "params", "match"), PARAM_ROWS, ids=[f"{m}-{next(iter(p))}" for m, p, _ in PARAM_ROWS])
+def test_bad_parameter_is_refused_before_any_session(tiny_bundle, mode, params, match):
+    import runtime
+    from runtime.errors import InputError
+
+    pipe = runtime.load(tiny_bundle)
+    frames = [np.zeros((32, 32, 3), np.uint8)]
+    with pytest.raises(InputError, match=match):
+        pipe.segment(frames, np.zeros(16000, np.float32), 16000, mode=mode, **params)
+    assert pipe.session_info == {}  # nothing was loaded, nothing ran

@@ -228,8 +228,9 @@ def test_box_strategy_is_validated():
 
 @pytest.fixture(scope="module")
 def setup(tiny_bundle, demo_dir):
-    from benchmarks.reference_zero_shot import load_reference_models
     from PIL import Image
+
+    from reference.zero_shot import load_reference_models
 
     frames = [np.asarray(Image.open(demo_dir / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
               for n in ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")]
@@ -279,11 +280,11 @@ def test_mode_masks_match_reference_loop(setup, strategy):
         assert union == 0 or inter / union >= 0.999, (strategy, i, inter / union)
         boxes = expected(maps[i], 0.55, strategy, True)
         assert p["box_strategy"] == strategy
-        np.testing.assert_array_equal(p["boxes"], boxes.astype(np.float64))
+        np.testing.assert_array_equal(p["boxes_xyxy"], boxes.astype(np.float64))
         assert sc.shape == (len(boxes),)
         assert (p["box"] is None) == (len(boxes) != 1)
     if strategy == "multi_box":
-        assert len(res.prompts[0]["boxes"]) == 2 and len(res.prompts[2]["boxes"]) == 3
+        assert len(res.prompts[0]["boxes_xyxy"]) == 2 and len(res.prompts[2]["boxes_xyxy"]) == 3
 
 
 def test_dataset_selects_the_scripts_strategy(setup, demo_dir):

@@ -53,8 +53,9 @@ def test_rule_is_seeded_and_uniform():
 
 
 def test_mode_matches_reference(tiny_bundle, demo_dir, frames):
-    from benchmarks.reference_zero_shot import load_reference_models
     from segment_anything import SamAutomaticMaskGenerator
+
+    from reference.zero_shot import load_reference_models
 
     assert "random-sam" in MODES and MODES["random-sam"].graphs == ("sam_image_encoder", "sam_prompt_decoder")
     pipe = runtime.load(tiny_bundle, threads=2)

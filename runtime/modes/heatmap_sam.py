@@ -87,7 +87,7 @@ def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
         if boxes.shape[0] == 0:
             rec[EMPTY_REASON] = f"no heatmap pixel >= {t}"
         else:
-            rec["boxes"] = boxes.astype(np.float64)
+            rec["boxes_xyxy"] = boxes.astype(np.float64)
     else:
         if strategy == "point-global":
             coords, labels = top_points(sm)
@@ -119,7 +119,7 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
 
     Returns one FrameOutput per frame: mask bool [H, W]; score float32 [1] = the chosen mask's
     predicted IoU (one per box with ``multi_box``), or [0] when no prompt was made; prompt: ``points``
-    float64 [K, 2] (x, y) and ``labels`` int64 [K] (1 foreground, 0 background), or ``boxes``
+    float64 [K, 2] (x, y) and ``labels`` int64 [K] (1 foreground, 0 background), or ``boxes_xyxy``
     float64 [K, 4] (x0, y0, x1, y1) with ``box`` (the box when K == 1, else None) and ``box_strategy``, in
     frame pixels (heatmap coordinates scaled by W / S, H / S; under the ``"reference"`` policy SAM got
     them unscaled on the squashed frame); ``mask_index``, ``iou``, ``sam_input_hw``, and
@@ -167,10 +167,10 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
         sx, sy = sam_hw[1] / s, sam_hw[0] / s
         fx, fy = hw[1] / s, hw[0] / s  # heatmap pixels -> frame pixels, for the record
         boxes = coords = labels = None
-        if rec.get("boxes") is not None:
-            boxes = np.stack([map_box(b, sx, sy) for b in rec["boxes"]])
-            rec["boxes"] = np.stack([map_box(b, fx, fy) for b in rec["boxes"]])
-            rec["box"] = rec["boxes"][0] if len(rec["boxes"]) == 1 else None
+        if rec.get("boxes_xyxy") is not None:
+            boxes = np.stack([map_box(b, sx, sy) for b in rec["boxes_xyxy"]])
+            rec["boxes_xyxy"] = np.stack([map_box(b, fx, fy) for b in rec["boxes_xyxy"]])
+            rec["box"] = rec["boxes_xyxy"][0] if len(rec["boxes_xyxy"]) == 1 else None
         else:
             coords, labels = map_points(rec["points"], sx, sy), rec["labels"]
             rec["points"] = map_points(rec["points"], fx, fy)
