@@ -16,7 +16,13 @@ WAV), the same weights and inputs on both sides, measured in one run:
 Both sides run the ``sam4avs`` preset (the reference's behaviour) for the point and box
 strategies; No-Prompt runs ``sam4avs`` when the bundle has the ``audioclip_audio_1s`` graph and
 ``default`` otherwise (both sides alike). The agreement of the two sides' masks (min IoU over the
-frames) is recorded with each case. The SAM image encoder alone (5 frames, batches of ``--sam-batch``
+frames) is recorded with each case, and for the heatmap strategies also *both ways across the
+heatmap*: the runtime's prompts and SAM fed the reference's heatmaps against the reference's masks,
+and the reference's prompts and SAM fed the runtime's heatmaps against the runtime's masks, with the
+max heatmap difference. On random weights the heatmaps are nearly flat (1 - cos spans ~1e-5 before
+the min-max normalisation, vit_b bundle), so float32 rounding moves the normalised map by ~1e-2,
+a few threshold/rank-cutoff cells swap and SAM's best-of-3 choice can flip (a point-dense frame at
+IoU 0.60); fed the same heatmap, both sides agree exactly (issue 11, fidelity 5). The SAM image encoder alone (5 frames, batches of ``--sam-batch``
 in ORT, one call per frame in PyTorch as ``set_image``) is reported in GFLOP/s against the measured fp32 matmul
 peak. Without ``--bundle`` a bundle is built under ``--cache`` (tiny profile: audioclip-tiny +
 micro SAM; ``--sam vit_b``: full AudioCLIP + SAM ViT-B, random weights, several GB of RAM).
@@ -34,9 +40,13 @@ from PIL import Image
 
 from benchmarks.harness import Report, count_flops_torch, machine_info, matmul_peak
 from reference.zero_shot import (
+    THRESHOLDS,
     load_reference_models,
+    ref_config,
+    reference_heatmaps,
     reference_no_prompt,
     reference_point_prompt,
+    reference_prompt_masks,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +79,35 @@ def _iou_min(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(min(vals))
 
 
+def _cross_heatmap_agreement(models, pipe, frames, wav, strategy: str, box: dict) -> dict:
+    """Agreement both ways across the heatmap (preset sam4avs): min IoU of the runtime's prompts +
+    SAM on the reference's heatmaps vs the reference's masks, of the reference's prompts + SAM on
+    the runtime's heatmaps vs the runtime's masks, and the max abs heatmap difference."""
+    from runtime.modes import heatmap_sam
+
+    cfg = ref_config("sam4avs")
+    t = THRESHOLDS["s4"].get(strategy)
+    with torch.no_grad():
+        ref_maps = np.stack(reference_heatmaps(models, frames, wav, cfg=cfg)).astype(np.float32)
+    rt_maps = heatmap_sam.heatmaps(pipe, frames, wav, None)
+    rt_on_ref = [o.mask for o in heatmap_sam.segment_from_heatmaps(pipe, frames, ref_maps, strategy, t=t,
+                                                                    quirk=cfg.quirks, frame_policy="reference")]
+    with torch.no_grad():
+        ref_on_rt = reference_prompt_masks(models, frames, list(rt_maps), strategy, cfg=cfg, t=t)[0]
+    out = {"heatmap_max_abs_diff": float(np.abs(rt_maps - ref_maps).max()),
+           "min_iou_runtime_on_reference_heatmaps": _iou_min(box["ref"], rt_on_ref),
+           "min_iou_reference_on_runtime_heatmaps": _iou_min(box["rt"], ref_on_rt)}
+    print(f"{strategy}: across the heatmap: max |heatmap diff| {out['heatmap_max_abs_diff']:.3g}; runtime on the "
+          f"reference's heatmaps min IoU {out['min_iou_runtime_on_reference_heatmaps']:.4f}; reference on the "
+          f"runtime's heatmaps min IoU {out['min_iou_reference_on_runtime_heatmaps']:.4f}", flush=True)
+    return out
+
+
 def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2, repeats: int = 3,
         amg_points: int = 32, np_frames: int = 5, sam_batch: int = 5) -> Report:
     """Measure every strategy on both sides; returns the report (also saved under ``out``)."""
     import runtime
+    from runtime.modes.heatmap_sam import HEATMAP_STRATEGIES
     from runtime.modes.no_prompt import REFERENCE_1S_GRAPH
 
     torch.set_num_threads(threads)
@@ -140,6 +175,8 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
                     repeats=reps, warmup=warm, extra={"preset": preset})
         agree = _iou_min(box["ref"], box["rt"])
         b.extra["min_iou_vs_reference"] = agree
+        if strategy in HEATMAP_STRATEGIES:
+            b.extra.update(_cross_heatmap_agreement(models, pipes["sam4avs"], fr, wav, strategy, box))
         rep.add_ratio(f"{strategy}: runtime vs reference", a, b, note=f"preset {preset}; min IoU {agree:.4f}")
         print(f"{strategy}: reference {a.median_ms / 1000:.2f} s, runtime {b.median_ms / 1000:.2f} s, "
               f"min IoU {agree:.4f}", flush=True)
