@@ -7,6 +7,7 @@ use the torch-free runtime alone.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def modes_table(bundle_dir: str | Path, *, preset: str | None = None, providers:
     widths = [max(len(r[i]) for r in (*rows, head)) for i in range(3)]
     lines = [f"bundle {bundle.root}: preset {pipe.preset.name} (presets: {', '.join(bundle.contract.presets)})"
              + ("  [RANDOM WEIGHTS]" if bundle.random_weights else ""),
-             "  ".join(h.ljust(w) for h, w in zip(head[:3], widths, strict=True))]
+             "  ".join(h.ljust(w) for h, w in zip(head[:3], widths, strict=True)).rstrip()]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)).rstrip())
         lines.append(f"    params: {r[3]}")
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return {**SEGMENT_COMMANDS, "modes": cmd_modes, **serve_cli.COMMANDS}[args.cmd](args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # an AVSError carries a message meant for the user
         from runtime.errors import AVSError
 
