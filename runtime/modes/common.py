@@ -70,6 +70,15 @@ def check_sam_frames(frames: Sequence[np.ndarray], patch: int, why: str) -> None
                              "'reference' frame policy (SAM on the frame squashed to 224x224)")
 
 
+def sam_frames(pipe, frames: Sequence[np.ndarray], policy: str, why: str) -> list[np.ndarray]:
+    """The frames SAM sees under a frame ``policy``: squashed to S x S ("reference"), or the frames
+    themselves ("native"), which must have both sides >= SAM's patch size (``why`` names the user)."""
+    if policy == "reference":
+        return [squash(pipe, f) for f in frames]
+    check_sam_frames(frames, pipe.sam_runner().patch_size, why)
+    return list(frames)
+
+
 def nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """bool [h, w] -> [H, W] by pixel-centre nearest sampling: src = floor((i + 0.5) * h / H)."""
     h, w = mask.shape

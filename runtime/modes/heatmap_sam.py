@@ -39,7 +39,7 @@ from runtime.modes.common import (
     map_points,
     nearest_to,
     quirks,
-    squash,
+    sam_frames,
     threshold,
 )
 from runtime.modes.common import frame_policy as resolve_policy
@@ -144,20 +144,16 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
 
     with timed(timings, "prompts"):
         prompts = [_choose_prompt(sm, strategy, t, quirk, max_points, box_strategy) for sm in m]
-    if frame_policy == "reference":
-        sam_frames = [squash(pipe, f) for f in frames]
-    else:
-        check_sam_frames(frames, runner.patch_size, "the 'native' frame policy (SAM at the frame's size)")
-        sam_frames = frames
+    sam_in = sam_frames(pipe, frames, frame_policy, "the 'native' frame policy (SAM at the frame's size)")
     need = [i for i, p in enumerate(prompts) if EMPTY_REASON not in p]
     with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings([sam_frames[i] for i in need]) if need else []
+        embs = pipe.sam_embeddings([sam_in[i] for i in need]) if need else []
     emb_of = dict(zip(need, embs, strict=True))
 
     out: list[FrameOutput] = []
     for i, (frame, rec) in enumerate(zip(frames, prompts, strict=True)):
         hw = frame.shape[:2]
-        sam_hw = sam_frames[i].shape[:2]
+        sam_hw = sam_in[i].shape[:2]
         rec["sam_input_hw"] = tuple(int(v) for v in sam_hw)
         if i not in emb_of:
             rec["mask_index"], rec["iou"] = None, None

@@ -33,7 +33,7 @@ from runtime.modes.common import (
     check_sam_frames,
     nearest_to,
     quirks,
-    squash,
+    sam_frames,
 )
 from runtime.modes.common import frame_policy as resolve_policy
 from runtime.modes.spec import ModeSpec, Param
@@ -168,15 +168,11 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
         raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
     runner = pipe.sam_runner()
     generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
-    if frame_policy == "reference":
-        sam_frames = [squash(pipe, f) for f in frames]
-    else:
-        check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
-        sam_frames = frames
+    sam_in = sam_frames(pipe, frames, frame_policy, "No-Prompt (automatic masks at the frame's size)")
     with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings(sam_frames)
+        embs = pipe.sam_embeddings(sam_in)
     out: list[FrameOutput] = []
-    for i, (frame, sf) in enumerate(zip(frames, sam_frames, strict=True)):
+    for i, (frame, sf) in enumerate(zip(frames, sam_in, strict=True)):
         with timed(timings, "amg"):
             records = generator.generate(sf, embedding=embs[i])
         with timed(timings, "crop_scoring"):

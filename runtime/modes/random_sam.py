@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.amg import AutomaticMaskGenerator
 from runtime.errors import InputError
-from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, check_sam_frames, nearest_to, squash
+from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, nearest_to, sam_frames
 from runtime.modes.common import frame_policy as resolve_policy
 from runtime.modes.no_prompt import amg_config
 from runtime.modes.spec import ModeSpec, Param
@@ -55,18 +55,14 @@ def run_random_sam(pipe, frames, audio, sample_rate, timings, *, seed=0, amg=Non
     generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
     policy = resolve_policy(pipe, frame_policy)
     frames = list(frames)
-    if policy == "reference":
-        sam_frames = [squash(pipe, f) for f in frames]
-    else:
-        check_sam_frames(frames, runner.patch_size, "Random-SAM (automatic masks at the frame's size)")
-        sam_frames = frames
+    sam_in = sam_frames(pipe, frames, policy, "Random-SAM (automatic masks at the frame's size)")
     with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings(sam_frames)
+        embs = pipe.sam_embeddings(sam_in)
     with timed(timings, "amg"):
-        records = [generator.generate(sf, embedding=e) for sf, e in zip(sam_frames, embs, strict=True)]
+        records = [generator.generate(sf, embedding=e) for sf, e in zip(sam_in, embs, strict=True)]
     chosen = pick_random_masks([len(r) for r in records], seed)
     out = []
-    for frame, sf, recs, k in zip(frames, sam_frames, records, chosen, strict=True):
+    for frame, sf, recs, k in zip(frames, sam_in, records, chosen, strict=True):
         rec: dict[str, Any] = {"num_masks": len(recs), "chosen": k, "seed": int(seed),
                                "sam_input_hw": tuple(int(v) for v in sf.shape[:2]), "frame_policy": policy}
         if k is None:
