@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import sys
 import time
@@ -52,6 +51,7 @@ from runtime.errors import AVSError, InputError
 from runtime.metrics import MetricAccumulator, frame_miou, miou_terms
 from runtime.pipeline import Pipeline, SegmentResult
 from runtime.resize import resize
+from runtime.result import jsonable
 
 __all__ = [
     "PAPER",
@@ -391,16 +391,11 @@ def evaluate(
     lines, ``summary.json`` and ``summary.md`` there. Returns the summary dict (see
     ``summary.json``: results per kind with mIoU / F as fractions, the paper's figures, flags).
     """
-    kinds = list(dict.fromkeys(kinds))
-    bad = [k for k in kinds if k not in avsbench.KINDS]
-    if not kinds or bad:
-        raise InputError(f"kinds must be a non-empty list of {avsbench.KINDS}, got {list(kinds)}")
-    if split not in avsbench.SPLITS:
-        raise InputError(f"split must be one of {avsbench.SPLITS}, got {split!r}")
+    kinds = check_kinds_split(kinds, split)
     params = dict(params or {})
     pipe = None
     manifest: dict[str, Any] = {}
-    from runtime.modes import MODES, default_mode
+    from runtime.modes import MODES
     if mode in BASELINES:
         if params:
             raise InputError(f"baseline {mode!r} takes no parameters, got {sorted(params)}")
@@ -409,13 +404,9 @@ def evaluate(
             raise InputError(f"mode {mode or '(default)'!r} needs --bundle")
         pipe = load_pipeline(bundle, preset=preset, providers=providers, threads=threads)
         manifest = pipe.manifest
-        mode = mode or default_mode(pipe.bundle)
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose from {sorted(MODES)} or the baselines {sorted(BASELINES)}")
-        missing = [g for g in MODES[mode].graphs if not pipe.bundle.has(g)]
-        if missing:
-            raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {bundle} lacks")
-        MODES[mode].check_params(params)
+        mode = pipe.check_mode(mode, params)[0].name
     fusion = manifest.get("graphs", {}).get("acfpn", {}).get("fusion") if mode == "acfpn" else None
     method = paper_method(mode, fusion)
     rnd = _random_weight_sources(manifest, mode) if pipe is not None else []
@@ -430,10 +421,37 @@ def evaluate(
             pipe, data_root, kind, split=split, mode=mode, params=kind_params, out=out_dir,
             max_videos=max_videos, save_masks=save_masks, save_overlays=save_overlays, progress=progress,
         )
+    return finish_summary(
+        bundle=str(bundle) if bundle is not None else None, out_dir=out_dir, results=results, split=split,
+        mode=mode, preset=pipe.preset.name if pipe is not None else None, params=params, per_kind=per_kind,
+        random_weights=random_weights,
+        random_detail=f"the bundle was built from random weights ({', '.join(rnd)})",
+        scored_on="logits" if mode in LOGIT_MODES else "binary {0,1} masks", method=method,
+        data_root=data_root, extra={"bundle_profile": manifest.get("profile"), "weights": manifest.get("weights")},
+    )
+
+
+def check_kinds_split(kinds: Sequence[str], split: str) -> list[str]:
+    """The AVSBench kinds to evaluate (in order, once each), after checking them and ``split``."""
+    kinds = list(dict.fromkeys(kinds))
+    bad = [k for k in kinds if k not in avsbench.KINDS]
+    if not kinds or bad:
+        raise InputError(f"kinds must be a non-empty list of {avsbench.KINDS}, got {list(kinds)}")
+    if split not in avsbench.SPLITS:
+        raise InputError(f"split must be one of {avsbench.SPLITS}, got {split!r}")
+    return kinds
+
+
+def finish_summary(*, bundle: str | None, out_dir: Path | None, results: Mapping[str, Any], split: str,
+                   mode: str, preset: str | None, params: Mapping[str, Any], per_kind: bool,
+                   random_weights: bool, random_detail: str, scored_on: str, method: str | None,
+                   data_root: str | Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary of an evaluation (``summary.json`` layout) with its warnings, written to ``out_dir``
+    as ``summary.json`` + ``summary.md`` when given. ``extra``: fields of the caller (bundle profile and
+    weights, or the server). Shared by the in-process and the served evaluation."""
     warnings = []
     if random_weights:
-        warnings.append(f"{RANDOM_WARNING}: the bundle was built from random weights ({', '.join(rnd)}); "
-                        "its masks are meaningless")
+        warnings.append(f"{RANDOM_WARNING}: {random_detail}; its masks are meaningless")
     for kind, r in results.items():
         if not r["complete"]:
             warnings.append(f"partial run: {KIND_LABEL[kind]} {split} {r['videos']} of {r['videos_in_split']} videos"
@@ -443,21 +461,20 @@ def evaluate(
     summary = {
         "schema": "avs-eval-summary/1",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "bundle": str(bundle) if bundle is not None else None,
-        "bundle_profile": manifest.get("profile"),
-        "weights": manifest.get("weights"),
-        "random_weights": random_weights,
+        "bundle": bundle,
+        **extra,
+        "random_weights": bool(random_weights),
         "comparable": not warnings,
         "warnings": warnings,
         "mode": mode,
-        "preset": pipe.preset.name if pipe is not None else None,
-        "params": params,
+        "preset": preset,
+        "params": dict(params),
         "params_per_kind": {"dataset": "the kind evaluated (s4 / ms3)"} if per_kind else {},
-        "scored_on": "logits" if mode in LOGIT_MODES else "binary {0,1} masks",
+        "scored_on": scored_on,
         "split": split,
         "data_root": str(data_root),
         "metric": "runtime.metrics: AVSBench mask_iou / Eval_Fmeasure (beta^2 0.3, 255 thresholds), one video per batch",
-        "results": results,
+        "results": dict(results),
         "paper_method": method,
         "paper": {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in PAPER[method].items()} if method else None,
         "paper_source": PAPER_SOURCE,
@@ -465,7 +482,7 @@ def evaluate(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1, allow_nan=False) + "\n")
+        (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False) + "\n")
         (out_dir / "summary.md").write_text(summary_markdown(summary))
     return summary
 
@@ -488,18 +505,6 @@ def _random_weight_sources(manifest: Mapping[str, Any], mode: str) -> list[str]:
     if None in keys:
         keys = set(weights)
     return sorted(k for k in keys if weights.get(k, {}).get("source") == "random-init")
-
-
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _cells(fig: Mapping[str, Any] | None, kind: str, ours: bool, decimals: int = 2) -> list[str]:

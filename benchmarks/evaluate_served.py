@@ -13,7 +13,6 @@ here (evaluate it with ``avs eval --bundle``).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
@@ -89,12 +88,7 @@ def evaluate_served(
     ``concurrency``: requests in flight at once (one client thread each). ``mode``: default = the
     server's default mode (asked with the first clip). Other arguments as :func:`benchmarks.evaluate.evaluate`.
     """
-    kinds = list(dict.fromkeys(kinds))
-    bad = [k for k in kinds if k not in avsbench.KINDS]
-    if not kinds or bad:
-        raise InputError(f"kinds must be a non-empty list of {avsbench.KINDS}, got {list(kinds)}")
-    if split not in avsbench.SPLITS:
-        raise InputError(f"split must be one of {avsbench.SPLITS}, got {split!r}")
+    kinds = ev.check_kinds_split(kinds, split)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     if mode in ev.BASELINES:
@@ -134,45 +128,14 @@ def evaluate_served(
     finally:
         clients.close()
 
-    warnings = []
-    if served["random_weights"]:
-        warnings.append(f"{ev.RANDOM_WARNING}: the served bundle was built from random weights; its masks are meaningless")
-    for kind, r in results.items():
-        if not r["complete"]:
-            warnings.append(f"partial run: {ev.KIND_LABEL[kind]} {split} {r['videos']} of {r['videos_in_split']} "
-                            "videos -- not comparable with the paper's figures")
-    if split != "test":
-        warnings.append(f"split {split!r}: the paper reports the test split only")
-    method = ev.paper_method(mode, None)
-    summary = {
-        "schema": "avs-eval-summary/1",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "bundle": f"served at {protocol}://{url}",
-        "server": {"url": url, "protocol": protocol, "concurrency": concurrency},
-        "bundle_profile": None,
-        "weights": None,
-        "random_weights": bool(served["random_weights"]),
-        "comparable": not warnings,
-        "warnings": warnings,
-        "mode": mode,
-        "preset": served["preset"],
-        "params": params,
-        "params_per_kind": {"dataset": "the kind evaluated (s4 / ms3)"} if per_kind else {},
-        "scored_on": "binary {0,1} masks",
-        "split": split,
-        "data_root": str(data_root),
-        "metric": "runtime.metrics: AVSBench mask_iou / Eval_Fmeasure (beta^2 0.3, 255 thresholds), one video per batch",
-        "results": results,
-        "paper_method": method,
-        "paper": {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in ev.PAPER[method].items()} if method else None,
-        "paper_source": ev.PAPER_SOURCE,
-        "paper_table": {m: {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in row.items()} for m, row in ev.PAPER.items()},
-    }
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (out_dir / "summary.md").write_text(ev.summary_markdown(summary))
-    return summary
+    return ev.finish_summary(
+        bundle=f"served at {protocol}://{url}", out_dir=out_dir, results=results, split=split, mode=mode,
+        preset=served["preset"], params=params, per_kind=per_kind, random_weights=bool(served["random_weights"]),
+        random_detail="the served bundle was built from random weights", scored_on="binary {0,1} masks",
+        method=ev.paper_method(mode, None), data_root=data_root,
+        extra={"server": {"url": url, "protocol": protocol, "concurrency": concurrency},
+               "bundle_profile": None, "weights": None},
+    )
 
 
 def _split(pool, predict, data_root, kind, split, params, out_dir, max_videos) -> dict[str, Any]:

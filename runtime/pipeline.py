@@ -8,7 +8,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from runtime.cache import EmbeddingCache, array_key
 from runtime.contract import GRAPHS, Preset
 from runtime.errors import BundleError, InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
-from runtime.modes import MODES, default_mode, get_mode
+from runtime.modes import MODES, ModeSpec, default_mode, get_mode
 from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam import SamRunner
 from runtime.sessions import SessionInfo, create_session
@@ -196,6 +196,8 @@ class Pipeline:
 
     def _cached(self, graph: str, items: Sequence[np.ndarray], compute) -> list:
         """Per-item results of ``compute(missing items) -> list`` through the embedding cache."""
+        if not self.cache.max_bytes:  # cache off: no hashing, no copies
+            return list(compute(list(items)))
         keys = [array_key(graph, x) for x in items]
         got = [self.cache.get(k) for k in keys]
         todo = [i for i, g in enumerate(got) if g is None]
@@ -212,6 +214,8 @@ class Pipeline:
         (``runtime.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g]).
         Each image's outputs are cached (``Pipeline.cache``) by the hash of its bytes."""
         names = GRAPHS["audioclip_image"].output_names
+        if not self.cache.max_bytes:
+            return dict(zip(names, self.run("audioclip_image", images), strict=True))
 
         def compute(batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
             outs = self.run("audioclip_image", np.stack(batch))
@@ -251,6 +255,19 @@ class Pipeline:
         return self._cached("sam_image_encoder", list(frames), lambda fs: runner.embed(fs))
 
     # --- the one call ---------------------------------------------------------------------------
+    def check_mode(self, mode: str | None, params: Mapping[str, Any]) -> tuple[ModeSpec, dict[str, Any]]:
+        """The mode ``segment`` would run (None: the bundle's best) and every parameter value, checked
+        against the bundle's graphs and the mode's declared types and ranges; InputError otherwise.
+        Costs no inference: callers use it to refuse bad input before decoding or loading anything."""
+        mode = mode or default_mode(self.bundle)
+        if not isinstance(mode, str):
+            raise InputError(f"mode must be a string, one of {sorted(MODES)}; got {mode!r}")
+        spec = get_mode(mode)
+        missing = [g for g in spec.graphs if not self.bundle.has(g)]
+        if missing:
+            raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks")
+        return spec, spec.check_params(params)
+
     def segment(
         self,
         frames: Sequence[FrameLike] | np.ndarray,
@@ -268,14 +285,8 @@ class Pipeline:
         bundle supports). ``params``: mode parameters, checked against the mode's declared types and
         ranges before any work starts (``avs modes --bundle B`` lists them).
         """
-        mode = mode or default_mode(self.bundle)
-        if not isinstance(mode, str):
-            raise InputError(f"mode must be a string, one of {sorted(MODES)}; got {mode!r}")
-        spec = get_mode(mode)
-        missing = [g for g in spec.graphs if not self.bundle.has(g)]
-        if missing:
-            raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks")
-        values = spec.check_params(params)
+        spec, values = self.check_mode(mode, params)
+        mode = spec.name
         timings: dict[str, float] = {}
         self._calls.hits = 0
         with timed(timings, "load_frames"):

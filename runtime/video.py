@@ -475,18 +475,8 @@ def iter_windows(path: str | Path, *, sampling: str = "avsbench", fps: float | N
 # --- segmentation --------------------------------------------------------------------------------------
 def check_mode(pipe, mode: str | None, params: dict[str, Any]) -> str:
     """The mode that ``pipe.segment`` will run (default resolved), checked against the bundle and its
-    parameter names before any decoding or inference."""
-    from runtime.modes import MODES, default_mode
-
-    mode = mode or default_mode(pipe.bundle)
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; choose from {sorted(MODES)}")
-    spec = MODES[mode]
-    missing = [g for g in spec.graphs if not pipe.bundle.has(g)]
-    if missing:
-        raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {pipe.bundle.root} lacks")
-    spec.check_params(params)  # names and values, before any decoding
-    return mode
+    parameters before any decoding or inference (:meth:`runtime.pipeline.Pipeline.check_mode`)."""
+    return pipe.check_mode(mode, params)[0].name
 
 
 def iter_segment_video(pipe, path: str | Path, *, mode: str | None = None, sampling: str = "avsbench",

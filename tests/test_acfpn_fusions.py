@@ -32,14 +32,6 @@ TINY = "audioclip-tiny"
 FRAMES = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 def _reference_layout(model: ACFPN) -> dict[str, torch.Tensor]:
     """The Sam4AVS training script's checkpoint layout (text tower omitted: the loader drops it)."""
     sd = model.state_dict()

@@ -35,14 +35,6 @@ T = SR  # 1-s clips: every bin regime appears, at a fifth of the 5-s cost
 SCALES = (32768.0, 1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 def _read(path: Path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert w.getsampwidth() == 2 and w.getframerate() == SR
