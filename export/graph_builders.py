@@ -22,12 +22,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "audioclip": "audioclip", "sam": "vit_b",
         "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
-                   "sam_image_encoder", "sam_prompt_decoder"),
+                   "sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder"),
     },
     "tiny": {
         "audioclip": "audioclip-tiny", "sam": "micro",
         "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
-                   "sam_image_encoder", "sam_prompt_decoder"),
+                   "sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder"),
     },
 }
 
@@ -258,9 +258,19 @@ def build_sam_prompt_decoder(ctx: BuildContext) -> dict[str, Any]:
     return ctx.entry(res, weights="sam")
 
 
+def build_sam_point_decoder(ctx: BuildContext) -> dict[str, Any]:
+    """``sam_point_decoder``: ``sam_prompt_decoder`` without mask input, the image side shared by the prompt sets."""
+    from export.sam_export import export_sam_decoder
+
+    res = export_sam_decoder(ctx.sam_model(), ctx.out / "sam_point_decoder.onnx", atol=ctx.atol * 10,
+                             with_mask_input=False)
+    return ctx.entry(res, weights="sam")
+
+
 BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
     "sam_image_encoder": build_sam_image_encoder,
     "sam_prompt_decoder": build_sam_prompt_decoder,
+    "sam_point_decoder": build_sam_point_decoder,
     "acfpn": build_acfpn,
     "audioclip_audio": build_audioclip_audio,
     "audioclip_audio_1s": build_audioclip_audio_1s,

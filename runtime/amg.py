@@ -66,6 +66,8 @@ __all__ = [
 PredictFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 # upscale_fn(raw [K, ...]) -> logits float32 [K, crop_h, crop_w]
 UpscaleFn = Callable[[np.ndarray], np.ndarray]
+# point_filter(points float64 [N, 2] (x, y) image pixels) -> bool [N]: which grid points to prompt
+PointFilter = Callable[[np.ndarray], np.ndarray]
 CropBox = tuple[int, int, int, int]
 
 
@@ -311,12 +313,27 @@ def _filter_masks(cfg: AmgConfig, crop_box: CropBox, image_hw: tuple[int, int], 
             np.concatenate(stabs))
 
 
+def _grid_points(cfg: AmgConfig, crop_box: CropBox, layer: int,
+                 point_filter: PointFilter | None) -> np.ndarray:
+    """The crop's prompt points, float64 [N, 2] (x, y) crop pixels, after ``point_filter``."""
+    cx0, cy0, cx1, cy1 = crop_box
+    n_side = int(cfg.points_per_side / cfg.crop_n_points_downscale_factor ** layer)
+    points = build_point_grid(n_side) * np.array([[cx1 - cx0, cy1 - cy0]], dtype=np.float64)
+    if point_filter is None:
+        return points
+    keep = np.asarray(point_filter(points + np.array([[cx0, cy0]], dtype=np.float64)))
+    if keep.shape != (points.shape[0],) or keep.dtype != bool:
+        raise InputError(f"point_filter must return bool [{points.shape[0]}] (one flag per grid point), "
+                         f"got dtype {keep.dtype}, shape {keep.shape}")
+    return points[keep]
+
+
 def _process_crop(cfg: AmgConfig, crop_box: CropBox, layer: int, image_hw: tuple[int, int],
-                  predict_fn: PredictFn, upscale_fn: UpscaleFn | None) -> _CropMasks:
+                  predict_fn: PredictFn, upscale_fn: UpscaleFn | None,
+                  point_filter: PointFilter | None = None) -> _CropMasks:
     cx0, cy0, cx1, cy1 = crop_box
     ch, cw = cy1 - cy0, cx1 - cx0
-    n_side = int(cfg.points_per_side / cfg.crop_n_points_downscale_factor ** layer)
-    points = build_point_grid(n_side) * np.array([[cw, ch]], dtype=np.float64)
+    points = _grid_points(cfg, crop_box, layer, point_filter)
     packed, boxes, ious, stabs, pts = [], [], [], [], []
     for a in range(0, points.shape[0], cfg.points_per_batch):
         p = points[a:a + cfg.points_per_batch]
@@ -367,7 +384,8 @@ def _check_image_hw(image_hw) -> tuple[int, int]:
 
 def generate_masks(image_hw: tuple[int, int],
                    predictor_for_crop: Callable[[CropBox], tuple[PredictFn, UpscaleFn | None]],
-                   config: AmgConfig | None = None) -> list[dict[str, Any]]:
+                   config: AmgConfig | None = None,
+                   point_filter: PointFilter | None = None) -> list[dict[str, Any]]:
     """Automatic masks of an image of size ``image_hw`` = (H, W), through any SAM decoder.
 
     predictor_for_crop(crop_box) is called once per crop box (x0, y0, x1, y1 image pixels, exclusive
@@ -382,6 +400,10 @@ def generate_masks(image_hw: tuple[int, int],
       only to the masks that pass the IoU filter; ``None`` when raw already is [B, M, crop_h,
       crop_w] logits.
 
+    point_filter(points float64 [N, 2], (x, y) image pixels) -> bool [N]: prompt only the grid
+    points it flags (a sparse segment-everything; None: SAM's full grid). Everything after the
+    decoder is SAM's, on the masks of the points kept.
+
     Returns SAM's records (see the module docstring), [] when no mask survives.
     """
     cfg = config if config is not None else AmgConfig()
@@ -392,7 +414,8 @@ def generate_masks(image_hw: tuple[int, int],
     per_crop: list[tuple[CropBox, _CropMasks]] = []
     for crop_box, layer in zip(crop_boxes, layers, strict=True):
         predict_fn, upscale_fn = predictor_for_crop(crop_box)
-        per_crop.append((crop_box, _process_crop(cfg, crop_box, layer, (h, w), predict_fn, upscale_fn)))
+        per_crop.append((crop_box, _process_crop(cfg, crop_box, layer, (h, w), predict_fn, upscale_fn,
+                                                 point_filter)))
 
     # Flatten in crop order.
     entries = [(cb, cm, i) for cb, cm in per_crop for i in range(cm.boxes.shape[0])]
@@ -476,11 +499,13 @@ class AutomaticMaskGenerator:
 
         return for_crop
 
-    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None,
+                 point_filter: PointFilter | None = None) -> list[dict[str, Any]]:
         """Masks of one uint8 [H, W, 3] RGB frame; SAM's records (module docstring), [] if none.
 
         embedding: the frame's own SAM embedding (float32 [1, C, g, g] from ``runner.embed``) when
         already computed; the whole-frame crop then reuses it instead of encoding the frame again.
+        point_filter: which grid points to prompt (see :func:`generate_masks`); None: all.
         """
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
                 or image.shape[2] != 3:
@@ -488,4 +513,5 @@ class AutomaticMaskGenerator:
                              f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise InputError(f"image must have a non-zero size, got shape {image.shape}")
-        return generate_masks(image.shape[:2], self._predictor_for(image, embedding), self.config)
+        return generate_masks(image.shape[:2], self._predictor_for(image, embedding), self.config,
+                              point_filter)

@@ -243,6 +243,7 @@ class Pipeline:
                     enc, self.session("sam_prompt_decoder"), sam.image_size, sam.pixel_mean, sam.pixel_std,
                     patch_size=sam.patch_size, mask_threshold=sam.mask_threshold,
                     max_batch=max_batch or (5 if gpu else 1),
+                    point_decoder=self.session("sam_point_decoder") if self.bundle.has("sam_point_decoder") else None,
                 )
             elif max_batch is not None:
                 self._sam.max_batch = max_batch

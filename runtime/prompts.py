@@ -43,6 +43,7 @@ __all__ = [
     "dense_points",
     "heatmap_box",
     "heatmap_boxes",
+    "heatmap_point_filter",
     "peak_points",
     "select_max_area",
     "select_max_score",
@@ -213,6 +214,50 @@ def dense_points(sm, t: float, max_points: int | None = None) -> tuple[np.ndarra
 
 
 # --- 4.4 heatmap box -------------------------------------------------------------------------------
+
+
+def heatmap_point_filter(sm, image_hw: tuple[int, int], *, keep: float | None = None,
+                         threshold: float | None = None):
+    """Which automatic-mask grid points the audio points at: a ``point_filter`` for :mod:`runtime.amg`.
+
+    sm: float [S, S] heatmap (normally 0..1) of the image squashed to S x S: heatmap pixel (row, col)
+    covers image pixels x in [col * W / S, (col + 1) * W / S), y likewise, with image_hw = (H, W).
+    Give exactly one of keep: the fraction in (0, 1] of the points with the highest heatmap value
+    (at least one; equal values keep the grid's order), or threshold: the points whose value is
+    >= threshold (at least the highest one, so a frame is never left without a prompt).
+    Returns filter(points float64 [N, 2] (x, y) image pixels) -> bool [N].
+    """
+    m = _check_map(sm)
+    h, w = (int(v) for v in image_hw)
+    if h < 1 or w < 1:
+        raise InputError(f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}")
+    if (keep is None) == (threshold is None):
+        raise InputError("give exactly one of keep (a fraction of the grid points) and threshold")
+    if keep is not None:
+        keep = _check_threshold(keep, "keep")
+        if not 0.0 < keep <= 1.0:
+            raise InputError(f"keep must be a fraction in (0, 1], got {keep}")
+    else:
+        threshold = _check_threshold(threshold, "threshold")
+    rows, cols = m.shape
+
+    def point_filter(points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        c = np.clip(np.floor(pts[:, 0] * cols / w), 0, cols - 1).astype(np.int64)
+        r = np.clip(np.floor(pts[:, 1] * rows / h), 0, rows - 1).astype(np.int64)
+        vals = m[r, c]
+        flags = np.zeros(vals.shape[0], dtype=bool)
+        if vals.size == 0:
+            return flags
+        order = np.argsort(-vals, kind="stable")
+        if keep is not None:
+            flags[order[:max(1, int(round(keep * vals.size)))]] = True
+        else:
+            flags[vals >= np.float32(threshold)] = True
+            flags[order[0]] = True
+        return flags
+
+    return point_filter
 
 
 def connected_components(mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

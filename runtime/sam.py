@@ -35,6 +35,7 @@ ENCODER_INPUT = GRAPHS["sam_image_encoder"].input_names[0]
 ENCODER_OUTPUT = GRAPHS["sam_image_encoder"].output_names[0]
 DECODER_INPUTS = GRAPHS["sam_prompt_decoder"].input_names
 DECODER_OUTPUTS = GRAPHS["sam_prompt_decoder"].output_names
+POINT_DECODER_INPUTS = GRAPHS["sam_point_decoder"].input_names
 
 _ALLOWED_POINT_LABELS = (-1.0, 0.0, 1.0)  # padding / background / foreground
 
@@ -352,12 +353,15 @@ class SamRunner:
     encoder, decoder: ``onnxruntime.InferenceSession`` objects of ``sam_image_encoder`` and
     ``sam_prompt_decoder`` (export/sam_export.py contracts). image_size (S), pixel_mean,
     pixel_std (RGB, 0..255 scale), patch_size and mask_threshold come from the bundle manifest.
-    max_batch: frames per encoder call; max_prompts: prompt sets per decoder call.
+    point_decoder: the optional ``sam_point_decoder`` session, used for every prompt without a mask
+    input (the same outputs, faster). max_batch: frames per encoder call; max_prompts: prompt sets
+    per decoder call (16: the decoder's activations, ~70 MB per prompt set at ViT sizes, stay
+    bounded, and larger calls are no faster on the CPU).
     """
 
     def __init__(self, encoder, decoder, image_size: int, pixel_mean: Sequence[float],
                  pixel_std: Sequence[float], *, patch_size: int = 16, mask_threshold: float = 0.0,
-                 max_batch: int = 5, max_prompts: int = 64) -> None:
+                 max_batch: int = 5, max_prompts: int = 16, point_decoder=None) -> None:
         self.image_size = _check_image_size(image_size)
         self.pixel_mean = _const3(pixel_mean, "pixel_mean")
         self.pixel_std = _const3(pixel_std, "pixel_std")
@@ -375,8 +379,13 @@ class SamRunner:
         if _io_names(decoder, "in") != list(DECODER_INPUTS) or not set(DECODER_OUTPUTS) <= set(_io_names(decoder, "out")):
             raise InputError(f"decoder session must take {list(DECODER_INPUTS)} and give {list(DECODER_OUTPUTS)}; "
                              f"it takes {_io_names(decoder, 'in')} and gives {_io_names(decoder, 'out')}")
+        if point_decoder is not None and (_io_names(point_decoder, "in") != list(POINT_DECODER_INPUTS)
+                                          or not set(DECODER_OUTPUTS) <= set(_io_names(point_decoder, "out"))):
+            raise InputError(f"point decoder session must take {list(POINT_DECODER_INPUTS)} and give "
+                             f"{list(DECODER_OUTPUTS)}; it takes {_io_names(point_decoder, 'in')}")
         self.encoder = encoder
         self.decoder = decoder
+        self.point_decoder = point_decoder
         grid = self.image_size // self.patch_size
         emb_shape = tuple(decoder.get_inputs()[0].shape)
         if len(emb_shape) != 4 or not isinstance(emb_shape[1], int):
@@ -437,7 +446,7 @@ class SamRunner:
     def _mask_input(self, mask_input, p: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.low_res_size
         if mask_input is None:
-            return np.zeros((p, 1, r, r), np.float32), np.zeros(1, np.float32)
+            return np.zeros((1 if self.point_decoder is not None else p, 1, r, r), np.float32), np.zeros(1, np.float32)
         m = np.asarray(mask_input)
         if m.dtype.kind != "f" or not np.all(np.isfinite(m)):
             raise InputError(f"mask_input must be finite float logits, got dtype {m.dtype}")
@@ -456,16 +465,22 @@ class SamRunner:
         """Raw decoder call(s), chunked at ``max_prompts`` prompt sets.
 
         coords float32 [P, N, 2] in the model input frame, labels float32 [P, N] (-1, 0, 1, 2, 3),
-        mask_input float32 [P, 1, 4g, 4g], has_mask_input float32 [1].
+        mask_input float32 [P, 1, 4g, 4g] (or [1, 1, 4g, 4g] zeros when has_mask_input is 0),
+        has_mask_input float32 [1]. Without a mask input the point decoder runs, if there is one.
         Returns (iou [P, 4], low_res [P, 4, 4g, 4g]) for all four mask tokens.
         """
         ious, lows = [], []
+        points_only = self.point_decoder is not None and not float(np.asarray(has_mask_input).reshape(-1)[0])
         for a in range(0, coords.shape[0], self.max_prompts):
             sl = slice(a, a + self.max_prompts)
             feeds = (embedding, np.ascontiguousarray(coords[sl], dtype=np.float32),
-                     np.ascontiguousarray(labels[sl], dtype=np.float32), np.ascontiguousarray(mask_input[sl]),
-                     has_mask_input)
-            iou, low = self.decoder.run(list(DECODER_OUTPUTS), dict(zip(DECODER_INPUTS, feeds, strict=True)))
+                     np.ascontiguousarray(labels[sl], dtype=np.float32))
+            if points_only:
+                iou, low = self.point_decoder.run(list(DECODER_OUTPUTS),
+                                                  dict(zip(POINT_DECODER_INPUTS, feeds, strict=True)))
+            else:
+                feeds += (np.ascontiguousarray(mask_input[sl]), has_mask_input)
+                iou, low = self.decoder.run(list(DECODER_OUTPUTS), dict(zip(DECODER_INPUTS, feeds, strict=True)))
             ious.append(iou)
             lows.append(low)
         if len(ious) == 1:

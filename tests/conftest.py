@@ -69,3 +69,14 @@ def micro_sam_graphs(tmp_path_factory):
     enc = export_sam_encoder(sam, d / "sam_image_encoder.onnx", parity_batches=(), atol=1e-4)
     dec = export_sam_decoder(sam, d / "sam_prompt_decoder.onnx", atol=1e-4)
     return enc, dec
+
+
+@pytest.fixture(scope="session")
+def micro_point_decoder(tmp_path_factory):
+    """ExportResult of the `micro` SAM's ``sam_point_decoder`` (no mask input), exported once per session."""
+    from export.sam_export import export_sam_decoder
+    from models.sam import load_sam
+
+    d = tmp_path_factory.mktemp("micro_sam_point_onnx")
+    return export_sam_decoder(load_sam("micro", seed=0), d / "sam_point_decoder.onnx", atol=1e-4,
+                              with_mask_input=False)

@@ -288,17 +288,21 @@ def test_rejects_bad_inputs():
 # --- the micro SAM through ONNX Runtime ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def micro_runner(micro_sam_graphs):
+@pytest.fixture(scope="module", params=["prompt-decoder", "point-decoder"])
+def micro_runner(request, micro_sam_graphs):
+    """The micro SAM's runner on SAM's decoder graph, then on ``sam_point_decoder`` (the AMG's fast path)."""
     from export.onnx_utils import cpu_session
     from models.sam import get_sam_config
     from runtime.sam import SamRunner
 
     enc, dec = micro_sam_graphs
     cfg = get_sam_config("micro")
+    point = None
+    if request.param == "point-decoder":
+        point = cpu_session(request.getfixturevalue("micro_point_decoder").path, 1)
     return SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
                      cfg["pixel_mean"], cfg["pixel_std"], patch_size=cfg["patch_size"],
-                     mask_threshold=cfg["mask_threshold"])
+                     mask_threshold=cfg["mask_threshold"], point_decoder=point)
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +383,54 @@ def test_micro_ort_no_masks_and_bad_images(micro_runner, photo):
         AutomaticMaskGenerator(micro_runner, points_per_sides=4)
     with pytest.raises(InputError, match="SamRunner"):
         AutomaticMaskGenerator(object())
+
+
+# --- sparse segment-everything (a point filter) ---------------------------------------------------
+
+
+def test_synthetic_point_filter_equals_sam_with_the_kept_points(micro_sam):
+    """Prompting a subset of the grid is SAM's generator run on exactly that subset (``point_grids``)."""
+    hw = (224, 224)
+    grid = build_point_grid(32)
+    flags = (grid[:, 0] > 0.3) & (grid[:, 1] < 0.6) & (np.arange(len(grid)) % 3 != 0)
+    seen = []
+
+    def point_filter(points):
+        seen.append(points.copy())
+        return (points[:, 0] > 0.3 * hw[1]) & (points[:, 1] < 0.6 * hw[0]) & (np.arange(len(points)) % 3 != 0)
+
+    gen = SamAutomaticMaskGenerator(micro_sam, points_per_side=None, point_grids=[grid[flags]])
+    gen.predictor = _SyntheticPredictor()
+    ref = gen.generate(np.zeros((*hw, 3), dtype=np.uint8))
+
+    def for_crop(crop_box):
+        return (lambda coords, labels: synthetic_decoder(coords[:, 0, :], hw)), None
+
+    out = generate_masks(hw, for_crop, AmgConfig(), point_filter=point_filter)
+    assert 0 < len(ref) < len(ours_synthetic(hw, {}))  # fewer masks than the full grid, but some
+    assert_records_identical(ref, out)
+    np.testing.assert_array_equal(seen[0], grid * 224)  # the filter sees image pixels
+
+
+def test_point_filter_is_checked_and_sees_image_pixels_per_crop():
+    calls = []
+
+    def keep_left(points):
+        calls.append(points.copy())
+        return points[:, 0] < 60
+
+    def for_crop(crop_box):
+        x0, y0, x1, y1 = crop_box
+        return (lambda coords, labels: synthetic_decoder(coords[:, 0, :], (y1 - y0, x1 - x0))), None
+
+    cfg = AmgConfig(points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.8, stability_score_thresh=0.8)
+    out = generate_masks((100, 120), for_crop, cfg, point_filter=keep_left)
+    assert len(calls) == 5  # the image and its four crops
+    assert all(r["point_coords"][0][0] < 60 for r in out)
+    crops, _ = generate_crop_boxes((100, 120), 1, cfg.crop_overlap_ratio)
+    for pts, (x0, y0, x1, y1) in zip(calls, crops, strict=True):
+        assert pts[:, 0].min() >= x0 and pts[:, 0].max() <= x1 and pts[:, 1].min() >= y0 and pts[:, 1].max() <= y1
+    with pytest.raises(InputError, match="point_filter must return bool"):
+        generate_masks((100, 120), for_crop, cfg, point_filter=lambda p: np.ones(3, bool))
+    with pytest.raises(InputError, match="point_filter must return bool"):
+        generate_masks((100, 120), for_crop, cfg, point_filter=lambda p: np.ones(len(p)))

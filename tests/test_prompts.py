@@ -23,6 +23,7 @@ from runtime.prompts import (
     dense_grid,
     dense_points,
     heatmap_box,
+    heatmap_point_filter,
     peak_points,
     select_max_area,
     select_max_score,
@@ -488,3 +489,55 @@ def test_thresholds_and_options_are_validated():
         dense_points(np.zeros((6, 50), np.float32), 0.5)  # smaller than one 7x7 cell
     with pytest.raises(InputError):
         connected_components(np.zeros((3, 3, 3), bool))
+
+
+# --- the audio-guided grid of No-Prompt (grid="audio") ------------------------------------------------
+
+
+def _grid_points(n: int, hw) -> np.ndarray:
+    side = (np.arange(n) + 0.5) / n
+    return np.stack(np.meshgrid(side * hw[1], side * hw[0]), axis=-1).reshape(-1, 2)
+
+
+def test_heatmap_point_filter_selects_the_hot_region():
+    """A hot rectangle on a cold map: the threshold keeps exactly the grid points inside it, in
+    image pixels of a non-square frame (the map covers the frame squashed to 224 x 224)."""
+    sm = np.zeros((224, 224), np.float32)
+    sm[56:112, 112:224] = 1.0  # rows 1/4..1/2, right half
+    hw = (300, 640)
+    pts = _grid_points(16, hw)
+    flags = heatmap_point_filter(sm, hw, threshold=0.5)(pts)
+    inside = (pts[:, 0] >= 320) & (pts[:, 1] >= 75) & (pts[:, 1] < 150)
+    assert inside.sum() > 0
+    np.testing.assert_array_equal(flags, inside)
+
+
+def test_heatmap_point_filter_keep_fraction_and_ties():
+    sm = np.tile(np.linspace(0.0, 1.0, 224, dtype=np.float32), (224, 1))  # grows with x
+    pts = _grid_points(10, (224, 224))
+    flags = heatmap_point_filter(sm, (224, 224), keep=0.2)(pts)
+    assert flags.sum() == 20
+    assert np.all(pts[flags, 0] > pts[~flags, 0].max())  # the two right-most columns
+    flat = np.full((224, 224), 0.3, np.float32)  # all tied: the grid's first points, at least one
+    tied = heatmap_point_filter(flat, (224, 224), keep=0.05)(pts)
+    np.testing.assert_array_equal(np.flatnonzero(tied), np.arange(5))
+    one = heatmap_point_filter(sm, (224, 224), keep=1e-6)(pts)
+    assert one.sum() == 1 and pts[one, 0][0] == pts[:, 0].max()
+    # a threshold above the whole map still prompts the hottest point
+    top = heatmap_point_filter(sm, (224, 224), threshold=2.0)(pts)
+    assert top.sum() == 1 and pts[top, 0][0] == pts[:, 0].max()
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({}, "exactly one"),
+    ({"keep": 0.1, "threshold": 0.5}, "exactly one"),
+    ({"keep": 0.0}, "keep must be a fraction"),
+    ({"keep": 1.5}, "keep must be a fraction"),
+    ({"threshold": float("nan")}, "finite"),
+    ({"keep": True}, "real number"),
+])
+def test_heatmap_point_filter_rejects_bad_options(kw, match):
+    with pytest.raises(InputError, match=match):
+        heatmap_point_filter(np.zeros((8, 8), np.float32), (8, 8), **kw)
+    with pytest.raises(InputError):
+        heatmap_point_filter(np.zeros((8, 8), np.int64), (8, 8), keep=0.5)

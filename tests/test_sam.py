@@ -70,12 +70,16 @@ def exported(micro_sam_graphs):
     return enc, dec
 
 
-@pytest.fixture(scope="module")
-def runner(exported, cfg):
+@pytest.fixture(scope="module", params=["prompt-decoder", "point-decoder"])
+def runner(request, exported, cfg):
+    """The runner without, then with, the ``sam_point_decoder`` graph: every decoder test runs on both."""
     enc, dec = exported
+    point = None
+    if request.param == "point-decoder":
+        point = cpu_session(request.getfixturevalue("micro_point_decoder").path, 1)
     return SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
                      cfg["pixel_mean"], cfg["pixel_std"], patch_size=cfg["patch_size"],
-                     mask_threshold=cfg["mask_threshold"], max_batch=3)
+                     mask_threshold=cfg["mask_threshold"], max_batch=3, point_decoder=point)
 
 
 def _predictor_with_features(sam, features: torch.Tensor, orig_hw) -> SamPredictor:
@@ -311,8 +315,10 @@ def test_decoder_boxes_and_points_vs_sam(runner, sam, orig_hw):
         assert _max_err(g, r) <= TOL
 
 
-def test_decoder_64_prompt_sets_one_call(runner, sam):
-    """The automatic-mask-generator shape: 64 single-point prompt sets, multimask, one call."""
+def test_decoder_64_prompt_sets_in_chunks(runner, sam):
+    """The automatic-mask-generator shape: 64 single-point prompt sets, multimask, in calls of
+    ``max_prompts`` (16 by default, 64 in one call when asked), through the point decoder when
+    the runner has one and no mask input is given."""
     orig_hw = (224, 224)
     rng = np.random.default_rng(4)
     feats = torch.from_numpy(rng.standard_normal((1, 256, 16, 16)).astype(np.float32))
@@ -320,20 +326,34 @@ def test_decoder_64_prompt_sets_one_call(runner, sam):
     pts = rng.uniform(0, 224, (64, 1, 2))
     labels = np.ones((64, 1))
     calls = []
-    real_run = runner.decoder.run
 
     class Spy:
+        def __init__(self, session):
+            self.session = session
+
         def run(self, *a, **k):
-            calls.append(k or a[1])
-            return real_run(*a, **k)
+            calls.append((self.session, k or a[1]))
+            return self.session.run(*a, **k)
 
         def __getattr__(self, name):
-            return getattr(runner.decoder, name)
+            return getattr(self.session, name)
 
-    spy_runner = SamRunner(runner.encoder, Spy(), 256, runner.pixel_mean, runner.pixel_std)
+    used = runner.point_decoder or runner.decoder
+    point = None if runner.point_decoder is None else Spy(runner.point_decoder)
+    spy_runner = SamRunner(runner.encoder, Spy(runner.decoder), 256, runner.pixel_mean, runner.pixel_std,
+                           point_decoder=point)
     m, iou, low = spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts, point_labels=labels,
                                      return_logits=True)
-    assert len(calls) == 1 and calls[0]["point_coords"].shape == (64, 2, 2)
+    assert [(s, f["point_coords"].shape) for s, f in calls] == [(used, (16, 2, 2))] * 4
+    calls.clear()
+    spy_runner.max_prompts = 64
+    m1, iou1, _ = spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts, point_labels=labels,
+                                     return_logits=True)
+    assert len(calls) == 1 and _max_err(m1, m) <= 1e-5 and _max_err(iou1, iou) <= 1e-5
+    calls.clear()
+    spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts[:2], point_labels=labels[:2],
+                       mask_input=np.zeros((64, 64), np.float32))
+    assert [s for s, _ in calls] == [runner.decoder]  # a mask input needs the full decoder
     ref_m, ref_iou, ref_low = _reference(pred, pts, labels)
     assert _max_err(m, ref_m) <= TOL and _max_err(iou, ref_iou) <= TOL and _max_err(low, ref_low) <= TOL
     # chunking gives the same answer

@@ -326,6 +326,29 @@ def test_no_prompt_own_size(zs, pipes, frames_own, demo, preset):
     assert res.prompts[0]["sam_input_hw"] == ((224, 224) if preset == "sam4avs" else frames[0].shape[:2])
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_no_prompt_audio_grid(pipes, frames224, demo, preset):
+    """grid='audio': keep=1 is the full grid, mask for mask; keep=0.25 prompts 9 of the 36 points and
+    gives a subset of the full grid's masks (which points: tests/test_prompts.py, test_amg.py)."""
+    pipe, frames = pipes[preset], frames224[:2]
+    amg = {**LOW_AMG, "points_per_side": 6}
+    full = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
+    every = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0, grid="audio",
+                         grid_keep=1.0)
+    for a, b in zip(full.prompts, every.prompts, strict=True):
+        assert a["num_points"] == b["num_points"] == 36 and a["grid"] == "full" and b["grid"] == "audio"
+        np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    assert all(np.array_equal(a, b) for a, b in zip(full.masks, every.masks, strict=True))
+
+    sparse = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0, grid="audio",
+                          grid_keep=0.25)
+    for p, f in zip(sparse.prompts, full.prompts, strict=True):
+        assert p["num_points"] == 9 and p["num_masks"] == 27  # 3 masks per point, none filtered here
+        assert {tuple(b) for b in p["boxes"]} <= {tuple(b) for b in f["boxes"]}
+    thr = pipe.segment(frames[:1], demo / WAV, mode="no-prompt", amg=amg, grid="audio", grid_threshold=1.0)
+    assert thr.prompts[0]["num_points"] == 1  # the hottest point only
+
+
 def test_no_prompt_defaults_find_no_mask(pipes, frames224, demo):
     """SAM's default thresholds keep no mask of the random micro SAM: empty masks (the reference crashes)."""
     amg = {"points_per_side": 6}  # SAM's 0.88 / 0.95 thresholds; fewer points keep the test fast

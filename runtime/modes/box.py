@@ -41,6 +41,7 @@ from runtime.contract import (
     detector_bank,
 )
 from runtime.errors import InputError
+from runtime.modes.common import SAM_OPTIONAL
 from runtime.modes.spec import ModeSpec, Param
 from runtime.result import EMPTY_REASON, FrameOutput, timed
 
@@ -271,6 +272,7 @@ def run_box(pipe, frames, audio, sample_rate, timings, *, k, box_threshold):
 MODE = ModeSpec(
     name="box",
     graphs=BOX_GRAPHS,
+    optional_graphs=SAM_OPTIONAL,
     run=run_box,
     params=(Param("k", 1, "int", "AudioSet labels per frame (1 for S4, 2 for MS3)", low=1),
             Param("box_threshold", None, "float", "detector score threshold (None: the manifest's)",

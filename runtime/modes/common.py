@@ -22,6 +22,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 DATASETS = tuple(THRESHOLDS)
 FRAME_POLICIES = ("native", "reference")
 SAM_GRAPHS = ("sam_image_encoder", "sam_prompt_decoder")
+SAM_OPTIONAL = ("sam_point_decoder",)  # the decoder without mask input, used when the bundle has it
 HEATMAP_GRAPHS = ("audioclip_audio", "audioclip_image")
 
 

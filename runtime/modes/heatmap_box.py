@@ -9,12 +9,12 @@ from __future__ import annotations
 from functools import partial
 
 from runtime.modes.heatmap_sam import run_strategy
-from runtime.modes.points import COMMON, DATASET, GRAPHS, PRESETS, SCORE_KIND, THRESHOLD
+from runtime.modes.points import COMMON, DATASET, GRAPHS, OPTIONAL, PRESETS, SCORE_KIND, THRESHOLD
 from runtime.modes.spec import ModeSpec, Param
 from runtime.prompts import BOX_STRATEGIES
 
 MODE = ModeSpec(
-    name="heatmap-box", graphs=GRAPHS, run=partial(run_strategy, "heatmap-box"),
+    name="heatmap-box", graphs=GRAPHS, optional_graphs=OPTIONAL, run=partial(run_strategy, "heatmap-box"),
     params=(*COMMON, THRESHOLD, DATASET,
             Param("box_strategy", None, "str", "which region boxes (None: the dataset's script: s4 "
                   "single_maxarea, ms3 multi_box)", choices=BOX_STRATEGIES, nullable=True),

@@ -68,6 +68,15 @@ def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None,
     timings = {} if timings is None else timings
     with timed(timings, "audio"):
         emb = pipe.audio_embeddings(audio, sample_rate, len(frames))
+    return heatmaps_from_embeddings(pipe, frames, emb, reverse=reverse, timings=timings)
+
+
+def heatmaps_from_embeddings(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
+                             reverse: bool | None = None,
+                             timings: dict[str, float] | None = None) -> np.ndarray:
+    """:func:`heatmaps` from given AudioCLIP audio embeddings float [N, D] (one per frame)."""
+    timings = {} if timings is None else timings
+    emb = audio_emb
     with timed(timings, "image"):
         feats = pipe.image_features(pipe.clip_images(list(frames), squash=True))
     with timed(timings, "heatmap"):

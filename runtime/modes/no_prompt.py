@@ -11,6 +11,12 @@ tiled, int16 round trip, through the ``audioclip_audio_1s`` graph (its manifest 
 ``num_samples`` and ``sample_rate``). ``default`` corrects these: crops to the mask's full extent,
 empty masks skipped without shifting indices, the frame at its own size, the standard tiled
 44.1 kHz audio. No automatic mask, or only zero-size crops, give an empty mask (``empty_reason``).
+
+``grid="audio"`` (not in the paper, nor in the reference): a sparse segment-everything. SAM is
+prompted only at the grid points where the frame's AudioCLIP heatmap (the point modes' map,
+:func:`runtime.modes.heatmap_sam.heatmaps`) is high: the top ``grid_keep`` fraction of the points, or
+those >= ``grid_threshold``. The rest (SAM's filters, NMS, the audio scoring) is unchanged; the
+decoder, most of No-Prompt's time, runs on that fraction of the prompts.
 """
 
 from __future__ import annotations
@@ -30,17 +36,21 @@ from runtime.modes.common import (
     FRAME_POLICIES,
     HEATMAP_GRAPHS,
     SAM_GRAPHS,
+    SAM_OPTIONAL,
     check_sam_frames,
     nearest_to,
     quirks,
     sam_frames,
 )
 from runtime.modes.common import frame_policy as resolve_policy
+from runtime.modes.heatmap_sam import heatmaps_from_embeddings
 from runtime.modes.spec import ModeSpec, Param
+from runtime.prompts import heatmap_point_filter
 from runtime.result import EMPTY_REASON, FrameOutput, timed
 
 REFERENCE_1S_GRAPH = "audioclip_audio_1s"
 NO_PROMPT_AUDIO = ("clip", "reference-1s")
+GRIDS = ("full", "audio")
 _CLIP_BATCH = 32  # crops per audioclip_image call
 
 
@@ -145,7 +155,8 @@ def amg_config(pipe, amg: dict[str, Any] | None) -> AmgConfig:
 def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
                       amg: dict[str, Any] | None = None, quirk: bool = False,
                       score_threshold: float = 0.5, logit_scale: float = 100.0,
-                      frame_policy: str = "native",
+                      frame_policy: str = "native", grid_maps: np.ndarray | None = None,
+                      grid_keep: float | None = 0.1, grid_threshold: float | None = None,
                       timings: dict[str, float] | None = None) -> list[FrameOutput]:
     """No-Prompt on given audio embeddings (spec 4.5): automatic masks scored by AudioCLIP.
 
@@ -154,10 +165,15 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
     :class:`runtime.amg.AmgConfig`; quirk, score_threshold, logit_scale: see :func:`score_masks`;
     frame_policy: ``"native"`` (automatic masks on the frame at its size) or ``"reference"`` (on the
     frame squashed to 224 x 224, the union brought back by nearest sampling).
+    grid_maps: None (SAM's full point grid) or float [N, S, S] heatmaps of the squashed frames
+    (:func:`runtime.modes.heatmap_sam.heatmaps`): only the grid points where the map is high are
+    prompted, the top ``grid_keep`` fraction, or (when given) those >= ``grid_threshold``
+    (:func:`runtime.prompts.heatmap_point_filter`).
     Returns one FrameOutput per frame: mask bool [H, W] (all False when SAM finds no mask or no
     crop scores above the threshold); score float32 [K] (the softmax scores of the K candidates);
     prompt: ``boxes`` int64 [M, 4] (SAM's XYWH boxes of the M automatic masks, pixels of the SAM
-    input ``sam_input_hw``), ``predicted_iou`` [M], ``selected`` (record indices), ``num_masks``.
+    input ``sam_input_hw``), ``predicted_iou`` [M], ``selected`` (record indices), ``num_masks``,
+    ``num_points`` (prompted grid points).
     """
     timings = {} if timings is None else timings
     frames = list(frames)
@@ -166,6 +182,13 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
         raise InputError(f"audio_emb must be float [{len(frames)}, D], got {a.dtype} {a.shape}")
     if frame_policy not in FRAME_POLICIES:
         raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
+    if grid_maps is not None:
+        gm = np.asarray(grid_maps)
+        if gm.ndim != 3 or gm.shape[0] != len(frames) or gm.dtype.kind != "f":
+            raise InputError(f"grid_maps must be float [{len(frames)}, S, S] (one heatmap per frame), "
+                             f"got {gm.dtype} {gm.shape}")
+        if grid_threshold is not None:
+            grid_keep = None
     runner = pipe.sam_runner()
     generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
     sam_in = sam_frames(pipe, frames, frame_policy, "No-Prompt (automatic masks at the frame's size)")
@@ -173,8 +196,17 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
         embs = pipe.sam_embeddings(sam_in)
     out: list[FrameOutput] = []
     for i, (frame, sf) in enumerate(zip(frames, sam_in, strict=True)):
+        audio_filter = None if grid_maps is None else heatmap_point_filter(
+            gm[i], sf.shape[:2], keep=grid_keep, threshold=grid_threshold)
+        prompted = [0]
+
+        def point_filter(points: np.ndarray, audio_filter=audio_filter, prompted=prompted) -> np.ndarray:
+            flags = np.ones(points.shape[0], bool) if audio_filter is None else audio_filter(points)
+            prompted[0] += int(np.count_nonzero(flags))
+            return flags
+
         with timed(timings, "amg"):
-            records = generator.generate(sf, embedding=embs[i])
+            records = generator.generate(sf, embedding=embs[i], point_filter=point_filter)
         with timed(timings, "crop_scoring"):
             mask, sc, sel = score_masks(pipe, sf, records, a[i], quirk=quirk,
                                         score_threshold=score_threshold, logit_scale=logit_scale)
@@ -182,6 +214,7 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
             "boxes": np.array([r["bbox"] for r in records], dtype=np.int64).reshape(-1, 4),
             "predicted_iou": np.array([r["predicted_iou"] for r in records], dtype=np.float32),
             "selected": sel, "num_masks": len(records), "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
+            "num_points": prompted[0],
         }
         if not records:
             rec[EMPTY_REASON] = "the automatic mask generator found no mask"
@@ -194,7 +227,8 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
 
 
 def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_threshold=0.5,
-                  logit_scale=100.0, quirk=None, audio_source=None, frame_policy=None):
+                  logit_scale=100.0, quirk=None, audio_source=None, frame_policy=None, grid="full",
+                  grid_keep=0.1, grid_threshold=None):
     """No-Prompt end to end: audio embeddings, automatic masks, crop scoring (module docstring)."""
     q = quirks(pipe, quirk)
     policy = resolve_policy(pipe, frame_policy)
@@ -205,18 +239,25 @@ def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_
         check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
     with timed(timings, "audio"):
         emb = no_prompt_audio_embeddings(pipe, audio, sample_rate, len(frames), source=source)
+    maps = None
+    if grid == "audio":
+        with timed(timings, "audio"):
+            heat_emb = emb if source == "clip" else pipe.audio_embeddings(audio, sample_rate, len(frames))
+        maps = heatmaps_from_embeddings(pipe, frames, heat_emb, timings=timings)
     out = segment_no_prompt(pipe, frames, emb, amg=amg, quirk=q, score_threshold=score_threshold,
-                            logit_scale=logit_scale, frame_policy=policy, timings=timings)
+                            logit_scale=logit_scale, frame_policy=policy, grid_maps=maps,
+                            grid_keep=grid_keep, grid_threshold=grid_threshold, timings=timings)
     for o in out:
         o.prompt["audio_source"] = source
         o.prompt["frame_policy"] = policy
+        o.prompt["grid"] = grid
     return out
 
 
 MODE = ModeSpec(
     name="no-prompt",
     graphs=HEATMAP_GRAPHS + SAM_GRAPHS,
-    optional_graphs=(REFERENCE_1S_GRAPH,),
+    optional_graphs=(REFERENCE_1S_GRAPH, *SAM_OPTIONAL),
     run=run_no_prompt,
     params=(
         Param("amg", None, "dict", "AutomaticMaskGenerator overrides, e.g. {'points_per_side': 16}", nullable=True),
@@ -228,6 +269,12 @@ MODE = ModeSpec(
               choices=NO_PROMPT_AUDIO, nullable=True),
         Param("frame_policy", None, "str", "'native' or 'reference' (None: the preset's)",
               choices=FRAME_POLICIES, nullable=True),
+        Param("grid", "full", "str", "'full' (SAM's point grid) or 'audio' (only where the audio heatmap is high)",
+              choices=GRIDS),
+        Param("grid_keep", 0.1, "float", "grid='audio': fraction of the grid points prompted (highest heatmap)",
+              low=0.0, high=1.0, open_low=True),
+        Param("grid_threshold", None, "float", "grid='audio': prompt points with heatmap >= this instead",
+              low=0.0, high=1.0, nullable=True),
     ),
     presets=("audio_input_scale", "image_antialias", "zero_shot_quirks"),
     score_kind="softmax scores of the K cropped automatic masks float32 [K]",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from runtime.modes.common import DATASETS, FRAME_POLICIES, HEATMAP_GRAPHS, SAM_GRAPHS
+from runtime.modes.common import DATASETS, FRAME_POLICIES, HEATMAP_GRAPHS, SAM_GRAPHS, SAM_OPTIONAL
 from runtime.modes.heatmap_sam import run_strategy
 from runtime.modes.spec import ModeSpec, Param
 
@@ -27,17 +27,18 @@ THRESHOLD = Param("t", None, "float", "heatmap threshold (None: the paper's for 
                   low=0.0, high=1.0, nullable=True)
 DATASET = Param("dataset", "s4", "str", "selects the paper's thresholds", choices=DATASETS)
 GRAPHS = HEATMAP_GRAPHS + SAM_GRAPHS
+OPTIONAL = SAM_OPTIONAL
 PRESETS = ("audio_input_scale", "heatmap_reverse", "image_antialias", "zero_shot_quirks")
 SCORE_KIND = "the chosen SAM mask's predicted IoU float32 [1] ([0]: no prompt)"
 
 MODES = (
     ModeSpec(
-        name="point-global", graphs=GRAPHS, run=partial(run_strategy, "point-global"), params=COMMON,
+        name="point-global", graphs=GRAPHS, optional_graphs=OPTIONAL, run=partial(run_strategy, "point-global"), params=COMMON,
         presets=PRESETS, score_kind=SCORE_KIND,
         doc="Point-Prompt (global): heatmap argmax (+) and argmin (-) points -> SAM.",
     ),
     ModeSpec(
-        name="point-local", graphs=GRAPHS, run=partial(run_strategy, "point-local"),
+        name="point-local", graphs=GRAPHS, optional_graphs=OPTIONAL, run=partial(run_strategy, "point-local"),
         params=(*COMMON, THRESHOLD, DATASET,
                 Param("quirk", None, "bool", "the reference's (col, col) peak points (None: the preset's)",
                       nullable=True)),
@@ -45,7 +46,7 @@ MODES = (
         doc="Point-Prompt (local): heatmap peaks > t (+) and pits < 1 - t (-) -> SAM; t = 0.6 (s4) / 0.65 (ms3).",
     ),
     ModeSpec(
-        name="point-dense", graphs=GRAPHS, run=partial(run_strategy, "point-dense"),
+        name="point-dense", graphs=GRAPHS, optional_graphs=OPTIONAL, run=partial(run_strategy, "point-dense"),
         params=(*COMMON, THRESHOLD, DATASET,
                 Param("max_points", None, "int", "cap per sign (None: half the cells)", low=1, nullable=True)),
         presets=PRESETS, score_kind=SCORE_KIND,

@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.amg import AutomaticMaskGenerator
 from runtime.errors import InputError
-from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, nearest_to, sam_frames
+from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL, nearest_to, sam_frames
 from runtime.modes.common import frame_policy as resolve_policy
 from runtime.modes.no_prompt import amg_config
 from runtime.modes.spec import ModeSpec, Param
@@ -79,6 +79,7 @@ def run_random_sam(pipe, frames, audio, sample_rate, timings, *, seed=0, amg=Non
 MODE = ModeSpec(
     name="random-sam",
     graphs=SAM_GRAPHS,
+    optional_graphs=SAM_OPTIONAL,
     run=run_random_sam,
     params=(Param("seed", 0, "int", "seed of the per-call random choice", low=0),
             Param("amg", None, "dict", "AutomaticMaskGenerator overrides", nullable=True),
