@@ -433,6 +433,9 @@ def assemble(rep, records: list[dict[str, Any]], flops: dict[str, float], plan: 
                 if other is not None:
                     agree["metric"], agree[key] = agreement(other["npz"], r["npz"])
         r["agreement"] = agree
+        prec = (r.get("info") or {}).get("precision") or {}
+        if side == "int8" and prec and "int8" not in prec.values():
+            rep.notes.append(f"{mode}/int8: the int8 bundle's graphs report precision {sorted(set(prec.values()))}")
         enc = _encoder_rates(mode, r, flops, rep.peak_gflops)
         r["encoders"] = enc
         m = r["measurement"]
