@@ -277,10 +277,12 @@ def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
         def __getattr__(self, name):
             return getattr(self.sess, name)
 
+    assert runner.point_decoder is not None  # the tiny bundle has sam_point_decoder
     runner.encoder, runner.decoder = Count(runner.encoder), Count(runner.decoder)
+    runner.point_decoder = Count(runner.point_decoder)
     frames = [frames224[i % 3] for i in range(5)]
     res = pipe.segment(frames, demo / WAV, mode="point-dense")
-    assert runner.encoder.calls == 1 and runner.decoder.calls == 5
+    assert runner.encoder.calls == 1 and runner.point_decoder.calls == 5 and runner.decoder.calls == 0
     assert {"audio", "image", "heatmap", "prompts", "sam_encoder", "sam_decoder", "total"} <= set(res.timings)
 
 
