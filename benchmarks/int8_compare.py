@@ -14,6 +14,7 @@ built from random weights is labelled as such. Prints a markdown table; ``--json
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import time
@@ -53,9 +54,11 @@ def graph_input(pipe, graph: str, frame: np.ndarray, audio: Path) -> np.ndarray:
     return pipe.audioclip_audio_input(audio, None, 1, graph=graph)
 
 
-def time_graphs(fp32, int8, frame, audio, repeats: int) -> dict[str, dict[str, float]]:
+def time_graphs(load, frame, audio, repeats: int) -> dict[str, dict[str, float]]:
+    """Per graph, fresh pipelines (``load(which)``) so that only that graph's two sessions are held."""
     out = {}
     for g in INT8_GRAPHS:
+        fp32, int8 = load("fp32"), load("int8")
         if not (fp32.bundle.has(g) and int8.bundle.has(g)):
             continue
         x = graph_input(fp32, g, frame, audio)
@@ -67,6 +70,8 @@ def time_graphs(fp32, int8, frame, audio, repeats: int) -> dict[str, dict[str, f
                 ts[name].append(time.perf_counter() - t0)
         out[g] = {k: float(np.median(v[1:])) * 1000 for k, v in ts.items()}
         out[g]["load"] = loadavg()
+        del fp32, int8
+        gc.collect()
     return out
 
 
@@ -75,14 +80,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def compare_modes(fp32, int8, frames, audio, modes) -> dict[str, dict]:
+def compare_modes(load, frames, audio, modes) -> dict[str, dict]:
+    """Each mode on each bundle, one pipeline alive at a time (two SAM encoders do not fit beside a mode)."""
     out = {}
     for mode in modes:
         res = {}
-        for name, pipe in (("fp32", fp32), ("int8", int8)):
+        for name in ("fp32", "int8"):
+            pipe = load(name)
             t0 = time.perf_counter()
             res[name] = pipe.segment(frames, audio, mode=mode)
             res[name + "_s"] = time.perf_counter() - t0
+            del pipe
+            gc.collect()
         ious = [iou(a, b) for a, b in zip(res["fp32"].masks, res["int8"].masks, strict=True)]
         out[mode] = {"fp32_s": res["fp32_s"], "int8_s": res["int8_s"], "iou": ious, "load": loadavg(),
                      "precision": res["int8"].precision}
@@ -102,14 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for b in (args.fp32, args.int8):
         Bundle.open(b)
-    fp32 = runtime.load(args.fp32, providers=["cpu"], threads=args.threads, cache_mb=0)
-    int8 = runtime.load(args.int8, providers=["cpu"], threads=args.threads, cache_mb=0)
+    def load(which: str):
+        return runtime.load(getattr(args, which), providers=["cpu"], threads=args.threads, cache_mb=0)
+
+    int8 = load("int8")
     frames = load_frames(args.frames)
-    random = fp32.bundle.random_weights or int8.bundle.random_weights
+    random = load("fp32").bundle.random_weights or int8.bundle.random_weights
     head = {"machine": platform.processor() or platform.machine(), "cpu_flags": cpu_features(),
             "random_weights": random, "load_start": loadavg()}
-    graphs = time_graphs(fp32, int8, frames[0], args.audio, args.repeats)
-    modes = compare_modes(fp32, int8, frames, args.audio, [m for m in args.modes.split(",") if m])
+    graphs = time_graphs(load, frames[0], args.audio, args.repeats)
+    modes = compare_modes(load, frames, args.audio, [m for m in args.modes.split(",") if m])
     print(f"# fp32 vs int8{'  (RANDOM WEIGHTS)' if random else ''}\n\nCPU flags: {' '.join(head['cpu_flags'])}; "
           f"load average at start {head['load_start']:.2f}\n")
     print("| graph (batch 1) | fp32 ms | int8 ms | speed-up | load | cosine_min vs fp32 (build) |\n|---|---|---|---|---|---|")
