@@ -4,6 +4,7 @@
     python export/build_engines.py --checkpoints ~/weights --out engines/official
     python export/build_engines.py --profile tiny --out /tmp/tiny   # small configs, for tests
     python export/build_engines.py --graphs audioclip_audio,audioclip_image
+    python export/build_engines.py --int8 --out engines/int8   # + int8 SAM encoder and AudioCLIP towers
 
 Known checkpoint files are found by name in ``--checkpoints`` (see ``--help``); each one used is
 recorded with its sha256. Without them every graph is built from seeded random weights, the build
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from export.graph_builders import BUILDERS, PROFILES, BuildContext  # noqa: E402
+from export.quantize import QuantizationError, add_cli_options, calibration_files, run_from_args  # noqa: E402
 from models.checkpoints import CheckpointError  # noqa: E402
 from models.registry import AUDIO_PRESETS  # noqa: E402
 from runtime.bundle import file_entry, write_manifest  # noqa: E402
@@ -85,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    p.add_argument("--int8", action="store_true",
+                   help="then quantise the SAM encoder and AudioCLIP towers to int8 (export/quantize.py), each gated "
+                        "by its agreement with fp32 on the calibration inputs")
+    add_cli_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -114,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoints is not None and not args.checkpoints.is_dir():
         print(f"error: --checkpoints {args.checkpoints} is not a folder", file=sys.stderr)
         return 2
+    if args.int8:
+        try:
+            calibration_files(args.calib_frames, args.calib_audio)
+        except QuantizationError as e:
+            print(f"error: --int8: {e}", file=sys.stderr)
+            return 2
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.force and not (out / "manifest.json").exists():
@@ -172,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         bank.update(file_entry(out, out / bank["file"]))
     write_manifest(out, manifest)
     print(report.table())
+    if args.int8:
+        try:
+            for g, a in run_from_args(out, args).items():
+                print(f"  {g}: int8, cosine vs fp32 >= {a['cosine_min']:.5f}, max abs {a['max_abs']:.3g} ({a['inputs']})")
+        except QuantizationError as e:
+            print(f"error: --int8: {e}\n(the fp32 bundle in {out}/ is complete; no graph was replaced)", file=sys.stderr)
+            return 2
     if any(w.get("source") == "random-init" for w in ctx.weights.values()):
         print(f"\n{BANNER}\nRANDOM WEIGHTS: no checkpoint was given for "
               f"{', '.join(k for k, w in ctx.weights.items() if w.get('source') == 'random-init')}.\n"

@@ -129,7 +129,7 @@ def decode_response(masks: np.ndarray, info_bytes: bytes) -> SegmentResult:
         mode=info["mode"], preset=info["preset"], masks=[np.asarray(m, dtype=bool) for m in masks],
         scores=scores, prompts=[f.get("prompt", {}) for f in frames], timings=info.get("timings", {}),
         providers=info.get("providers", {}), random_weights=bool(info.get("random_weights", False)),
-        precision=info.get("precision", {}),
+        precision=info.get("precision", {}), agreement=info.get("agreement", {}),
     )
     res.info_json = info  # the server's info as sent
     return res

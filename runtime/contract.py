@@ -9,7 +9,9 @@ Manifest layout (``manifest.json``)::
 
     schema            "avs-runtime-bundle"
     schema_version    1 (an int)
-    graphs            name -> {file, sha256, bytes, inputs, outputs, opset, precision, ...}
+    graphs            name -> {file, sha256, bytes, inputs, outputs, opset, precision, ...}; a graph
+                      not in fp32 also carries ``agreement`` (AGREEMENT_FIELDS: its measured
+                      agreement with the fp32 graph it was made from)
     preprocessing     section name -> constants (SECTIONS below)
     presets           preset name -> constants (PRESET_CONSTANTS below)
     default_preset    a key of presets (optional, "default")
@@ -130,6 +132,9 @@ def detector_bank(input_name: str) -> str:
     return f"detector_{input_name}"
 _GRAPH_FIELDS = ("file", "sha256", "inputs", "outputs", "opset", "precision")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# ``graphs.<name>.agreement`` of a graph not in fp32: the minimum cosine between its outputs and the fp32
+# graph's (each output flattened per sample), the max abs difference, and which inputs were compared.
+AGREEMENT_FIELDS = {"cosine_min": "cosine", "max_abs": "non_neg_number", "inputs": "text"}
 
 
 # --- preprocessing sections ----------------------------------------------------------------------
@@ -170,6 +175,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "pos_int_or_null": (lambda v: v is None or _pos_int(v), "a positive integer or null"),
     "unit": (lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "short_clip": (lambda v: v in ("repeat", "refuse"), "'repeat' or 'refuse'"),
+    "cosine": (lambda v: _number(v) and -1.0 <= v <= 1.0, "a number in [-1, 1]"),
+    "non_neg_number": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
 }
 
 
@@ -328,6 +336,13 @@ def validate_graph_entry(where: str, name: str, g: Any, graphs: Mapping[str, Any
     _check(where, f"{path}.opset", g["opset"], "pos_int")
     if g["precision"] not in PRECISIONS:
         raise _fail(where, f"{path}.precision", f"must be one of {list(PRECISIONS)}, got {g['precision']!r}")
+    if g["precision"] != "fp32" or "agreement" in g:
+        agr = g.get("agreement")
+        if not isinstance(agr, dict):
+            raise _fail(where, f"{path}.agreement", f"must be an object {sorted(AGREEMENT_FIELDS)} (the measured "
+                        f"agreement of this {g['precision']} graph with fp32), got {agr!r}")
+        for f, kind in AGREEMENT_FIELDS.items():
+            _check(where, f"{path}.agreement.{f}", agr.get(f), kind)
     spec = GRAPHS[name]
     _check_tensors(where, f"{path}.inputs", g["inputs"], spec.inputs)
     _check_tensors(where, f"{path}.outputs", g["outputs"], spec.outputs)

@@ -17,7 +17,7 @@ import numpy as np
 from runtime.audio import prepare_audioclip_audio, short_clip_policy
 from runtime.bundle import Bundle
 from runtime.cache import EmbeddingCache, array_key
-from runtime.contract import GRAPHS, Preset
+from runtime.contract import AGREEMENT_FIELDS, GRAPHS, Preset
 from runtime.errors import BundleError, InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
@@ -302,6 +302,8 @@ class Pipeline:
             providers={g: self.session_info[g].provider for g in used},
             random_weights=self.bundle.random_weights,
             precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
+            agreement={g: {k: self.bundle.graphs[g]["agreement"][k] for k in AGREEMENT_FIELDS}
+                       for g in used if "agreement" in self.bundle.graphs[g]},
             cache_hits=self._calls.hits,
         )
 

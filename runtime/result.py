@@ -54,6 +54,8 @@ class SegmentResult:
     ``timings``: stage -> milliseconds (``total`` included). ``providers``: graph -> execution
     provider that ran it. ``random_weights``: the bundle was built from random weights.
     ``precision``: graph -> precision its graph was exported in ("fp32", "int8", ...).
+    ``agreement``: for each graph not in fp32, its agreement with the fp32 graph as measured at build
+    time (``cosine_min``, ``max_abs``, ``inputs``: the bundle manifest's ``agreement`` field).
     ``logits``: per frame float32 [H, W] mask logits, only where the mode keeps them (else empty).
     ``cache_hits``: embeddings (SAM frame embeddings, CLIP image features) this call took from the
     pipeline's cache instead of running the encoder.
@@ -68,6 +70,7 @@ class SegmentResult:
     providers: dict[str, str] = field(default_factory=dict)
     random_weights: bool = False
     precision: dict[str, str] = field(default_factory=dict)
+    agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
     logits: list[np.ndarray] = field(default_factory=list)
     cache_hits: int = 0
 
@@ -89,6 +92,10 @@ class SegmentResult:
         lines.append("  timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items())
                      + (f" ({self.cache_hits} embeddings from the cache)" if self.cache_hits else ""))
         lines.append("  providers: " + ", ".join(f"{k}={v}" for k, v in self.providers.items()))
+        if any(p != "fp32" for p in self.precision.values()):
+            lines.append("  precision: " + ", ".join(
+                f"{k}={p}" + (f" (cosine >= {self.agreement[k]['cosine_min']:.4f} vs fp32)" if k in self.agreement else "")
+                for k, p in self.precision.items()))
         return "\n".join(lines)
 
     def info(self, *, max_score_values: int = 1024) -> dict[str, Any]:
@@ -115,7 +122,7 @@ class SegmentResult:
         return {
             "mode": self.mode, "preset": self.preset, "random_weights": bool(self.random_weights),
             "timings": jsonable(self.timings), "providers": dict(self.providers),
-            "precision": dict(self.precision), "cache_hits": int(self.cache_hits), "frames": frames,
+            "precision": dict(self.precision), "agreement": jsonable(self.agreement), "cache_hits": int(self.cache_hits), "frames": frames,
         }
 
 

@@ -50,6 +50,10 @@ MALFORMED = [
     ("graphs.acfpn.sha256", 12, "graphs.acfpn.sha256"),
     ("graphs.acfpn.opset", "18", "graphs.acfpn.opset"),
     ("graphs.acfpn.precision", "fp8", "graphs.acfpn.precision"),
+    ("graphs.acfpn.precision", "int8", "graphs.acfpn.agreement"),  # int8 without its measured agreement
+    ("graphs.acfpn.agreement", {"cosine_min": 1.5, "max_abs": 0.1, "inputs": "x"}, "graphs.acfpn.agreement.cosine_min"),
+    ("graphs.acfpn.agreement", {"cosine_min": 0.999, "max_abs": -1, "inputs": "x"}, "graphs.acfpn.agreement.max_abs"),
+    ("graphs.acfpn.agreement", {"cosine_min": 0.999, "max_abs": 0.1}, "graphs.acfpn.agreement.inputs"),
     ("graphs.acfpn.inputs.0.name", "img", "graphs.acfpn.inputs[0].name"),
     ("graphs.acfpn.inputs.1.dtype", "float64", "graphs.acfpn.inputs[1].dtype"),
     ("graphs.acfpn.outputs.0.shape", [1, 1], "graphs.acfpn.outputs[0].shape"),
