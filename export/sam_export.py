@@ -42,6 +42,10 @@ Design choices (see the module docstring of runtime/sam.py for the runtime half)
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -246,3 +250,48 @@ def export_sam_decoder(sam: Sam, path: str | Path, *, atol: float | None = 1e-3,
         dynamic_shapes=[None, {0: prompts, 1: points}, {0: prompts, 1: points}, {0: prompts}, None],
         parity_inputs=parity, atol=atol,
     )
+
+
+_PROBE = r"""
+import json, sys
+import numpy as np
+from runtime.sessions import create_session
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+path, batch, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sess, _ = create_session(path, graph="sam_image_encoder", providers=["cpu"])
+before = hwm()
+sess.run(None, {sess.get_inputs()[0].name: np.zeros((batch, 3, size, size), np.float32)})
+print(json.dumps({"session": before, "peak": hwm()}))
+"""
+
+
+def measure_encoder_memory(path: str | Path, image_size: int, *, timeout_s: float = 900) -> dict | None:
+    """Peak-RSS cost of the exported encoder under the runtime's session options (CPU), for the manifest.
+
+    Runs the graph on a batch of 1 and of 2 zero images (activations do not depend on the values),
+    each in a fresh process (VmHWM). Returns ``{"bytes_per_frame": peak(2) - peak(1), "bytes_batch1":
+    peak(1) - RSS after the session was made, "method": ...}``, or None where /proc is missing or a
+    probe fails. The runtime picks its encoder batch from ``bytes_per_frame`` (runtime/memory.py).
+    """
+    if not Path("/proc/self/status").exists():
+        return None
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    got = {}
+    for b in (1, 2):
+        try:
+            out = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(b), str(int(image_size))],
+                                 capture_output=True, text=True, env=env, timeout=timeout_s, check=True)
+            got[b] = json.loads(out.stdout.strip().splitlines()[-1])
+        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+            return None
+    return {
+        "bytes_per_frame": max(1, got[2]["peak"] - got[1]["peak"]),
+        "bytes_batch1": max(0, got[1]["peak"] - got[1]["session"]),
+        "method": "VmHWM of fresh processes running batches of 1 and 2 on the CPU (runtime session options)",
+    }
