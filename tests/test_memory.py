@@ -6,6 +6,7 @@ Real sessions on the tiny bundle; /proc/meminfo is replaced by files written her
 from __future__ import annotations
 
 import gc
+import json
 
 import numpy as np
 import onnxruntime as ort
@@ -128,3 +129,14 @@ def test_pipeline_batch_follows_meminfo(tiny_bundle, tmp_path, monkeypatch):
     assert pipe.default_sam_batch() == 1
     assert pipe.sam_runner().max_batch == 1
     assert pipe.sam_runner(max_batch=4).max_batch == 4  # the override wins
+
+
+def test_bench_memory_fresh_process(tiny_bundle, demo_dir, tmp_path):
+    from benchmarks.bench_memory import main
+
+    out = tmp_path / "mem.json"
+    assert main(["--bundle", str(tiny_bundle), "--modes", "sam_encoder", "--frames", "2",
+                 "--data", str(demo_dir), "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["stage"] == "sam_encoder" and row["frames"] == 2 and row["sam_batch"] == 1
+    assert row["peak_rss_mb"] >= row["rss_sessions_mb"] > row["rss_start_mb"] > 0
