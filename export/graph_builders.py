@@ -244,10 +244,12 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
 
 def build_sam_image_encoder(ctx: BuildContext) -> dict[str, Any]:
     """``sam_image_encoder``: normalised padded image [B, 3, S, S] -> embedding [B, 256, S/16, S/16]."""
-    from export.sam_export import export_sam_encoder
+    from export.sam_export import export_sam_encoder, measure_encoder_memory
 
-    res = export_sam_encoder(ctx.sam_model(), ctx.out / "sam_image_encoder.onnx", atol=ctx.atol * 10)
-    return ctx.entry(res, weights="sam")
+    sam = ctx.sam_model()
+    res = export_sam_encoder(sam, ctx.out / "sam_image_encoder.onnx", atol=ctx.atol * 10)
+    memory = measure_encoder_memory(res.path, int(sam.image_encoder.img_size))
+    return ctx.entry(res, weights="sam", **({"memory": memory} if memory else {}))
 
 
 def build_sam_prompt_decoder(ctx: BuildContext) -> dict[str, Any]:

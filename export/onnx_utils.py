@@ -70,7 +70,7 @@ def export_graph(
     opset: int = DEFAULT_OPSET,
     parity_inputs: Sequence[Sequence[torch.Tensor]] | None = None,
     atol: float | None = None,
-    parity_module: torch.nn.Module | None = None,
+    reference: torch.nn.Module | None = None,
 ) -> ExportResult:
     """Export ``module`` with the dynamo exporter, run ``onnx.checker``, then compare ORT with PyTorch.
 
@@ -81,8 +81,8 @@ def export_graph(
       parity_inputs: extra input tuples for the parity check (e.g. another batch size); the
         example inputs are always checked.
       atol: if given, raise ``RuntimeError`` when the max abs error exceeds it.
-      parity_module: what ORT is compared with (default ``module``): e.g. the original model when
-        ``module`` re-lays it out for export.
+      reference: the module ORT is compared with (default ``module``), e.g. the original network when
+        ``module`` is an export wrapper that computes the same function differently.
 
     Returns an :class:`ExportResult`; the graph is written as ``path`` plus ``path.data`` when the
     weights exceed the protobuf limit or the exporter chooses external data.
@@ -113,7 +113,7 @@ def export_graph(
     ins, outs = describe_io(proto)
     per_output: dict[str, float] = {}
     for inputs in [args, *(tuple(p) for p in (parity_inputs or []))]:
-        errs = parity(path, (parity_module or module).eval(), inputs, input_names, output_names)
+        errs = parity(path, module if reference is None else reference.eval(), inputs, input_names, output_names)
         for k, v in errs.items():
             per_output[k] = max(per_output.get(k, 0.0), v)
     max_err = max(per_output.values()) if per_output else 0.0

@@ -20,6 +20,13 @@ from runtime.cache import EmbeddingCache, array_key
 from runtime.contract import AGREEMENT_FIELDS, GRAPHS, Preset
 from runtime.errors import BundleError, InputError
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
+from runtime.memory import (
+    CPU_MAX_BATCH,
+    GPU_MAX_BATCH,
+    encoder_batch,
+    encoder_bytes_per_frame,
+    mem_available_bytes,
+)
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
 from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam import SamRunner
@@ -227,10 +234,10 @@ class Pipeline:
     def sam_runner(self, *, max_batch: int | None = None) -> SamRunner:
         """The pipeline's :class:`runtime.sam.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
 
-        max_batch: frames per encoder call. Default: 5 (an AVSBench clip in one batch) when the encoder
-        runs on a GPU provider, 1 on the CPU, where batching gains nothing and the activations grow
-        with the batch (ViT-B in onnxruntime: about 4 GB per 1024 px frame). Given on a later call it
-        changes the runner's batch.
+        max_batch: frames per encoder call. Default: by available memory (:mod:`runtime.memory`): the
+        largest batch up to the provider's cap (GPU 5, an AVSBench clip; CPU 1, where batching gains no
+        speed) whose activations (the manifest's measured bytes per frame) fit in half of
+        ``MemAvailable``. Given on a later call it changes the runner's batch.
         """
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
             raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
@@ -238,16 +245,21 @@ class Pipeline:
             if self._sam is None:
                 sam = self.section("sam")
                 enc = self.session("sam_image_encoder")
-                gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
                 self._sam = SamRunner(
                     enc, self.session("sam_prompt_decoder"), sam.image_size, sam.pixel_mean, sam.pixel_std,
                     patch_size=sam.patch_size, mask_threshold=sam.mask_threshold,
-                    max_batch=max_batch or (5 if gpu else 1),
+                    max_batch=max_batch or self.default_sam_batch(),
                     point_decoder=self.session("sam_point_decoder") if self.bundle.has("sam_point_decoder") else None,
                 )
             elif max_batch is not None:
                 self._sam.max_batch = max_batch
             return self._sam
+
+    def default_sam_batch(self) -> int:
+        """The encoder batch :meth:`sam_runner` picks by default (see there); reads /proc/meminfo now."""
+        gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
+        per_frame = encoder_bytes_per_frame(self.bundle.graphs["sam_image_encoder"])
+        return encoder_batch(per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH)
 
     def sam_embeddings(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame (read-only),

@@ -263,7 +263,7 @@ def test_ms3_thresholds_and_overrides(zs, pipes, ref_maps, frames224, demo):
 def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
     pipe = runtime.load(zs[0], threads=2)
     runner = pipe.sam_runner()
-    assert runner.max_batch == 1  # CPU default: one frame per encoder call (memory)
+    assert runner.max_batch == pipe.default_sam_batch()  # from MemAvailable and the bundle's bytes per frame
     assert pipe.sam_runner(max_batch=5) is runner and runner.max_batch == 5
 
     class Count:
