@@ -251,7 +251,7 @@ def write_inputs(tmp: Path, bundle_dir: str, demo: Path = DEMO) -> dict[str, str
                        for n in PHOTOS])
     np.savez(tmp / "frames.npz", frames=frames)
     wav = demo / WAV
-    pipe = runtime.load(bundle_dir, verify=False, providers=["cpu"])
+    pipe = runtime.load(bundle_dir, providers=["cpu"])
     np.savez(tmp / "audioclip_inputs.npz", image=pipe.clip_images(list(frames)),
              waveform=pipe.audioclip_audio_input(wav, None, len(frames)))
     return {"frames": str(tmp / "frames.npz"), "wav": str(wav), "audioclip_inputs": str(tmp / "audioclip_inputs.npz")}
@@ -261,7 +261,7 @@ def acfpn_settings(bundle_dir: str) -> dict[str, Any]:
     """The reference AC-FPN's input scale and antialias, as the runtime's default preset runs it."""
     import runtime
 
-    pipe = runtime.load(bundle_dir, verify=False, providers=["cpu"])
+    pipe = runtime.load(bundle_dir, providers=["cpu"])
     if not pipe.bundle.has("acfpn"):
         return {}
     entry = pipe.bundle.graphs["acfpn"]

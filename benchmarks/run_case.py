@@ -84,7 +84,7 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
 
     mode = spec["mode"]
     pipe = runtime.load(spec["bundle"], preset=spec.get("preset"), threads=spec["threads"], providers=["cpu"],
-                        verify=False, cache_mb=0)
+                        cache_mb=0)
     info: dict[str, Any] = {"preset": pipe.preset.name}
     if mode == "audioclip":
         wav, img = _audioclip_inputs(spec)
