@@ -257,3 +257,25 @@ def draw_chart(r: dict[str, Any], path: Path, *, width: int = 1200) -> Path:
         x += 30 + int(d.textlength(s, font=f))
     img.save(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.run_report DIR``: draw ``DIR/bench.png`` again from ``DIR/bench.json``.
+
+    The chart is generated output and is not kept in git; the JSON (every figure) and the markdown are.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run_report", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("folder", type=Path, help="a benchmarks.run output folder holding bench.json")
+    args = p.parse_args(argv)
+    src = args.folder / "bench.json"
+    if not src.is_file():
+        print(f"error: {src} not found", flush=True)
+        return 2
+    print(draw_chart(json.loads(src.read_text()), args.folder / "bench.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

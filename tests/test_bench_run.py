@@ -16,6 +16,7 @@ from PIL import Image
 
 from benchmarks import run as bench
 from benchmarks.harness import Measurement, Report
+from benchmarks.run_report import main as run_report_main
 from benchmarks.run_report import markdown, write_outputs
 
 ALL_GRAPHS = ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn", "sam_image_encoder",
@@ -213,6 +214,11 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     assert "## AC-FPN (5 frames)" in text and "no-prompt skipped" in text and "acfpn/reference failed: exit code 1" in text
     img = Image.open(png)
     assert img.size[0] == 1200 and img.size[1] > 300
+    # the chart is drawn again from bench.json alone (it is not kept in git), pixel for pixel
+    first = png.read_bytes()
+    png.unlink()
+    assert run_report_main([str(tmp_path / "out")]) == 0 and png.read_bytes() == first
+    assert run_report_main([str(tmp_path)]) == 2  # no bench.json there
     # bars are drawn: the stage colours appear in the image
     colours = {c for _, c in img.convert("RGB").getcolors(1 << 20)}
     assert (31, 119, 180) in colours or (255, 127, 14) in colours
