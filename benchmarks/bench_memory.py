@@ -19,16 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.harness import status_mb
+
 STAGES = ("load", "sam_encoder", "audioclip")
 PHOTOS = ("cars_1.jpg", "cat_1.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
 WAV = "car_horn_1-24074-A-43.wav"
 
 
 def _status_mb(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    v = status_mb(key)
+    return float("nan") if v is None else v
 
 
 def run_stage(bundle: str, stage: str, frames: int, data: Path) -> dict:

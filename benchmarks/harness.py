@@ -75,8 +75,8 @@ def _rss_mb() -> float | None:
     return int(s.split()[1]) * _PAGE / _MB
 
 
-def _status_mb(key: str) -> float | None:
-    """A ``kB`` field of /proc/self/status (VmHWM, VmRSS, ...) in MB."""
+def status_mb(key: str) -> float | None:
+    """A ``kB`` field of /proc/self/status (VmHWM, VmRSS, ...) in MiB; None where /proc is absent."""
     s = _read("/proc/self/status")
     if not s:
         return None
@@ -363,7 +363,7 @@ def measure(
         gc.collect()
 
     samples: list[float] = []
-    hwm0 = _status_mb("VmHWM")
+    hwm0 = status_mb("VmHWM")
     rss0 = _rss_mb()
     load0 = _loadavg()
     stat0 = _proc_stat()
@@ -379,7 +379,7 @@ def measure(
     stat1 = _proc_stat()
     load1 = _loadavg()
     rss1 = _rss_mb()
-    hwm1 = _status_mb("VmHWM")
+    hwm1 = status_mb("VmHWM")
 
     if hwm0 is not None and hwm1 is not None and hwm1 > hwm0:
         peak, source = hwm1, "vmhwm"

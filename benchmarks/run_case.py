@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import measure
+from benchmarks.harness import measure, status_mb
 
 POINT_MODES = ("point-global", "point-local", "point-dense", "heatmap-box")
 
@@ -48,13 +48,9 @@ def peak_rss_mb() -> float:
     it was at exec time (the kernel keeps the old address space's high-water mark across execve).
     Falls back to ``ru_maxrss`` where /proc is absent.
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    hwm = status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == "darwin" else r / 1024.0
 
