@@ -10,6 +10,7 @@ F.linear filterbank, torchvision trunk, functional attention gates).
 from __future__ import annotations
 
 import math
+import sys
 import wave
 from collections import Counter
 from pathlib import Path
@@ -32,7 +33,10 @@ from models.checkpoints import load_strict
 from models.esresnext_fbsp import ESResNeXtFBSP
 from models.registry import get_config
 
-DATA = Path("/work/shared/data/audioclip-demo")
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import shared_data_dir  # noqa: E402
+
+DATA = shared_data_dir() / "audioclip-demo"
 WAVS = ["cat_3-95694-A-5.wav", "car_horn_1-24074-A-43.wav", "thunder_3-144891-B-19.wav"]
 SR = 44100
 
@@ -41,7 +45,7 @@ def _read_wav(name: str) -> np.ndarray:
     """int16 WAV -> float32 [T] in [-1, 1) (librosa convention)."""
     path = DATA / name
     if not path.is_file():
-        pytest.skip(f"test audio not found: {path}")
+        pytest.skip(f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)")
     with wave.open(str(path)) as w:
         assert w.getsampwidth() == 2 and w.getframerate() == SR
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")

@@ -37,7 +37,10 @@ from runtime.sam import (
     preprocess,
 )
 
-DATA = Path("/work/shared/data/audioclip-demo")
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import shared_data_dir  # noqa: E402
+
+DATA = shared_data_dir() / "audioclip-demo"
 TOL = 1e-4  # max abs error on logits / embeddings, ORT + numpy vs PyTorch
 SIZES = [(224, 224), (720, 1280), (1500, 2250)]
 
@@ -45,7 +48,7 @@ SIZES = [(224, 224), (720, 1280), (1500, 2250)]
 def _photo(name: str) -> np.ndarray:
     path = DATA / name
     if not path.exists():
-        pytest.skip(f"{path} not available")
+        pytest.skip(f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)")
     return np.asarray(Image.open(path).convert("RGB"))
 
 
