@@ -39,12 +39,19 @@ def demo_inputs(num_frames: int = 5, size: tuple[int, int] = (224, 224), seed: i
         frames.append(np.clip(img, 0, 255).astype(np.uint8))
     rate = 16000
     t = np.arange(num_frames * rate) / rate
-    audio = sum(0.3 / n * np.sin(2 * np.pi * 440 * n * t) for n in (1, 2, 3)) + 0.01 * rng.normal(size=t.size)
+    audio = sum(0.3 / n * np.sin(2 * np.pi * 440 * n * t) for n in (1, 2, 3)) + 0.01 * rng.normal(
+        size=t.size
+    )
     return frames, audio.astype(np.float32), rate
 
 
-def modes_table(bundle_dir: str | Path, *, preset: str | None = None, providers: list[str] | None = None,
-                check: bool = False) -> str:
+def modes_table(
+    bundle_dir: str | Path,
+    *,
+    preset: str | None = None,
+    providers: list[str] | None = None,
+    check: bool = False,
+) -> str:
     """The capability table of a bundle: every mode, its graphs (present or missing), its parameters with
     defaults and allowed values, the preset constants it honours, and each graph's execution provider
     (``check``: the provider a created session really got; else the first one it would be offered)."""
@@ -69,12 +76,30 @@ def modes_table(bundle_dir: str | Path, *, preset: str | None = None, providers:
                 prov = pipe.session_info[g].provider
             graphs.append(f"{g} [{prov.removesuffix('ExecutionProvider')}]")
         params = ", ".join(f"{p.name}={p.default!r} ({p.describe()})" for p in spec.params) or "-"
-        rows.append((name, "yes" if ok else "no", "; ".join(graphs), params, ", ".join(spec.presets) or "-", spec.doc))
-    head = ("mode", "ready", "graphs [provider]", "parameters=default (allowed)", "presets honoured", "what it does")
+        rows.append(
+            (
+                name,
+                "yes" if ok else "no",
+                "; ".join(graphs),
+                params,
+                ", ".join(spec.presets) or "-",
+                spec.doc,
+            )
+        )
+    head = (
+        "mode",
+        "ready",
+        "graphs [provider]",
+        "parameters=default (allowed)",
+        "presets honoured",
+        "what it does",
+    )
     widths = [max(len(r[i]) for r in (*rows, head)) for i in range(3)]
-    lines = [f"bundle {bundle.root}: preset {pipe.preset.name} (presets: {', '.join(bundle.contract.presets)})"
-             + ("  [RANDOM WEIGHTS]" if bundle.random_weights else ""),
-             "  ".join(h.ljust(w) for h, w in zip(head[:3], widths, strict=True)).rstrip()]
+    lines = [
+        f"bundle {bundle.root}: preset {pipe.preset.name} (presets: {', '.join(bundle.contract.presets)})"
+        + ("  [RANDOM WEIGHTS]" if bundle.random_weights else ""),
+        "  ".join(h.ljust(w) for h, w in zip(head[:3], widths, strict=True)).rstrip(),
+    ]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)).rstrip())
         lines.append(f"    params: {r[3]}")
@@ -90,18 +115,36 @@ def cmd_modes(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="avs", description="audio-visual segmentation: build bundles, segment, evaluate, benchmark")
+    p = argparse.ArgumentParser(
+        prog="avs",
+        description="audio-visual segmentation: build bundles, segment, evaluate, benchmark",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build a bundle (same flags as python export/build_engines.py)", add_help=False)
+    sub.add_parser(
+        "build",
+        help="build a bundle (same flags as python export/build_engines.py)",
+        add_help=False,
+    )
     add_segment_parsers(sub)  # demo, segment (avs/segment_cli.py)
-    mo = sub.add_parser("modes", help="print the capability table of a bundle (modes, graphs, parameters, providers)")
+    mo = sub.add_parser(
+        "modes",
+        help="print the capability table of a bundle (modes, graphs, parameters, providers)",
+    )
     mo.add_argument("--bundle", default="engines/default")
     mo.add_argument("--preset", default=None)
-    mo.add_argument("--providers", default=None, help="comma-separated, e.g. cuda,cpu (default: best available)")
-    mo.add_argument("--check", action="store_true", help="create the sessions and report the provider each really got")
-    for name, helptext in (("train", "train AC-FPN (python -m models.train_acfpn)"),
-                           ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
-                           ("bench", "run benchmarks (python -m benchmarks.run)")):
+    mo.add_argument(
+        "--providers", default=None, help="comma-separated, e.g. cuda,cpu (default: best available)"
+    )
+    mo.add_argument(
+        "--check",
+        action="store_true",
+        help="create the sessions and report the provider each really got",
+    )
+    for name, helptext in (
+        ("train", "train AC-FPN (python -m models.train_acfpn)"),
+        ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
+        ("bench", "run benchmarks (python -m benchmarks.run)"),
+    ):
         sub.add_parser(name, help=helptext, add_help=False)
     from avs import serve_cli  # serve, triton-repo
 

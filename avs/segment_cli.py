@@ -34,7 +34,9 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--param expects key=value (e.g. --param threshold=0.4), got {item!r}")
+            raise InputError(
+                f"--param expects key=value (e.g. --param threshold=0.4), got {item!r}"
+            )
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -44,37 +46,86 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 def add_parsers(sub) -> None:
     """Add the ``demo`` and ``segment`` subcommands to an argparse subparsers object."""
-    d = sub.add_parser("demo", help="segment a generated video with sound; writes an overlay MP4 and a figure")
+    d = sub.add_parser(
+        "demo", help="segment a generated video with sound; writes an overlay MP4 and a figure"
+    )
     d.add_argument("--bundle", default="engines/default")
     d.add_argument("--mode", default=DEMO_MODE, help=f"segmentation mode (default {DEMO_MODE})")
     d.add_argument("--preset", default=None)
-    d.add_argument("--out", default="results/demo", help="folder for the generated video and the outputs")
-    d.add_argument("--seconds", type=int, default=DEMO_SECONDS, help="length of the generated video (one frame segmented per second)")
+    d.add_argument(
+        "--out", default="results/demo", help="folder for the generated video and the outputs"
+    )
+    d.add_argument(
+        "--seconds",
+        type=int,
+        default=DEMO_SECONDS,
+        help="length of the generated video (one frame segmented per second)",
+    )
     d.add_argument("--no-progress", action="store_true")
-    s = sub.add_parser("segment", help="segment a video file (or frame images with a WAV file)",
-                       description="Segment the sounding object in a video: avs segment --video in.mp4 --out out/")
+    s = sub.add_parser(
+        "segment",
+        help="segment a video file (or frame images with a WAV file)",
+        description="Segment the sounding object in a video: avs segment --video in.mp4 --out out/",
+    )
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--video", help="video file with an audio track (MP4, MKV, WebM, ... anything PyAV reads)")
+    src.add_argument(
+        "--video", help="video file with an audio track (MP4, MKV, WebM, ... anything PyAV reads)"
+    )
     src.add_argument("--frames", nargs="+", help="frame image files, in order (with --audio)")
-    s.add_argument("--audio", default=None, help="WAV file: second k goes with frame k (with --frames); "
-                   "with --video it is used instead of the file's audio track (required when the file has none)")
+    s.add_argument(
+        "--audio",
+        default=None,
+        help="WAV file: second k goes with frame k (with --frames); "
+        "with --video it is used instead of the file's audio track (required when the file has none)",
+    )
     s.add_argument("--bundle", default="engines/default")
-    s.add_argument("--mode", default=None, help="segmentation mode (default: the best the bundle supports)")
-    s.add_argument("--preset", default=None, help="preset: default, or sam4avs (the reference's quirks)")
-    s.add_argument("--param", action="append", metavar="K=V", help="mode parameter, repeatable (value read as JSON, else a string)")
+    s.add_argument(
+        "--mode", default=None, help="segmentation mode (default: the best the bundle supports)"
+    )
+    s.add_argument(
+        "--preset", default=None, help="preset: default, or sam4avs (the reference's quirks)"
+    )
+    s.add_argument(
+        "--param",
+        action="append",
+        metavar="K=V",
+        help="mode parameter, repeatable (value read as JSON, else a string)",
+    )
     s.add_argument("--out", default=None, help="output folder (required with --video)")
-    s.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing an earlier run's outputs")
-    s.add_argument("--sampling", choices=("avsbench", "fps"), default="avsbench",
-                   help="avsbench: one frame per second as AVSBench (default); fps: every frame or --fps per second")
-    s.add_argument("--fps", type=float, default=None, help="frames per second to segment with --sampling fps (default: all)")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="reuse a non-empty --out, replacing an earlier run's outputs",
+    )
+    s.add_argument(
+        "--sampling",
+        choices=("avsbench", "fps"),
+        default="avsbench",
+        help="avsbench: one frame per second as AVSBench (default); fps: every frame or --fps per second",
+    )
+    s.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second to segment with --sampling fps (default: all)",
+    )
     s.add_argument("--start", type=float, default=0.0, help="start time in seconds")
-    s.add_argument("--duration", type=float, default=None, help="seconds to segment (default: to the end)")
-    s.add_argument("--window-seconds", type=float, default=4.0, help="seconds of video decoded and segmented at a time")
+    s.add_argument(
+        "--duration", type=float, default=None, help="seconds to segment (default: to the end)"
+    )
+    s.add_argument(
+        "--window-seconds",
+        type=float,
+        default=4.0,
+        help="seconds of video decoded and segmented at a time",
+    )
     s.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     s.add_argument("--no-masks", action="store_true", help="do not write masks/*.png")
     s.add_argument("--no-jsonl", action="store_true", help="do not write segments.jsonl")
     s.add_argument("--no-figure", action="store_true", help="do not write figure.png")
-    s.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of text")
+    s.add_argument(
+        "--json", action="store_true", help="print a JSON summary on stdout instead of text"
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -93,7 +144,9 @@ class _Bar:
             except ImportError:  # tqdm comes with the video extra; without it, no bar
                 self.enabled = False
                 return
-            self.bar = tqdm(total=total, desc=self.desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, desc=self.desc, unit="frame", file=sys.stderr, dynamic_ncols=True
+            )
         self.bar.update(done - self.done)
         self.done = done
 
@@ -120,23 +173,41 @@ def _run_video(pipe, args, params: dict[str, Any], *, progress: bool) -> dict[st
     bar = _Bar(progress, "segmenting")
     try:
         return _wrap_os_errors(
-            segment_video_to_folder, pipe, args.video, args.out, mode=args.mode, sampling=args.sampling,
-            fps=args.fps, start=args.start, duration=args.duration, audio=args.audio,
-            overwrite=args.overwrite, overlay=not args.no_overlay, masks=not args.no_masks,
-            jsonl=not args.no_jsonl, figure_png=not args.no_figure, window_seconds=args.window_seconds,
-            progress=bar, **params)
+            segment_video_to_folder,
+            pipe,
+            args.video,
+            args.out,
+            mode=args.mode,
+            sampling=args.sampling,
+            fps=args.fps,
+            start=args.start,
+            duration=args.duration,
+            audio=args.audio,
+            overwrite=args.overwrite,
+            overlay=not args.no_overlay,
+            masks=not args.no_masks,
+            jsonl=not args.no_jsonl,
+            figure_png=not args.no_figure,
+            window_seconds=args.window_seconds,
+            progress=bar,
+            **params,
+        )
     finally:
         bar.close()
 
 
 def _describe(summary: dict[str, Any]) -> str:
-    lines = [f"segmented {summary['samples']} frames of {summary['video']}",
-             f"  mode {summary['mode']}, sampling {summary['sampling']}, {summary['seconds']:.1f} s"
-             + ("  [RANDOM WEIGHTS: masks are meaningless]" if summary.get("random_weights") else "")]
-    for key, what in (("overlay", "overlay video (mask tinted, prompts drawn, original audio)"),
-                      ("figure", "figure of one frame (prompts, heatmap, mask)"),
-                      ("masks", "mask PNGs (255 = sounding object)"),
-                      ("jsonl", "JSON lines (COCO RLE masks, scores, prompts, timings)")):
+    lines = [
+        f"segmented {summary['samples']} frames of {summary['video']}",
+        f"  mode {summary['mode']}, sampling {summary['sampling']}, {summary['seconds']:.1f} s"
+        + ("  [RANDOM WEIGHTS: masks are meaningless]" if summary.get("random_weights") else ""),
+    ]
+    for key, what in (
+        ("overlay", "overlay video (mask tinted, prompts drawn, original audio)"),
+        ("figure", "figure of one frame (prompts, heatmap, mask)"),
+        ("masks", "mask PNGs (255 = sounding object)"),
+        ("jsonl", "JSON lines (COCO RLE masks, scores, prompts, timings)"),
+    ):
         if key in summary["files"]:
             lines.append(f"  {summary['files'][key]}: {what}")
     return "\n".join(lines)
@@ -149,7 +220,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.video:
         if not args.out:
-            raise InputError("--out is required with --video (a folder for the overlay, masks and JSON lines)")
+            raise InputError(
+                "--out is required with --video (a folder for the overlay, masks and JSON lines)"
+            )
         if args.sampling != "fps" and args.fps is not None:
             raise InputError("--fps applies to --sampling fps")
         pipe = runtime.load(args.bundle, preset=args.preset)
@@ -179,8 +252,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 # --- demo ----------------------------------------------------------------------------------------------
-def demo_video(path: str | Path, *, seconds: int = DEMO_SECONDS, fps: int = 12, size: tuple[int, int] = (320, 240),
-               seed: int = 0) -> Path:
+def demo_video(
+    path: str | Path,
+    *,
+    seconds: int = DEMO_SECONDS,
+    fps: int = 12,
+    size: tuple[int, int] = (320, 240),
+    seed: int = 0,
+) -> Path:
     """Write a generated video with sound (no downloads): a yellow disc moving left to right over a
     gradient, a blue square bouncing, and a tone (440 Hz with harmonics) that pulses once per second.
     ``size`` (W, H); ``fps`` frames per second; 16 kHz mono AAC audio. Returns ``path``."""
@@ -201,7 +280,11 @@ def demo_video(path: str | Path, *, seconds: int = DEMO_SECONDS, fps: int = 12, 
         for k in range(n):
             u = k / max(1, n - 1)
             img = base.copy()
-            cx, cy, r = w * (0.2 + 0.6 * u), h * (0.5 + 0.15 * np.sin(2 * np.pi * u)), min(w, h) * 0.16
+            cx, cy, r = (
+                w * (0.2 + 0.6 * u),
+                h * (0.5 + 0.15 * np.sin(2 * np.pi * u)),
+                min(w, h) * 0.16,
+            )
             img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (235, 205, 40)
             sx = int(w * 0.75 - w * 0.5 * abs(((2 * u) % 2) - 1))
             sy, s = int(h * 0.15), int(min(w, h) * 0.15)
@@ -228,16 +311,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pipe = runtime.load(args.bundle, preset=args.preset)
     out.mkdir(parents=True, exist_ok=True)
     src = _wrap_os_errors(demo_video, out / "demo_input.mp4", seconds=args.seconds)
-    print(f"demo: wrote a generated {args.seconds}-s video with sound (moving disc and square, pulsing "
-          f"440 Hz tone): {src}")
-    ns = argparse.Namespace(video=str(src), out=str(out / "result"), mode=args.mode, sampling="fps", fps=DEMO_FPS,
-                            start=0.0, duration=None, audio=None, overwrite=True, no_overlay=False, no_masks=False,
-                            no_jsonl=False, no_figure=False, window_seconds=4.0)
+    print(
+        f"demo: wrote a generated {args.seconds}-s video with sound (moving disc and square, pulsing "
+        f"440 Hz tone): {src}"
+    )
+    ns = argparse.Namespace(
+        video=str(src),
+        out=str(out / "result"),
+        mode=args.mode,
+        sampling="fps",
+        fps=DEMO_FPS,
+        start=0.0,
+        duration=None,
+        audio=None,
+        overwrite=True,
+        no_overlay=False,
+        no_masks=False,
+        no_jsonl=False,
+        no_figure=False,
+        window_seconds=4.0,
+    )
     summary = _run_video(pipe, ns, {}, progress=not args.no_progress)
     print(_describe(summary))
     rnd = summary.get("random_weights")
     print(f"""
-What you see (mode {summary['mode']}, {DEMO_FPS} frames segmented per second, overlay at {DEMO_FPS} fps):
+What you see (mode {summary["mode"]}, {DEMO_FPS} frames segmented per second, overlay at {DEMO_FPS} fps):
   * overlay.mp4: each segmented frame with its mask tinted magenta and outlined; where the mode
     prompts SAM, its prompts are drawn (yellow box; green/red dots = foreground/background points);
     where it scores with a map (heatmap mode), the map is the inset at the top right (blue = low,

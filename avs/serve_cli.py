@@ -15,11 +15,13 @@ import time
 
 def example_request_body(mode: str | None = None) -> dict:
     """A minimal KServe v2 JSON request: one grey 8x8 frame and 8 samples of silence at 1000 Hz."""
-    body = {"inputs": [
-        {"name": "frames", "shape": [1, 8, 8, 3], "datatype": "UINT8", "data": [128] * 192},
-        {"name": "audio", "shape": [8], "datatype": "FP32", "data": [0.0] * 8},
-        {"name": "sample_rate", "shape": [1], "datatype": "INT32", "data": [1000]},
-    ]}
+    body = {
+        "inputs": [
+            {"name": "frames", "shape": [1, 8, 8, 3], "datatype": "UINT8", "data": [128] * 192},
+            {"name": "audio", "shape": [8], "datatype": "FP32", "data": [0.0] * 8},
+            {"name": "sample_rate", "shape": [1], "datatype": "INT32", "data": [1000]},
+        ]
+    }
     if mode:
         body["inputs"].append({"name": "mode", "shape": [1], "datatype": "BYTES", "data": [mode]})
     return body
@@ -28,8 +30,10 @@ def example_request_body(mode: str | None = None) -> dict:
 def curl_example(host: str, http_port: int, mode: str | None = None) -> str:
     """A ready-to-paste curl command that sends :func:`example_request_body` to the ``avs`` model."""
     body = json.dumps(example_request_body(mode), separators=(",", ":"))
-    return (f"curl -s -X POST http://{host}:{http_port}/v2/models/avs/infer "
-            f"-H 'Content-Type: application/json' -d '{body}'")
+    return (
+        f"curl -s -X POST http://{host}:{http_port}/v2/models/avs/infer "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -40,18 +44,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle, verify=True)  # a clear error before anything starts
     env = tritonenv.ensure(quiet=True)
     with tempfile.TemporaryDirectory(prefix="avs-serve-") as tmp:
-        repo.write_avs_model(tmp, bundle.root, instances=args.instances, max_request_mb=args.max_request_mb,
-                             threads=args.threads, preset=args.preset, gpu=args.gpu)
-        srv = TritonServer(tmp, env, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                           metrics_port=args.metrics_port, exit_timeout_s=args.exit_timeout,
-                           verbose=args.verbose)
+        repo.write_avs_model(
+            tmp,
+            bundle.root,
+            instances=args.instances,
+            max_request_mb=args.max_request_mb,
+            threads=args.threads,
+            preset=args.preset,
+            gpu=args.gpu,
+        )
+        srv = TritonServer(
+            tmp,
+            env,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            exit_timeout_s=args.exit_timeout,
+            verbose=args.verbose,
+        )
         signals = {"n": 0}
 
         def on_signal(signum, _frame):
             signals["n"] += 1
             if signals["n"] == 1:
-                print(f"\navs serve: {signal.Signals(signum).name}: stopping; in-flight requests finish "
-                      f"(up to {args.exit_timeout} s). Send it again to kill the server.", file=sys.stderr, flush=True)
+                print(
+                    f"\navs serve: {signal.Signals(signum).name}: stopping; in-flight requests finish "
+                    f"(up to {args.exit_timeout} s). Send it again to kill the server.",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 srv.terminate()
             else:
                 print("avs serve: killing the server", file=sys.stderr, flush=True)
@@ -65,22 +87,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if srv.proc.poll() is not None:
                     if signals["n"]:
                         return 0
-                    print(f"error: tritonserver exited with code {srv.proc.returncode} before it was ready",
-                          file=sys.stderr)
+                    print(
+                        f"error: tritonserver exited with code {srv.proc.returncode} before it was ready",
+                        file=sys.stderr,
+                    )
                     return 1
                 if time.monotonic() - t0 > args.ready_timeout:
                     srv.kill()
-                    print(f"error: tritonserver was not ready after {args.ready_timeout} s", file=sys.stderr)
+                    print(
+                        f"error: tritonserver was not ready after {args.ready_timeout} s",
+                        file=sys.stderr,
+                    )
                     return 1
                 time.sleep(0.2)
             rw = " (RANDOM WEIGHTS: masks are meaningless)" if bundle.random_weights else ""
-            print(f"\navs serve: bundle {bundle.root}{rw} is served by Triton as model 'avs'\n"
-                  f"  HTTP    http://{srv.http_url}   (KServe v2; ready: /v2/health/ready)\n"
-                  f"  gRPC    {srv.grpc_url}\n"
-                  f"  metrics {srv.metrics_url}\n"
-                  f"example request:\n  {curl_example(args.host, args.http_port)}\n"
-                  f"Python: runtime.client.TritonClient('{srv.http_url}').segment(frames, audio, 16000)\n"
-                  "avs serve: ready (Ctrl-C stops)", flush=True)
+            print(
+                f"\navs serve: bundle {bundle.root}{rw} is served by Triton as model 'avs'\n"
+                f"  HTTP    http://{srv.http_url}   (KServe v2; ready: /v2/health/ready)\n"
+                f"  gRPC    {srv.grpc_url}\n"
+                f"  metrics {srv.metrics_url}\n"
+                f"example request:\n  {curl_example(args.host, args.http_port)}\n"
+                f"Python: runtime.client.TritonClient('{srv.http_url}').segment(frames, audio, 16000)\n"
+                "avs serve: ready (Ctrl-C stops)",
+                flush=True,
+            )
             while srv.proc.poll() is None:
                 time.sleep(0.2)
             code = srv.proc.returncode
@@ -98,12 +128,20 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
     from export.triton_repo import write_repository
 
     try:
-        out = write_repository(args.bundle, args.out, gpu=args.gpu, instances=args.instances,
-                               max_request_mb=args.max_request_mb, force=args.force)
+        out = write_repository(
+            args.bundle,
+            args.out,
+            gpu=args.gpu,
+            instances=args.instances,
+            max_request_mb=args.max_request_mb,
+            force=args.force,
+        )
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Triton model repository written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})")
+    print(
+        f"Triton model repository written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})"
+    )
     return 0
 
 
@@ -117,17 +155,38 @@ def add_parsers(sub) -> None:
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
     s.add_argument("--metrics-port", type=int, default=8002)
-    s.add_argument("--instances", type=int, default=1, help="model instances (processes), each loads the bundle")
-    s.add_argument("--max-request-mb", type=int, default=wire.DEFAULT_MAX_REQUEST_MB,
-                   help="largest request (all inputs) in MiB")
-    s.add_argument("--threads", type=int, default=0, help="onnxruntime threads per instance (0 = default)")
+    s.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="model instances (processes), each loads the bundle",
+    )
+    s.add_argument(
+        "--max-request-mb",
+        type=int,
+        default=wire.DEFAULT_MAX_REQUEST_MB,
+        help="largest request (all inputs) in MiB",
+    )
+    s.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime threads per instance (0 = default)"
+    )
     s.add_argument("--preset", default=None)
-    s.add_argument("--gpu", action="store_true", help="KIND_GPU instances (needs onnxruntime-gpu in .venv-triton)")
-    s.add_argument("--exit-timeout", type=int, default=30, help="seconds in-flight requests get on stop")
-    s.add_argument("--ready-timeout", type=int, default=300, help="seconds to wait for the server to be ready")
+    s.add_argument(
+        "--gpu",
+        action="store_true",
+        help="KIND_GPU instances (needs onnxruntime-gpu in .venv-triton)",
+    )
+    s.add_argument(
+        "--exit-timeout", type=int, default=30, help="seconds in-flight requests get on stop"
+    )
+    s.add_argument(
+        "--ready-timeout", type=int, default=300, help="seconds to wait for the server to be ready"
+    )
     s.add_argument("--verbose", action="store_true", help="Triton's verbose log")
 
-    r = sub.add_parser("triton-repo", help="write a Triton model repository for a bundle (for clusters)")
+    r = sub.add_parser(
+        "triton-repo", help="write a Triton model repository for a bundle (for clusters)"
+    )
     r.add_argument("bundle")
     r.add_argument("out")
     r.add_argument("--gpu", action="store_true", help="KIND_GPU instances (default KIND_CPU)")

@@ -40,7 +40,11 @@ def _read(path: Path, n: int) -> np.ndarray:
     with wave.open(str(path)) as w:
         if w.getframerate() != SR or w.getsampwidth() != 2:
             raise ValueError(f"{path}: expected 16-bit {SR} Hz")
-        d = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).mean(1)
+        d = (
+            np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+            .reshape(-1, w.getnchannels())
+            .mean(1)
+        )
     a = (d / 32768.0).astype(np.float32)
     return np.pad(a, (0, max(0, n - a.size)))[:n]
 
@@ -73,11 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         res = export_audioclip_audio(m, Path(d) / "audio.onnx", n, atol=None)
         tower = cpu_session(res.path, threads=2)
-        fe = export_graph(_FrontEnd(fold_audio_encoder(m, n)).eval(), (torch.zeros(2, n),), Path(d) / "fe.onnx",
-                          input_names=["waveform"], output_names=["spec"],
-                          dynamic_shapes=[{0: torch.export.Dim("batch")}], parity_inputs=[], atol=None)
+        fe = export_graph(
+            _FrontEnd(fold_audio_encoder(m, n)).eval(),
+            (torch.zeros(2, n),),
+            Path(d) / "fe.onnx",
+            input_names=["waveform"],
+            output_names=["spec"],
+            dynamic_shapes=[{0: torch.export.Dim("batch")}],
+            parity_inputs=[],
+            atol=None,
+        )
         front = cpu_session(fe.path, threads=2)
-        print(f"{len(wavs)} WAVs x {a.seconds:g} s, config {a.config} (RANDOM weights, stem conv at gain 1)")
+        print(
+            f"{len(wavs)} WAVs x {a.seconds:g} s, config {a.config} (RANDOM weights, stem conv at gain 1)"
+        )
         for scale in (32768.0, 1.0):
             xs = x * np.float32(scale)
             t = torch.from_numpy(xs)
@@ -90,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
             eo = tower.run(["embedding"], {"waveform": xs})[0].astype(np.float64)
             low = np.mean(s64 < s64.max(axis=(1, 2, 3), keepdims=True) - 100)
             print(f"x{scale:g}: {100 * low:.1f} % of bins > 100 dB below their clip's peak")
-            print(f"  front end, max |dB| vs analytic float64: exported {np.abs(so - s64).max():.3g}, "
-                  f"analytic float32 {np.abs(s32 - s64).max():.3g} "
-                  f"({100 * np.mean(np.abs(s32 - s64) > 1e-3):.1f} % of bins > 1e-3 dB)")
-            print(f"  embedding, max abs (|e| max {np.abs(e64).max():.3g}): exported vs analytic(float64 front end) "
-                  f"{np.abs(eo - e64).max():.3g}; exported vs analytic float32 {np.abs(eo - e32).max():.3g}")
+            print(
+                f"  front end, max |dB| vs analytic float64: exported {np.abs(so - s64).max():.3g}, "
+                f"analytic float32 {np.abs(s32 - s64).max():.3g} "
+                f"({100 * np.mean(np.abs(s32 - s64) > 1e-3):.1f} % of bins > 1e-3 dB)"
+            )
+            print(
+                f"  embedding, max abs (|e| max {np.abs(e64).max():.3g}): exported vs analytic(float64 front end) "
+                f"{np.abs(eo - e64).max():.3g}; exported vs analytic float32 {np.abs(eo - e32).max():.3g}"
+            )
     return 0
 
 

@@ -58,8 +58,15 @@ REPO = Path(__file__).resolve().parents[1]
 # the benchmark
 
 
-def interleaved(fns: Sequence[Any], *, repeats: int, warmup: int = 1, labels: Sequence[str] | None = None,
-                flops: float | None = None, pause_s: float = 0.3) -> list[Measurement]:
+def interleaved(
+    fns: Sequence[Any],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    labels: Sequence[str] | None = None,
+    flops: float | None = None,
+    pause_s: float = 0.3,
+) -> list[Measurement]:
     """Time zero-argument callables in alternation (A B A B ...), one Measurement each.
 
     On a shared machine the load drifts; alternating the runs exposes every callable to the same
@@ -78,7 +85,9 @@ def interleaved(fns: Sequence[Any], *, repeats: int, warmup: int = 1, labels: Se
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             time.sleep(pause_s)
-            rounds[i].append(measure(fn, warmup=0, repeats=1, label=labels[i], flops=flops, gc_collect=False))
+            rounds[i].append(
+                measure(fn, warmup=0, repeats=1, label=labels[i], flops=flops, gc_collect=False)
+            )
     return [_merge(ms, labels[i], warmup, flops) for i, ms in enumerate(rounds)]
 
 
@@ -88,7 +97,11 @@ def _merge(ms: list[Measurement], label: str, warmup: int, flops: float | None) 
         return max(vals) if vals else None
 
     wall = [m.wall_time_s or 0.0 for m in ms]
-    busy = [(m.machine_busy_cores, w) for m, w in zip(ms, wall, strict=True) if m.machine_busy_cores is not None]
+    busy = [
+        (m.machine_busy_cores, w)
+        for m, w in zip(ms, wall, strict=True)
+        if m.machine_busy_cores is not None
+    ]
     return Measurement(
         label=label,
         samples_ms=[x for m in ms for x in m.samples_ms],
@@ -101,16 +114,27 @@ def _merge(ms: list[Measurement], label: str, warmup: int, flops: float | None) 
         maxrss_mb=mx(m.maxrss_mb for m in ms),
         cpu_time_s=sum(m.cpu_time_s or 0.0 for m in ms),
         wall_time_s=sum(wall),
-        machine_busy_cores=(sum(b * w for b, w in busy) / max(sum(w for _, w in busy), 1e-12)) if busy else None,
+        machine_busy_cores=(sum(b * w for b, w in busy) / max(sum(w for _, w in busy), 1e-12))
+        if busy
+        else None,
         loadavg_before=ms[0].loadavg_before,
         loadavg_after=ms[-1].loadavg_after,
         extra={"interleaved": True},
     )
 
 
-def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path] | None = None,
-        audio: str | Path | None = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
-        providers: Sequence[str] | None = None, demo_dir: str | Path | None = None) -> Report:
+def run(
+    bundle_dir: str | Path,
+    out: str | Path,
+    *,
+    frames: Sequence[str | Path] | None = None,
+    audio: str | Path | None = None,
+    threads: int = 2,
+    repeats: int = 5,
+    warmup: int = 1,
+    providers: Sequence[str] | None = None,
+    demo_dir: str | Path | None = None,
+) -> Report:
     """Measure reference vs runtime on one clip; returns the Report (saved as ``out/acfpn.{json,md}``)."""
     import runtime
 
@@ -125,25 +149,41 @@ def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path]
     tmp = None
     if frames is None or audio is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_acfpn_")
-        demo = Path(demo_dir) if demo_dir else (
-            Path(os.environ.get("AVS_SHARED_DATA", REPO.parent / "shared" / "data")) / "audioclip-demo")
+        demo = (
+            Path(demo_dir)
+            if demo_dir
+            else (
+                Path(os.environ.get("AVS_SHARED_DATA", REPO.parent / "shared" / "data"))
+                / "audioclip-demo"
+            )
+        )
         if not demo.is_dir():
-            raise FileNotFoundError(f"demo media not found: {demo} (pass --frames and --audio, or set AVS_SHARED_DATA)")
+            raise FileNotFoundError(
+                f"demo media not found: {demo} (pass --frames and --audio, or set AVS_SHARED_DATA)"
+            )
         dpaths, dwav = make_demo_clip(demo, tmp.name)
         frames = frames or dpaths
         audio = audio or dwav
     frames = [Path(f) for f in frames]
     n = len(frames)
 
-    rep = Report(f"AC-FPN, one {n}-frame clip: PyTorch reference (eager) vs runtime (onnxruntime)",
-                 machine=machine_info(include_torch=True))
+    rep = Report(
+        f"AC-FPN, one {n}-frame clip: PyTorch reference (eager) vs runtime (onnxruntime)",
+        machine=machine_info(include_torch=True),
+    )
     rep.set_peak(matmul_peak(threads=threads))
-    rep.notes.append(f"torch threads {threads}, ORT intra-op threads {threads}; bundle {bundle_dir} "
-                     f"(profile {bundle.manifest.get('profile')}); weights: {bundle.manifest['weights'].get('acfpn')}")
+    rep.notes.append(
+        f"torch threads {threads}, ORT intra-op threads {threads}; bundle {bundle_dir} "
+        f"(profile {bundle.manifest.get('profile')}); weights: {bundle.manifest['weights'].get('acfpn')}"
+    )
     if bundle.random_weights:
-        rep.notes.append("RANDOM WEIGHTS: timings are valid (dense networks), masks are meaningless")
-    rep.notes.append(f"clip: {n} frames {[f.name for f in frames]}, audio {Path(audio).name}; "
-                     f"audio graph {audio_graph}, input scale {scale:g}, image antialias {antialias}")
+        rep.notes.append(
+            "RANDOM WEIGHTS: timings are valid (dense networks), masks are meaningless"
+        )
+    rep.notes.append(
+        f"clip: {n} frames {[f.name for f in frames]}, audio {Path(audio).name}; "
+        f"audio graph {audio_graph}, input scale {scale:g}, image antialias {antialias}"
+    )
 
     # inputs of the per-stage runs, from the runtime's own preprocessing
     from runtime.image import load_frames
@@ -158,15 +198,20 @@ def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path]
     f_acfpn = count_flops_torch(model, (imgs_t, emb_t))
 
     # parity of the two sides on this clip (same weights?)
-    ref = reference_logits(model, reference_frames(frames, antialias=antialias),
-                           reference_audio(audio, n, input_scale=scale))
+    ref = reference_logits(
+        model,
+        reference_frames(frames, antialias=antialias),
+        reference_audio(audio, n, input_scale=scale),
+    )
     from benchmarks.evaluate import load_pipeline, segment_with_logits
 
     rec_pipe = load_pipeline(bundle_dir, providers=providers or ["cpu"], threads=threads)
     _, got = segment_with_logits(rec_pipe, frames, audio)
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True))
     agree = float(np.mean([np.mean((a > 0) == (b > 0)) for a, b in zip(ref, got, strict=True)]))
-    rep.notes.append(f"parity on this clip: max |logit_ref - logit_runtime| = {err:.3g}, mask agreement {agree:.6f}")
+    rep.notes.append(
+        f"parity on this clip: max |logit_ref - logit_runtime| = {err:.3g}, mask agreement {agree:.6f}"
+    )
     del rec_pipe
 
     audio_sess = pipe.session(audio_graph)
@@ -175,35 +220,82 @@ def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path]
 
     def ref_e2e():
         with torch.no_grad():
-            z = reference_logits(model, reference_frames(frames, antialias=antialias),
-                                 reference_audio(audio, n, input_scale=scale))
+            z = reference_logits(
+                model,
+                reference_frames(frames, antialias=antialias),
+                reference_audio(audio, n, input_scale=scale),
+            )
         return [s > 0 for s in z]  # sigmoid(z) > 0.5
 
     def no_grad(fn):
         def call():
             with torch.no_grad():
                 return fn()
+
         return call
 
     e2e = f"end to end ({n} frames, preprocessing included)"
     pairs = [  # (group, case, flops, (reference backend, fn), (runtime backend, fn))
-        (e2e, "acfpn clip", f_audio + f_acfpn, ("torch eager (reference)", ref_e2e),
-         (f"runtime segment ({prov.get('acfpn', '?')})", lambda: pipe.segment(frames, audio, mode="acfpn"))),
-        ("preprocessing", "frames + audio", None,
-         ("torchvision + librosa (reference)",
-          lambda: (reference_frames(frames, antialias=antialias), reference_audio(audio, n, input_scale=scale))),
-         ("runtime (numpy + soxr)",
-          lambda: (pipe.clip_images(load_frames(frames)),
-                   pipe.audioclip_audio_input(audio, None, n, input_scale=scale, graph=audio_graph)))),
-        ("stages", "audio tower", f_audio, ("torch eager", no_grad(lambda: model.audio(wav_t))),
-         (f"onnxruntime {prov[audio_graph]} ({audio_graph})", lambda: audio_sess.run(None, {"waveform": wav_np}))),
-        ("stages", "visual + neck + head", f_acfpn, ("torch eager", no_grad(lambda: model(imgs_t, emb_t))),
-         (f"onnxruntime {prov['acfpn']} (acfpn)",
-          lambda: acfpn_sess.run(None, {"image": imgs_np, "audio_embedding": emb_np}))),
+        (
+            e2e,
+            "acfpn clip",
+            f_audio + f_acfpn,
+            ("torch eager (reference)", ref_e2e),
+            (
+                f"runtime segment ({prov.get('acfpn', '?')})",
+                lambda: pipe.segment(frames, audio, mode="acfpn"),
+            ),
+        ),
+        (
+            "preprocessing",
+            "frames + audio",
+            None,
+            (
+                "torchvision + librosa (reference)",
+                lambda: (
+                    reference_frames(frames, antialias=antialias),
+                    reference_audio(audio, n, input_scale=scale),
+                ),
+            ),
+            (
+                "runtime (numpy + soxr)",
+                lambda: (
+                    pipe.clip_images(load_frames(frames)),
+                    pipe.audioclip_audio_input(
+                        audio, None, n, input_scale=scale, graph=audio_graph
+                    ),
+                ),
+            ),
+        ),
+        (
+            "stages",
+            "audio tower",
+            f_audio,
+            ("torch eager", no_grad(lambda: model.audio(wav_t))),
+            (
+                f"onnxruntime {prov[audio_graph]} ({audio_graph})",
+                lambda: audio_sess.run(None, {"waveform": wav_np}),
+            ),
+        ),
+        (
+            "stages",
+            "visual + neck + head",
+            f_acfpn,
+            ("torch eager", no_grad(lambda: model(imgs_t, emb_t))),
+            (
+                f"onnxruntime {prov['acfpn']} (acfpn)",
+                lambda: acfpn_sess.run(None, {"image": imgs_np, "audio_embedding": emb_np}),
+            ),
+        ),
     ]
     for group, case, flops, (ref_name, ref_fn), (rt_name, rt_fn) in pairs:
-        a, b = interleaved([ref_fn, rt_fn], repeats=repeats, warmup=warmup,
-                           labels=[f"{case}/{ref_name}", f"{case}/{rt_name}"], flops=flops)
+        a, b = interleaved(
+            [ref_fn, rt_fn],
+            repeats=repeats,
+            warmup=warmup,
+            labels=[f"{case}/{ref_name}", f"{case}/{rt_name}"],
+            flops=flops,
+        )
         rep.add(a, case=case, backend=ref_name, group=group, batch=n)
         rep.add(b, case=case, backend=rt_name, group=group, batch=n)
         rep.add_ratio(f"{case}: reference / runtime", a, b, note="runs interleaved")
@@ -217,10 +309,19 @@ def run(bundle_dir: str | Path, out: str | Path, *, frames: Sequence[str | Path]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", type=Path, required=True, help="bundle with audioclip_audio + acfpn graphs")
+    p.add_argument(
+        "--bundle", type=Path, required=True, help="bundle with audioclip_audio + acfpn graphs"
+    )
     p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--frames", nargs="+", default=None, help="frame image files (default: 5 demo photos at 224x224)")
-    p.add_argument("--audio", default=None, help="WAV file (default: a demo clip resampled to 16 kHz)")
+    p.add_argument(
+        "--frames",
+        nargs="+",
+        default=None,
+        help="frame image files (default: 5 demo photos at 224x224)",
+    )
+    p.add_argument(
+        "--audio", default=None, help="WAV file (default: a demo clip resampled to 16 kHz)"
+    )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -229,8 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     if (a.frames is None) != (a.audio is None):
         p.error("--frames and --audio go together")
     prov = [x.strip() for x in a.providers.split(",")] if a.providers else None
-    rep = run(a.bundle, a.out, frames=a.frames, audio=a.audio, threads=a.threads, repeats=a.repeats,
-              warmup=a.warmup, providers=prov)
+    rep = run(
+        a.bundle,
+        a.out,
+        frames=a.frames,
+        audio=a.audio,
+        threads=a.threads,
+        repeats=a.repeats,
+        warmup=a.warmup,
+        providers=prov,
+    )
     print(rep.to_markdown())
     return 0
 

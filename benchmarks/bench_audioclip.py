@@ -24,19 +24,30 @@ from runtime.bundle import Bundle
 from runtime.sessions import create_session
 
 
-def run(bundle_dir: Path, out: Path, *, threads: int = 2, repeats: int = 7, batches=(1, 5)) -> Report:
+def run(
+    bundle_dir: Path, out: Path, *, threads: int = 2, repeats: int = 7, batches=(1, 5)
+) -> Report:
     """Measure both graphs at each batch size; returns the report (also saved under ``out``)."""
     torch.set_num_threads(threads)
     bundle = Bundle.open(bundle_dir)
     w = bundle.manifest["weights"]["audioclip"]
-    model, _ = load_audioclip(w.get("path"), config=w["config"], with_text=False, seed=w.get("seed", 0))
+    model, _ = load_audioclip(
+        w.get("path"), config=w["config"], with_text=False, seed=w.get("seed", 0)
+    )
     if w.get("source") == "random-init":
         randomize_batchnorm(model, w.get("seed", 0))
-    rep = Report("AudioCLIP graphs: PyTorch eager vs onnxruntime (CPU)", machine=machine_info(include_torch=True))
+    rep = Report(
+        "AudioCLIP graphs: PyTorch eager vs onnxruntime (CPU)",
+        machine=machine_info(include_torch=True),
+    )
     rep.set_peak(matmul_peak(threads=threads))
     rep.notes.append(f"torch threads {threads}, ORT intra-op threads {threads}; weights: {w}")
-    audio_sess, ai = create_session(bundle.graph_path("audioclip_audio"), providers=["cpu"], threads=threads)
-    image_sess, ii = create_session(bundle.graph_path("audioclip_image"), providers=["cpu"], threads=threads)
+    audio_sess, ai = create_session(
+        bundle.graph_path("audioclip_audio"), providers=["cpu"], threads=threads
+    )
+    image_sess, ii = create_session(
+        bundle.graph_path("audioclip_image"), providers=["cpu"], threads=threads
+    )
     t = bundle.graphs["audioclip_audio"]["inputs"][0]["shape"][1]
     rng = np.random.default_rng(0)
     for b in batches:
@@ -46,14 +57,46 @@ def run(bundle_dir: Path, out: Path, *, threads: int = 2, repeats: int = 7, batc
         fa = count_flops_torch(model.audio, (wt,))
         fi = count_flops_torch(model.visual, (it,))
         with torch.no_grad():
-            rep.run(lambda wt=wt: model.audio(wt), case="audioclip_audio", backend="torch eager", batch=b,
-                    group="audio", flops=fa, repeats=repeats, warmup=1)
-            rep.run(lambda wav=wav: audio_sess.run(None, {"waveform": wav}), case="audioclip_audio",
-                    backend=f"onnxruntime {ai.provider}", batch=b, group="audio", flops=fa, repeats=repeats, warmup=1)
-            rep.run(lambda it=it: model.visual.forward_features(it), case="audioclip_image", backend="torch eager",
-                    batch=b, group="image", flops=fi, repeats=repeats, warmup=1)
-            rep.run(lambda img=img: image_sess.run(None, {"image": img}), case="audioclip_image",
-                    backend=f"onnxruntime {ii.provider}", batch=b, group="image", flops=fi, repeats=repeats, warmup=1)
+            rep.run(
+                lambda wt=wt: model.audio(wt),
+                case="audioclip_audio",
+                backend="torch eager",
+                batch=b,
+                group="audio",
+                flops=fa,
+                repeats=repeats,
+                warmup=1,
+            )
+            rep.run(
+                lambda wav=wav: audio_sess.run(None, {"waveform": wav}),
+                case="audioclip_audio",
+                backend=f"onnxruntime {ai.provider}",
+                batch=b,
+                group="audio",
+                flops=fa,
+                repeats=repeats,
+                warmup=1,
+            )
+            rep.run(
+                lambda it=it: model.visual.forward_features(it),
+                case="audioclip_image",
+                backend="torch eager",
+                batch=b,
+                group="image",
+                flops=fi,
+                repeats=repeats,
+                warmup=1,
+            )
+            rep.run(
+                lambda img=img: image_sess.run(None, {"image": img}),
+                case="audioclip_image",
+                backend=f"onnxruntime {ii.provider}",
+                batch=b,
+                group="image",
+                flops=fi,
+                repeats=repeats,
+                warmup=1,
+            )
         for g, case in (("audio", "audioclip_audio"), ("image", "audioclip_image")):
             ref = rep.find(case, "torch eager", g, b)
             prov = ai.provider if g == "audio" else ii.provider

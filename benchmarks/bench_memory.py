@@ -38,8 +38,12 @@ def run_stage(bundle: str, stage: str, frames: int, data: Path) -> dict:
 
     import runtime
 
-    clip = [np.asarray(Image.open(data / n).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
-            for n in (PHOTOS * frames)[:frames]]
+    clip = [
+        np.asarray(
+            Image.open(data / n).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+        )
+        for n in (PHOTOS * frames)[:frames]
+    ]
     wav = str(data / WAV)
     out: dict = {"stage": stage, "frames": frames, "rss_start_mb": round(_status_mb("VmRSS"))}
     t, c = time.perf_counter(), os.times()
@@ -59,20 +63,31 @@ def run_stage(bundle: str, stage: str, frames: int, data: Path) -> dict:
         res = pipe.segment(clip, wav, mode=stage)
         out["timings_ms"] = {k: round(v, 1) for k, v in res.timings.items()}
     c2 = os.times()
-    out.update(wall_s=round(time.perf_counter() - t, 2), cpu_s=round(c2.user + c2.system - c.user - c.system, 2),
-               rss_end_mb=round(_status_mb("VmRSS")), peak_rss_mb=round(_status_mb("VmHWM")),
-               loadavg=os.getloadavg(),
-               sam_batch=pipe.sam_runner().max_batch if "sam_image_encoder" in pipe.session_info else None)
+    out.update(
+        wall_s=round(time.perf_counter() - t, 2),
+        cpu_s=round(c2.user + c2.system - c.user - c.system, 2),
+        rss_end_mb=round(_status_mb("VmRSS")),
+        peak_rss_mb=round(_status_mb("VmHWM")),
+        loadavg=os.getloadavg(),
+        sam_batch=pipe.sam_runner().max_batch if "sam_image_encoder" in pipe.session_info else None,
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--modes", default="load,sam_encoder,audioclip,point-global",
-                    help="comma-separated stages and/or mode names")
+    ap.add_argument(
+        "--modes",
+        default="load,sam_encoder,audioclip,point-global",
+        help="comma-separated stages and/or mode names",
+    )
     ap.add_argument("--frames", type=int, default=5)
-    ap.add_argument("--data", default=os.environ.get("AVS_SHARED_DATA", "../shared/data") + "/audioclip-demo")
+    ap.add_argument(
+        "--data", default=os.environ.get("AVS_SHARED_DATA", "../shared/data") + "/audioclip-demo"
+    )
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this stage here and print JSON
     a = ap.parse_args(argv)
@@ -81,16 +96,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for stage in [s for s in a.modes.split(",") if s]:
-        cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--bundle", a.bundle, "--frames", str(a.frames),
-               "--data", a.data, "--one", stage]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_memory",
+            "--bundle",
+            a.bundle,
+            "--frames",
+            str(a.frames),
+            "--data",
+            a.data,
+            "--one",
+            stage,
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             print(f"{stage}: failed\n{p.stderr[-2000:]}", file=sys.stderr)
             return 1
         row = json.loads(p.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{stage:14s} peak RSS {row['peak_rss_mb']:6d} MB  end {row['rss_end_mb']:6d} MB  "
-              f"wall {row['wall_s']:7.1f} s  load {row['loadavg'][0]:.2f}", flush=True)
+        print(
+            f"{stage:14s} peak RSS {row['peak_rss_mb']:6d} MB  end {row['rss_end_mb']:6d} MB  "
+            f"wall {row['wall_s']:7.1f} s  load {row['loadavg'][0]:.2f}",
+            flush=True,
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0

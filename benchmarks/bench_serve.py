@@ -52,8 +52,12 @@ class CpuLoad:
 def percentiles(ms: list[float]) -> dict[str, float]:
     """p50 / p99 / mean of latencies in ms."""
     a = np.asarray(ms, np.float64)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p99_ms": round(float(np.percentile(a, 99)), 1),
-            "mean_ms": round(float(a.mean()), 1), "n": int(a.size)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p99_ms": round(float(np.percentile(a, 99)), 1),
+        "mean_ms": round(float(a.mean()), 1),
+        "n": int(a.size),
+    }
 
 
 def latency(fn, n: int) -> dict:
@@ -93,8 +97,14 @@ def throughput(make_client, request, concurrency: int, total: int) -> dict:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-    return {"concurrency": concurrency, "clips_per_s": round(len(ms) / wall, 3), **percentiles(ms or [0.0]),
-            "errors": len(errors), "cores_busy": load.cores_busy, "loadavg": load.loadavg}
+    return {
+        "concurrency": concurrency,
+        "clips_per_s": round(len(ms) / wall, 3),
+        **percentiles(ms or [0.0]),
+        "errors": len(errors),
+        "cores_busy": load.cores_busy,
+        "loadavg": load.loadavg,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=24, help="requests per throughput point")
     p.add_argument("--concurrency", default="1,2,4,8")
     p.add_argument("--instances", default="1,2")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per instance (and in-process)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime threads per instance (and in-process)"
+    )
     p.add_argument("--protocol", default="grpc", choices=["http", "grpc"])
     p.add_argument("--out", default=None, help="folder for bench_serve.json / .md")
     a = p.parse_args(argv)
@@ -123,19 +135,35 @@ def main(argv: list[str] | None = None) -> int:
     pipe = runtime.load(a.bundle, threads=a.threads)
     pipe.warmup()
     pipe.segment(frames, audio, rate, mode=a.mode)
-    rows: dict = {"bundle": str(a.bundle), "mode": a.mode, "frames": a.frames, "size": a.size,
-                  "threads_per_instance": a.threads, "protocol": a.protocol, "cpus": os.cpu_count(),
-                  "random_weights": pipe.bundle.random_weights}
-    rows["in_process"] = latency(lambda: pipe.segment(frames, audio, rate, mode=a.mode), a.latency_requests)
+    rows: dict = {
+        "bundle": str(a.bundle),
+        "mode": a.mode,
+        "frames": a.frames,
+        "size": a.size,
+        "threads_per_instance": a.threads,
+        "protocol": a.protocol,
+        "cpus": os.cpu_count(),
+        "random_weights": pipe.bundle.random_weights,
+    }
+    rows["in_process"] = latency(
+        lambda: pipe.segment(frames, audio, rate, mode=a.mode), a.latency_requests
+    )
     print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
     pipe = None  # free its sessions before the servers start
     rows["served"] = {}
     for n_inst in [int(x) for x in a.instances.split(",")]:
         with tempfile.TemporaryDirectory(prefix="avs-bench-serve-") as tmp:
             repo.write_avs_model(tmp, a.bundle, instances=n_inst, threads=a.threads)
-            srv = TritonServer(tmp, env, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                               log_path=Path(tmp) / "server.log", exit_timeout_s=5,
-                               extra_env={"AVS_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": "1"})
+            srv = TritonServer(
+                tmp,
+                env,
+                http_port=free_port(),
+                grpc_port=free_port(),
+                metrics_port=free_port(),
+                log_path=Path(tmp) / "server.log",
+                exit_timeout_s=5,
+                extra_env={"AVS_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": "1"},
+            )
             srv.start()
             try:
                 srv.wait_ready(300)
@@ -151,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(max(2, n_inst)):
                         request(c)
                     lat = latency(lambda c=c: request(c), a.latency_requests)
-                tp = [throughput(make_client, request, k, a.requests) for k in
-                      [int(x) for x in a.concurrency.split(",")]]
+                tp = [
+                    throughput(make_client, request, k, a.requests)
+                    for k in [int(x) for x in a.concurrency.split(",")]
+                ]
                 rows["served"][n_inst] = {"latency_c1": lat, "throughput": tp}
                 print(f"{n_inst} instance(s): latency {lat}; throughput {tp}", file=sys.stderr)
             finally:
@@ -170,21 +200,33 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(rows: dict) -> str:
     """The results as two Markdown tables (latency, throughput)."""
     ip = rows["in_process"]
-    lines = [f"bundle `{rows['bundle']}`, mode {rows['mode']}, {rows['frames']} frames of {rows['size']}x{rows['size']} "
-             f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
-             f"{rows['protocol']}, {rows['cpus']} CPUs" + (", RANDOM WEIGHTS" if rows["random_weights"] else ""), "",
-             "| path | p50 ms | p99 ms | cores busy | load avg |", "|---|---|---|---|---|",
-             f"| in-process | {ip['p50_ms']} | {ip['p99_ms']} | {ip['cores_busy']} | {ip['loadavg']} |"]
+    lines = [
+        f"bundle `{rows['bundle']}`, mode {rows['mode']}, {rows['frames']} frames of {rows['size']}x{rows['size']} "
+        f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
+        f"{rows['protocol']}, {rows['cpus']} CPUs"
+        + (", RANDOM WEIGHTS" if rows["random_weights"] else ""),
+        "",
+        "| path | p50 ms | p99 ms | cores busy | load avg |",
+        "|---|---|---|---|---|",
+        f"| in-process | {ip['p50_ms']} | {ip['p99_ms']} | {ip['cores_busy']} | {ip['loadavg']} |",
+    ]
     for n, s in rows["served"].items():
         lt = s["latency_c1"]
-        lines.append(f"| served, {n} instance(s), concurrency 1 | {lt['p50_ms']} | {lt['p99_ms']} | "
-                     f"{lt['cores_busy']} | {lt['loadavg']} |")
-    lines += ["", "| instances | concurrency | clips/s | p50 ms | p99 ms | errors | cores busy | load avg |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| served, {n} instance(s), concurrency 1 | {lt['p50_ms']} | {lt['p99_ms']} | "
+            f"{lt['cores_busy']} | {lt['loadavg']} |"
+        )
+    lines += [
+        "",
+        "| instances | concurrency | clips/s | p50 ms | p99 ms | errors | cores busy | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, s in rows["served"].items():
         for t in s["throughput"]:
-            lines.append(f"| {n} | {t['concurrency']} | {t['clips_per_s']} | {t['p50_ms']} | {t['p99_ms']} | "
-                         f"{t['errors']} | {t['cores_busy']} | {t['loadavg']} |")
+            lines.append(
+                f"| {n} | {t['concurrency']} | {t['clips_per_s']} | {t['p50_ms']} | {t['p99_ms']} | "
+                f"{t['errors']} | {t['cores_busy']} | {t['loadavg']} |"
+            )
     return "\n".join(lines)
 
 

@@ -90,42 +90,69 @@ def _cross_heatmap_agreement(models, pipe, frames, wav, strategy: str, box: dict
     with torch.no_grad():
         ref_maps = np.stack(reference_heatmaps(models, frames, wav, cfg=cfg)).astype(np.float32)
     rt_maps = heatmap_sam.heatmaps(pipe, frames, wav, None)
-    rt_on_ref = [o.mask for o in heatmap_sam.segment_from_heatmaps(pipe, frames, ref_maps, strategy, t=t,
-                                                                    quirk=cfg.quirks, frame_policy="reference")]
+    rt_on_ref = [
+        o.mask
+        for o in heatmap_sam.segment_from_heatmaps(
+            pipe, frames, ref_maps, strategy, t=t, quirk=cfg.quirks, frame_policy="reference"
+        )
+    ]
     with torch.no_grad():
         ref_on_rt = reference_prompt_masks(models, frames, list(rt_maps), strategy, cfg=cfg, t=t)[0]
-    out = {"heatmap_max_abs_diff": float(np.abs(rt_maps - ref_maps).max()),
-           "min_iou_runtime_on_reference_heatmaps": _iou_min(box["ref"], rt_on_ref),
-           "min_iou_reference_on_runtime_heatmaps": _iou_min(box["rt"], ref_on_rt)}
-    print(f"{strategy}: across the heatmap: max |heatmap diff| {out['heatmap_max_abs_diff']:.3g}; runtime on the "
-          f"reference's heatmaps min IoU {out['min_iou_runtime_on_reference_heatmaps']:.4f}; reference on the "
-          f"runtime's heatmaps min IoU {out['min_iou_reference_on_runtime_heatmaps']:.4f}", flush=True)
+    out = {
+        "heatmap_max_abs_diff": float(np.abs(rt_maps - ref_maps).max()),
+        "min_iou_runtime_on_reference_heatmaps": _iou_min(box["ref"], rt_on_ref),
+        "min_iou_reference_on_runtime_heatmaps": _iou_min(box["rt"], ref_on_rt),
+    }
+    print(
+        f"{strategy}: across the heatmap: max |heatmap diff| {out['heatmap_max_abs_diff']:.3g}; runtime on the "
+        f"reference's heatmaps min IoU {out['min_iou_runtime_on_reference_heatmaps']:.4f}; reference on the "
+        f"runtime's heatmaps min IoU {out['min_iou_reference_on_runtime_heatmaps']:.4f}",
+        flush=True,
+    )
     return out
 
 
-def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2, repeats: int = 3,
-        amg_points: int = 32, np_frames: int = 5, sam_batch: int = 5) -> Report:
+def run(
+    bundle_dir: Path,
+    out: Path,
+    *,
+    strategies=STRATEGIES,
+    threads: int = 2,
+    repeats: int = 3,
+    amg_points: int = 32,
+    np_frames: int = 5,
+    sam_batch: int = 5,
+) -> Report:
     """Measure every strategy on both sides; returns the report (also saved under ``out``)."""
     import runtime
     from runtime.modes.heatmap_sam import HEATMAP_STRATEGIES
     from runtime.modes.no_prompt import REFERENCE_1S_GRAPH
 
     torch.set_num_threads(threads)
-    frames = [np.asarray(Image.open(DEMO / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
-              for n in PHOTOS]
+    frames = [
+        np.asarray(Image.open(DEMO / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
+        for n in PHOTOS
+    ]
     wav = DEMO / WAV
     models = load_reference_models(bundle_dir)
-    pipes = {p: runtime.load(bundle_dir, preset=p, threads=threads, providers=["cpu"]) for p in ("default", "sam4avs")}
+    pipes = {
+        p: runtime.load(bundle_dir, preset=p, threads=threads, providers=["cpu"])
+        for p in ("default", "sam4avs")
+    }
     for p in pipes.values():
         p.sam_runner(max_batch=sam_batch)
     sam_cfg = pipes["default"].manifest["preprocessing"]["sam"]
-    rep = Report(f"Zero-shot strategies: PyTorch reference vs runtime (SAM {sam_cfg['config']}, 5 frames 224x224)",
-                 machine=machine_info(include_torch=True))
+    rep = Report(
+        f"Zero-shot strategies: PyTorch reference vs runtime (SAM {sam_cfg['config']}, 5 frames 224x224)",
+        machine=machine_info(include_torch=True),
+    )
     rep.set_peak(matmul_peak(threads=threads))
     rep.notes.append(f"bundle {bundle_dir}; weights {pipes['default'].manifest['weights']}")
-    rep.notes.append(f"torch threads {threads}, ORT intra-op threads {threads}; repeats {repeats} "
-                     f"(No-Prompt: 1, AMG points_per_side {amg_points}, {np_frames} frames); "
-                     f"runtime SAM encoder batch {sam_batch}")
+    rep.notes.append(
+        f"torch threads {threads}, ORT intra-op threads {threads}; repeats {repeats} "
+        f"(No-Prompt: 1, AMG points_per_side {amg_points}, {np_frames} frames); "
+        f"runtime SAM encoder batch {sam_batch}"
+    )
 
     # SAM image encoder alone: GFLOP/s vs the matmul peak.
     runner = pipes["default"].sam_runner()
@@ -133,14 +160,35 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
     batch = np.stack([runner.preprocess(f)[0][0] for f in frames])
     flops1 = count_flops_torch(models.sam.image_encoder, (torch.from_numpy(batch[:1]),))
     with torch.no_grad():
-        rep.run(lambda: [models.sam.image_encoder(torch.from_numpy(batch[i:i + 1])) for i in range(len(frames))],
-                case="sam_image_encoder", backend="torch eager (per frame)", group="encoder", batch=len(frames),
-                flops=flops1 * len(frames), repeats=repeats, warmup=1)
-    rep.run(lambda: runner.embed(frames), case="sam_image_encoder", backend=f"onnxruntime (batch {sam_batch})",
-            group="encoder", batch=len(frames), flops=flops1 * len(frames), repeats=repeats, warmup=1,
-            extra={"input": f"{len(frames)}x3x{s}x{s}"})
-    rep.add_ratio("SAM image encoder: ORT vs eager", rep.find("sam_image_encoder", "torch eager (per frame)"),
-                  rep.find("sam_image_encoder", f"onnxruntime (batch {sam_batch})"))
+        rep.run(
+            lambda: [
+                models.sam.image_encoder(torch.from_numpy(batch[i : i + 1]))
+                for i in range(len(frames))
+            ],
+            case="sam_image_encoder",
+            backend="torch eager (per frame)",
+            group="encoder",
+            batch=len(frames),
+            flops=flops1 * len(frames),
+            repeats=repeats,
+            warmup=1,
+        )
+    rep.run(
+        lambda: runner.embed(frames),
+        case="sam_image_encoder",
+        backend=f"onnxruntime (batch {sam_batch})",
+        group="encoder",
+        batch=len(frames),
+        flops=flops1 * len(frames),
+        repeats=repeats,
+        warmup=1,
+        extra={"input": f"{len(frames)}x3x{s}x{s}"},
+    )
+    rep.add_ratio(
+        "SAM image encoder: ORT vs eager",
+        rep.find("sam_image_encoder", "torch eager (per frame)"),
+        rep.find("sam_image_encoder", f"onnxruntime (batch {sam_batch})"),
+    )
 
     for strategy in strategies:
         if strategy == "no-prompt":
@@ -162,24 +210,49 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
             box = {}
 
             def ref_fn(fr=fr, strategy=strategy, box=box):
-                box["ref"] = reference_point_prompt(models, fr, wav, strategy=strategy, preset="sam4avs")
+                box["ref"] = reference_point_prompt(
+                    models, fr, wav, strategy=strategy, preset="sam4avs"
+                )
 
             def rt_fn(fr=fr, strategy=strategy, box=box):
                 box["rt"] = pipes["sam4avs"].segment(fr, wav, mode=strategy).masks
 
             reps, warm = repeats, 1
         with torch.no_grad():
-            a = rep.run(ref_fn, case=strategy, backend="reference (torch, original flow)", group="clip",
-                        batch=len(fr), repeats=reps, warmup=warm, extra={"preset": preset})
-        b = rep.run(rt_fn, case=strategy, backend="runtime (onnxruntime)", group="clip", batch=len(fr),
-                    repeats=reps, warmup=warm, extra={"preset": preset})
+            a = rep.run(
+                ref_fn,
+                case=strategy,
+                backend="reference (torch, original flow)",
+                group="clip",
+                batch=len(fr),
+                repeats=reps,
+                warmup=warm,
+                extra={"preset": preset},
+            )
+        b = rep.run(
+            rt_fn,
+            case=strategy,
+            backend="runtime (onnxruntime)",
+            group="clip",
+            batch=len(fr),
+            repeats=reps,
+            warmup=warm,
+            extra={"preset": preset},
+        )
         agree = _iou_min(box["ref"], box["rt"])
         b.extra["min_iou_vs_reference"] = agree
         if strategy in HEATMAP_STRATEGIES:
-            b.extra.update(_cross_heatmap_agreement(models, pipes["sam4avs"], fr, wav, strategy, box))
-        rep.add_ratio(f"{strategy}: runtime vs reference", a, b, note=f"preset {preset}; min IoU {agree:.4f}")
-        print(f"{strategy}: reference {a.median_ms / 1000:.2f} s, runtime {b.median_ms / 1000:.2f} s, "
-              f"min IoU {agree:.4f}", flush=True)
+            b.extra.update(
+                _cross_heatmap_agreement(models, pipes["sam4avs"], fr, wav, strategy, box)
+            )
+        rep.add_ratio(
+            f"{strategy}: runtime vs reference", a, b, note=f"preset {preset}; min IoU {agree:.4f}"
+        )
+        print(
+            f"{strategy}: reference {a.median_ms / 1000:.2f} s, runtime {b.median_ms / 1000:.2f} s, "
+            f"min IoU {agree:.4f}",
+            flush=True,
+        )
     out.mkdir(parents=True, exist_ok=True)
     rep.save(out, f"zero_shot_{sam_cfg['config']}")
     return rep
@@ -187,26 +260,51 @@ def run(bundle_dir: Path, out: Path, *, strategies=STRATEGIES, threads: int = 2,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", type=Path, default=None, help="bundle with the four zero-shot graphs (else built)")
-    p.add_argument("--sam", default="micro", choices=("micro", "vit_b", "vit_l", "vit_h"),
-                   help="SAM of the bundle built when --bundle is not given (micro: the tiny profile)")
-    p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "avs_bench_bundles")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="bundle with the four zero-shot graphs (else built)",
+    )
+    p.add_argument(
+        "--sam",
+        default="micro",
+        choices=("micro", "vit_b", "vit_l", "vit_h"),
+        help="SAM of the bundle built when --bundle is not given (micro: the tiny profile)",
+    )
+    p.add_argument(
+        "--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "avs_bench_bundles"
+    )
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--amg-points", type=int, default=32, help="No-Prompt points_per_side (SAM's default 32)")
+    p.add_argument(
+        "--amg-points", type=int, default=32, help="No-Prompt points_per_side (SAM's default 32)"
+    )
     p.add_argument("--no-prompt-frames", type=int, default=5)
-    p.add_argument("--sam-batch", type=int, default=5,
-                   help="runtime SAM encoder batch (5: the clip in one call; 1 for full-size SAM on a small CPU box)")
+    p.add_argument(
+        "--sam-batch",
+        type=int,
+        default=5,
+        help="runtime SAM encoder batch (5: the clip in one call; 1 for full-size SAM on a small CPU box)",
+    )
     a = p.parse_args(argv)
     strategies = [s for s in a.strategies.split(",") if s]
     bad = sorted(set(strategies) - set(STRATEGIES))
     if bad:
         p.error(f"unknown strategies {bad}; choose from {STRATEGIES}")
     bundle = a.bundle or ensure_bundle(a.sam, a.cache)
-    rep = run(bundle, a.out, strategies=strategies, threads=a.threads, repeats=a.repeats,
-              amg_points=a.amg_points, np_frames=a.no_prompt_frames, sam_batch=a.sam_batch)
+    rep = run(
+        bundle,
+        a.out,
+        strategies=strategies,
+        threads=a.threads,
+        repeats=a.repeats,
+        amg_points=a.amg_points,
+        np_frames=a.no_prompt_frames,
+        sam_batch=a.sam_batch,
+    )
     print(rep.to_markdown())
     return 0
 

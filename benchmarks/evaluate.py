@@ -146,7 +146,10 @@ def _sigmoid64(z: np.ndarray) -> np.ndarray:
 
 
 def segment_with_logits(
-    pipe: Pipeline, frames: Sequence[Any], audio: Any, sample_rate: int | None = None,
+    pipe: Pipeline,
+    frames: Sequence[Any],
+    audio: Any,
+    sample_rate: int | None = None,
     **params: Any,
 ) -> tuple[SegmentResult, list[np.ndarray]]:
     """``pipe.segment(frames, audio, sample_rate, mode="acfpn", **params)`` and its logits.
@@ -195,8 +198,12 @@ def _to_shape(a: np.ndarray, shape: tuple[int, int], binary: bool) -> np.ndarray
     if a.shape == shape:
         return a
     if binary:  # nearest neighbour (pixel centres)
-        rows = np.minimum(((np.arange(shape[0]) + 0.5) * a.shape[0] / shape[0]).astype(np.intp), a.shape[0] - 1)
-        cols = np.minimum(((np.arange(shape[1]) + 0.5) * a.shape[1] / shape[1]).astype(np.intp), a.shape[1] - 1)
+        rows = np.minimum(
+            ((np.arange(shape[0]) + 0.5) * a.shape[0] / shape[0]).astype(np.intp), a.shape[0] - 1
+        )
+        cols = np.minimum(
+            ((np.arange(shape[1]) + 0.5) * a.shape[1] / shape[1]).astype(np.intp), a.shape[1] - 1
+        )
         return a[rows][:, cols]
     return resize(a[None].astype(np.float32), shape, "bilinear")[0]
 
@@ -238,7 +245,16 @@ def predict_video(
     return VideoOutcome(pred, list(masks), timings, prov, resized)
 
 
-def _save_pngs(out: Path, kind: str, rec: avsbench.VideoRecord, frames, masks, *, save_masks: bool, save_overlays: bool) -> None:
+def _save_pngs(
+    out: Path,
+    kind: str,
+    rec: avsbench.VideoRecord,
+    frames,
+    masks,
+    *,
+    save_masks: bool,
+    save_overlays: bool,
+) -> None:
     colour = np.array([255, 40, 40], np.float32)
     for k, (f, m) in enumerate(zip(frames, masks, strict=True), start=1):
         if save_masks:
@@ -250,7 +266,9 @@ def _save_pngs(out: Path, kind: str, rec: avsbench.VideoRecord, frames, masks, *
             d.mkdir(parents=True, exist_ok=True)
             blend = f.astype(np.float32)
             blend[m] = 0.5 * blend[m] + 0.5 * colour
-            Image.fromarray(np.clip(np.round(blend), 0, 255).astype(np.uint8)).save(d / f"{rec.name}_{k}.png")
+            Image.fromarray(np.clip(np.round(blend), 0, 255).astype(np.uint8)).save(
+                d / f"{rec.name}_{k}.png"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,11 +310,15 @@ def evaluate_split(
     """
     if kind not in avsbench.KINDS:
         raise InputError(f"kind must be one of {avsbench.KINDS}, got {kind!r}")
-    if max_videos is not None and (isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1):
+    if max_videos is not None and (
+        isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
+    ):
         raise InputError(f"max_videos must be a positive int or None, got {max_videos!r}")
     records = avsbench.index_split(data_root, kind, split, check_files=True)
     if not records:
-        raise InputError(f"AVSBench {kind.upper()} split {split!r} under {data_root} holds no videos")
+        raise InputError(
+            f"AVSBench {kind.upper()} split {split!r} under {data_root} holds no videos"
+        )
     total = len(records)
     if max_videos is not None:
         records = records[:max_videos]
@@ -327,9 +349,15 @@ def evaluate_split(
             resized_any |= o.resized_to_gt
             if fh is not None:
                 row = {
-                    "kind": kind, "split": split, "name": rec.name, "category": rec.category,
-                    "miou": r.miou, "fscore": r.fscore, "frames": r.frames,
-                    "empty_gt_frames": r.empty_gt_frames, "mask_frames": list(rec.mask_frames),
+                    "kind": kind,
+                    "split": split,
+                    "name": rec.name,
+                    "category": rec.category,
+                    "miou": r.miou,
+                    "fscore": r.fscore,
+                    "frames": r.frames,
+                    "empty_gt_frames": r.empty_gt_frames,
+                    "mask_frames": list(rec.mask_frames),
                     "frame_miou": [float(x) for x in per_frame],
                     "frame_iou_avsbench": [float(x) for x in terms],
                     "mask_coverage": [float(m.mean()) for m in o.masks],
@@ -337,7 +365,15 @@ def evaluate_split(
                 }
                 fh.write(json.dumps(row) + "\n")
             if out_dir is not None and (save_masks or save_overlays):
-                _save_pngs(out_dir, kind, rec, frames, o.masks, save_masks=save_masks, save_overlays=save_overlays)
+                _save_pngs(
+                    out_dir,
+                    kind,
+                    rec,
+                    frames,
+                    o.masks,
+                    save_masks=save_masks,
+                    save_overlays=save_overlays,
+                )
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(mIoU=f"{acc.miou:.4f}", F=f"{acc.fscore:.4f}")
     finally:
@@ -396,6 +432,7 @@ def evaluate(
     pipe = None
     manifest: dict[str, Any] = {}
     from runtime.modes import MODES
+
     if mode in BASELINES:
         if params:
             raise InputError(f"baseline {mode!r} takes no parameters, got {sorted(params)}")
@@ -405,7 +442,9 @@ def evaluate(
         pipe = load_pipeline(bundle, preset=preset, providers=providers, threads=threads)
         manifest = pipe.manifest
         if mode is not None and mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose from {sorted(MODES)} or the baselines {sorted(BASELINES)}")
+            raise InputError(
+                f"unknown mode {mode!r}; choose from {sorted(MODES)} or the baselines {sorted(BASELINES)}"
+            )
         mode = pipe.check_mode(mode, params)[0].name
     fusion = manifest.get("graphs", {}).get("acfpn", {}).get("fusion") if mode == "acfpn" else None
     method = paper_method(mode, fusion)
@@ -413,21 +452,40 @@ def evaluate(
     random_weights = bool(rnd)
     out_dir = Path(out) if out is not None else None
     # modes with per-data-set defaults (zero-shot thresholds: S4 vs MS3) get the kind evaluated
-    per_kind = mode not in BASELINES and "dataset" in MODES[mode].defaults and "dataset" not in params
+    per_kind = (
+        mode not in BASELINES and "dataset" in MODES[mode].defaults and "dataset" not in params
+    )
     results = {}
     for kind in kinds:
         kind_params = {**params, "dataset": kind} if per_kind else params
         results[kind] = evaluate_split(
-            pipe, data_root, kind, split=split, mode=mode, params=kind_params, out=out_dir,
-            max_videos=max_videos, save_masks=save_masks, save_overlays=save_overlays, progress=progress,
+            pipe,
+            data_root,
+            kind,
+            split=split,
+            mode=mode,
+            params=kind_params,
+            out=out_dir,
+            max_videos=max_videos,
+            save_masks=save_masks,
+            save_overlays=save_overlays,
+            progress=progress,
         )
     return finish_summary(
-        bundle=str(bundle) if bundle is not None else None, out_dir=out_dir, results=results, split=split,
-        mode=mode, preset=pipe.preset.name if pipe is not None else None, params=params, per_kind=per_kind,
+        bundle=str(bundle) if bundle is not None else None,
+        out_dir=out_dir,
+        results=results,
+        split=split,
+        mode=mode,
+        preset=pipe.preset.name if pipe is not None else None,
+        params=params,
+        per_kind=per_kind,
         random_weights=random_weights,
         random_detail=f"the bundle was built from random weights ({', '.join(rnd)})",
-        scored_on="logits" if mode in LOGIT_MODES else "binary {0,1} masks", method=method,
-        data_root=data_root, extra={"bundle_profile": manifest.get("profile"), "weights": manifest.get("weights")},
+        scored_on="logits" if mode in LOGIT_MODES else "binary {0,1} masks",
+        method=method,
+        data_root=data_root,
+        extra={"bundle_profile": manifest.get("profile"), "weights": manifest.get("weights")},
     )
 
 
@@ -442,10 +500,23 @@ def check_kinds_split(kinds: Sequence[str], split: str) -> list[str]:
     return kinds
 
 
-def finish_summary(*, bundle: str | None, out_dir: Path | None, results: Mapping[str, Any], split: str,
-                   mode: str, preset: str | None, params: Mapping[str, Any], per_kind: bool,
-                   random_weights: bool, random_detail: str, scored_on: str, method: str | None,
-                   data_root: str | Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+def finish_summary(
+    *,
+    bundle: str | None,
+    out_dir: Path | None,
+    results: Mapping[str, Any],
+    split: str,
+    mode: str,
+    preset: str | None,
+    params: Mapping[str, Any],
+    per_kind: bool,
+    random_weights: bool,
+    random_detail: str,
+    scored_on: str,
+    method: str | None,
+    data_root: str | Path,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
     """The summary of an evaluation (``summary.json`` layout) with its warnings, written to ``out_dir``
     as ``summary.json`` + ``summary.md`` when given. ``extra``: fields of the caller (bundle profile and
     weights, or the server). Shared by the in-process and the served evaluation."""
@@ -454,8 +525,10 @@ def finish_summary(*, bundle: str | None, out_dir: Path | None, results: Mapping
         warnings.append(f"{RANDOM_WARNING}: {random_detail}; its masks are meaningless")
     for kind, r in results.items():
         if not r["complete"]:
-            warnings.append(f"partial run: {KIND_LABEL[kind]} {split} {r['videos']} of {r['videos_in_split']} videos"
-                            " -- not comparable with the paper's figures")
+            warnings.append(
+                f"partial run: {KIND_LABEL[kind]} {split} {r['videos']} of {r['videos_in_split']} videos"
+                " -- not comparable with the paper's figures"
+            )
     if split != "test":
         warnings.append(f"split {split!r}: the paper reports the test split only")
     summary = {
@@ -476,16 +549,22 @@ def finish_summary(*, bundle: str | None, out_dir: Path | None, results: Mapping
         "metric": "runtime.metrics: AVSBench mask_iou / Eval_Fmeasure (beta^2 0.3, 255 thresholds), one video per batch",
         "results": dict(results),
         "paper_method": method,
-        "paper": {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in PAPER[method].items()} if method else None,
+        "paper": {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in PAPER[method].items()}
+        if method
+        else None,
         "paper_source": PAPER_SOURCE,
-        "paper_table": {m: {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in row.items()} for m, row in PAPER.items()},
+        "paper_table": {
+            m: {k: {"miou_pct": v[0], "fscore": v[1]} for k, v in row.items()}
+            for m, row in PAPER.items()
+        },
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False) + "\n")
+        (out_dir / "summary.json").write_text(
+            json.dumps(jsonable(summary), indent=1, allow_nan=False) + "\n"
+        )
         (out_dir / "summary.md").write_text(summary_markdown(summary))
     return summary
-
 
 
 def _random_weight_sources(manifest: Mapping[str, Any], mode: str) -> list[str]:
@@ -526,10 +605,12 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     res = s["results"]
     out = [f"# AVSBench evaluation: mode `{s['mode']}`", ""]
     bundle = s["bundle"] or "(none: baseline)"
-    out.append(f"- Bundle: `{bundle}` (profile {s.get('bundle_profile') or '–'}), preset {s.get('preset') or '–'}, "
-               f"params {json.dumps(s['params']) if s['params'] else 'defaults'}"
-               f"{' (dataset = the kind evaluated)' if s.get('params_per_kind') else ''}; split `{s['split']}`; "
-               f"scored on {s['scored_on']}.")
+    out.append(
+        f"- Bundle: `{bundle}` (profile {s.get('bundle_profile') or '–'}), preset {s.get('preset') or '–'}, "
+        f"params {json.dumps(s['params']) if s['params'] else 'defaults'}"
+        f"{' (dataset = the kind evaluated)' if s.get('params_per_kind') else ''}; split `{s['split']}`; "
+        f"scored on {s['scored_on']}."
+    )
     out.append(f"- Metric: {s['metric']}.")
     for w in s["warnings"]:
         out.append(f"- **{w}**")
@@ -539,26 +620,51 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     elif not s["comparable"]:
         label += " (**not comparable**, see above)"
     out += ["", "| method / mode | S4 mIoU | S4 F | MS3 mIoU | MS3 F |", "|---|---|---|---|---|"]
-    out.append("| " + " | ".join([label, *_cells(res, "s4", True), *_cells(res, "ms3", True)]) + " |")
+    out.append(
+        "| " + " | ".join([label, *_cells(res, "s4", True), *_cells(res, "ms3", True)]) + " |"
+    )
     if s["paper_method"]:
         d = _paper_decimals(s["paper_method"])
-        out.append("| " + " | ".join([f"paper: {s['paper_method']}", *_cells(s["paper"], "s4", False, d),
-                                      *_cells(s["paper"], "ms3", False, d)]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    f"paper: {s['paper_method']}",
+                    *_cells(s["paper"], "s4", False, d),
+                    *_cells(s["paper"], "ms3", False, d),
+                ]
+            )
+            + " |"
+        )
     else:
         out.append("| paper: (no figure for this mode) | – | – | – | – |")
-    out += ["", f"Paper figures ({s['paper_source']}):", "",
-            "| method | kind | S4 mIoU | S4 F | MS3 mIoU | MS3 F |", "|---|---|---|---|---|---|"]
+    out += [
+        "",
+        f"Paper figures ({s['paper_source']}):",
+        "",
+        "| method | kind | S4 mIoU | S4 F | MS3 mIoU | MS3 F |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, row in s["paper_table"].items():
         kind = "supervised" if m in SUPERVISED else "zero-shot"
         d = _paper_decimals(m)
-        out.append("| " + " | ".join([m, kind, *_cells(row, "s4", False, d), *_cells(row, "ms3", False, d)]) + " |")
-    out += ["", "| kind | split | videos | frames | empty-GT frames | mIoU | F | mean ms / video (stages) | providers |",
-            "|---|---|---|---|---|---|---|---|---|"]
+        out.append(
+            "| "
+            + " | ".join([m, kind, *_cells(row, "s4", False, d), *_cells(row, "ms3", False, d)])
+            + " |"
+        )
+    out += [
+        "",
+        "| kind | split | videos | frames | empty-GT frames | mIoU | F | mean ms / video (stages) | providers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for kind, r in res.items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["timings_ms"].items())
         prov = ", ".join(f"{g}={p}" for g, p in r["providers"].items()) or "–"
-        out.append(f"| {KIND_LABEL[kind]} | {r['split']} | {r['videos']} / {r['videos_in_split']} | {r['frames']} "
-                   f"| {r['empty_gt_frames']} | {r['miou']:.4f} | {r['fscore']:.4f} | {stages} | {prov} |")
+        out.append(
+            f"| {KIND_LABEL[kind]} | {r['split']} | {r['videos']} / {r['videos_in_split']} | {r['frames']} "
+            f"| {r['empty_gt_frames']} | {r['miou']:.4f} | {r['fscore']:.4f} | {stages} | {prov} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -606,22 +712,55 @@ def parse_params(p: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of ``python -m benchmarks.evaluate`` / ``avs eval``."""
     p = argparse.ArgumentParser(
-        prog="avs eval", description="Evaluate a runtime mode on AVSBench S4 / MS3 (mIoU, F-score).",
+        prog="avs eval",
+        description="Evaluate a runtime mode on AVSBench S4 / MS3 (mIoU, F-score).",
     )
-    p.add_argument("--bundle", default="engines/default", help="bundle folder (default engines/default)")
-    p.add_argument("--data-root", default=os.environ.get("AVSBENCH_ROOT", "avsbench_data"),
-                   help="AVSBench folder holding Single-source/ and Multi-sources/ (default $AVSBENCH_ROOT or avsbench_data)")
-    p.add_argument("--kind", nargs="+", default=["s4"], help="s4, ms3, both (or several): default s4")
-    p.add_argument("--split", default="test", choices=avsbench.SPLITS, help="default test (the paper's)")
-    p.add_argument("--mode", default=None, help="runtime mode (default: the bundle's best; random-sam: the "
-                   "Random-SAM baseline), or the baseline full-mask (no bundle)")
+    p.add_argument(
+        "--bundle", default="engines/default", help="bundle folder (default engines/default)"
+    )
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("AVSBENCH_ROOT", "avsbench_data"),
+        help="AVSBench folder holding Single-source/ and Multi-sources/ (default $AVSBENCH_ROOT or avsbench_data)",
+    )
+    p.add_argument(
+        "--kind", nargs="+", default=["s4"], help="s4, ms3, both (or several): default s4"
+    )
+    p.add_argument(
+        "--split", default="test", choices=avsbench.SPLITS, help="default test (the paper's)"
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        help="runtime mode (default: the bundle's best; random-sam: the "
+        "Random-SAM baseline), or the baseline full-mask (no bundle)",
+    )
     p.add_argument("--preset", default=None, help="bundle preset (default / sam4avs)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mode parameter, repeatable")
-    p.add_argument("--max-videos", type=int, default=None, help="only the first N videos of each split (smoke runs)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="mode parameter, repeatable",
+    )
+    p.add_argument(
+        "--max-videos",
+        type=int,
+        default=None,
+        help="only the first N videos of each split (smoke runs)",
+    )
     p.add_argument("--out", default=None, help="output folder (default results/eval/MODE)")
-    p.add_argument("--save-masks", action="store_true", help="write the runtime's masks as PNGs under OUT/masks/")
-    p.add_argument("--save-overlays", action="store_true", help="write 50%% overlays under OUT/overlays/")
-    p.add_argument("--providers", default=None, help="comma-separated execution providers, e.g. cuda,cpu")
+    p.add_argument(
+        "--save-masks",
+        action="store_true",
+        help="write the runtime's masks as PNGs under OUT/masks/",
+    )
+    p.add_argument(
+        "--save-overlays", action="store_true", help="write 50%% overlays under OUT/overlays/"
+    )
+    p.add_argument(
+        "--providers", default=None, help="comma-separated execution providers, e.g. cuda,cpu"
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -644,9 +783,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(a.out) if a.out else Path("results") / "eval" / (a.mode or "default-mode")
     try:
         summary = evaluate(
-            bundle, a.data_root, kinds=a.kinds, split=a.split, mode=a.mode, preset=a.preset, params=a.params,
-            out=out, max_videos=a.max_videos, save_masks=a.save_masks, save_overlays=a.save_overlays,
-            providers=providers, threads=a.threads, progress=not a.quiet,
+            bundle,
+            a.data_root,
+            kinds=a.kinds,
+            split=a.split,
+            mode=a.mode,
+            preset=a.preset,
+            params=a.params,
+            out=out,
+            max_videos=a.max_videos,
+            save_masks=a.save_masks,
+            save_overlays=a.save_overlays,
+            providers=providers,
+            threads=a.threads,
+            progress=not a.quiet,
         )
     except (FileNotFoundError, AVSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -654,8 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_markdown(summary))
     if summary["random_weights"]:
         bar = "!" * 78
-        print(f"{bar}\n{RANDOM_WARNING}: bundle {a.bundle} holds random weights; these figures mean nothing.\n{bar}",
-              file=sys.stderr)
+        print(
+            f"{bar}\n{RANDOM_WARNING}: bundle {a.bundle} holds random weights; these figures mean nothing.\n{bar}",
+            file=sys.stderr,
+        )
     print(f"summary written to {out / 'summary.json'} and summary.md", file=sys.stderr)
     return 0
 

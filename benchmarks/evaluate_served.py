@@ -94,8 +94,10 @@ def evaluate_served(
     if mode in ev.BASELINES:
         raise InputError(f"baseline {mode!r} needs no server; run it without --server")
     if mode in ev.LOGIT_MODES:
-        raise InputError(f"mode {mode!r} is scored on its logits, which the served model does not return "
-                         "(its wire contract carries masks); evaluate it in-process with --bundle")
+        raise InputError(
+            f"mode {mode!r} is scored on its logits, which the served model does not return "
+            "(its wire contract carries masks); evaluate it in-process with --bundle"
+        )
     params = dict(params or {})
     clients = _Clients(url, protocol, timeout)
     served: dict[str, Any] = {"random_weights": None, "preset": None, "mode": mode}
@@ -103,7 +105,9 @@ def evaluate_served(
 
     def predict(rec, kind_params):
         t0 = time.perf_counter()
-        res = clients.get().segment([str(p) for p in rec.frames], str(rec.wav), mode=served["mode"], **kind_params)
+        res = clients.get().segment(
+            [str(p) for p in rec.frames], str(rec.wav), mode=served["mode"], **kind_params
+        )
         wall = (time.perf_counter() - t0) * 1000.0
         with lock:
             served["random_weights"] = bool(served["random_weights"]) or res.random_weights
@@ -113,28 +117,46 @@ def evaluate_served(
     out_dir = Path(out) if out is not None else None
     results: dict[str, Any] = {}
     try:
-        if served["mode"] is None:  # the server's default: ask with the first clip of the first kind
+        if (
+            served["mode"] is None
+        ):  # the server's default: ask with the first clip of the first kind
             rec = avsbench.index_split(data_root, kinds[0], split, check_files=True)[0]
             served["mode"] = predict(rec, params)[0].mode
             if served["mode"] in ev.LOGIT_MODES:
-                raise InputError(f"the server's default mode is {served['mode']!r}, scored on logits that it does "
-                                 "not return; pass --mode, or evaluate it in-process with --bundle")
+                raise InputError(
+                    f"the server's default mode is {served['mode']!r}, scored on logits that it does "
+                    "not return; pass --mode, or evaluate it in-process with --bundle"
+                )
         mode = served["mode"]
         per_kind = "dataset" in _param_names(mode) and "dataset" not in params
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             for kind in kinds:
                 kind_params = {**params, "dataset": kind} if per_kind else params
-                results[kind] = _split(pool, predict, data_root, kind, split, kind_params, out_dir, max_videos)
+                results[kind] = _split(
+                    pool, predict, data_root, kind, split, kind_params, out_dir, max_videos
+                )
     finally:
         clients.close()
 
     return ev.finish_summary(
-        bundle=f"served at {protocol}://{url}", out_dir=out_dir, results=results, split=split, mode=mode,
-        preset=served["preset"], params=params, per_kind=per_kind, random_weights=bool(served["random_weights"]),
-        random_detail="the served bundle was built from random weights", scored_on="binary {0,1} masks",
-        method=ev.paper_method(mode, None), data_root=data_root,
-        extra={"server": {"url": url, "protocol": protocol, "concurrency": concurrency},
-               "bundle_profile": None, "weights": None},
+        bundle=f"served at {protocol}://{url}",
+        out_dir=out_dir,
+        results=results,
+        split=split,
+        mode=mode,
+        preset=served["preset"],
+        params=params,
+        per_kind=per_kind,
+        random_weights=bool(served["random_weights"]),
+        random_detail="the served bundle was built from random weights",
+        scored_on="binary {0,1} masks",
+        method=ev.paper_method(mode, None),
+        data_root=data_root,
+        extra={
+            "server": {"url": url, "protocol": protocol, "concurrency": concurrency},
+            "bundle_profile": None,
+            "weights": None,
+        },
     )
 
 
@@ -142,7 +164,9 @@ def _split(pool, predict, data_root, kind, split, params, out_dir, max_videos) -
     """One split: requests from ``pool`` (in flight together), metrics in the split's order."""
     records = avsbench.index_split(data_root, kind, split, check_files=True)
     if not records:
-        raise InputError(f"AVSBench {kind.upper()} split {split!r} under {data_root} holds no videos")
+        raise InputError(
+            f"AVSBench {kind.upper()} split {split!r} under {data_root} holds no videos"
+        )
     total = len(records)
     records = records[:max_videos] if max_videos else records
     acc = MetricAccumulator()
@@ -153,44 +177,73 @@ def _split(pool, predict, data_root, kind, split, params, out_dir, max_videos) -
         out_dir.mkdir(parents=True, exist_ok=True)
         fh = open(out_dir / f"per_video_{kind}_{split}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
     try:
-        for rec, (res, wall) in zip(records, pool.map(lambda r: predict(r, params), records), strict=True):
+        for rec, (res, wall) in zip(
+            records, pool.map(lambda r: predict(r, params), records), strict=True
+        ):
             gts = np.stack([avsbench.load_mask(p, kind) for p in rec.masks])
             picked = [res.masks[k - 1].astype(np.float32) for k in rec.mask_frames]
-            pred = np.stack([ev._to_shape(m, tuple(gts.shape[1:]), True) for m in picked]).astype(np.float32)
+            pred = np.stack([ev._to_shape(m, tuple(gts.shape[1:]), True) for m in picked]).astype(
+                np.float32
+            )
             r = acc.update(pred, gts, rec.name)
             timings = {**res.timings, "wall": wall}
             for k, v in timings.items():
                 timing_sums[k] = timing_sums.get(k, 0.0) + float(v)
             providers.update(res.providers)
             if fh is not None:
-                fh.write(json.dumps({
-                    "kind": kind, "split": split, "name": rec.name, "category": rec.category,
-                    "miou": r.miou, "fscore": r.fscore, "frames": r.frames,
-                    "empty_gt_frames": r.empty_gt_frames, "mask_frames": list(rec.mask_frames),
-                    "frame_miou": [float(x) for x in frame_miou(pred, gts)],
-                    "frame_iou_avsbench": [float(x) for x in miou_terms(pred, gts)],
-                    "mask_coverage": [float(m.mean()) for m in res.masks],
-                    "timings_ms": {k: round(float(v), 3) for k, v in timings.items()},
-                }) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "kind": kind,
+                            "split": split,
+                            "name": rec.name,
+                            "category": rec.category,
+                            "miou": r.miou,
+                            "fscore": r.fscore,
+                            "frames": r.frames,
+                            "empty_gt_frames": r.empty_gt_frames,
+                            "mask_frames": list(rec.mask_frames),
+                            "frame_miou": [float(x) for x in frame_miou(pred, gts)],
+                            "frame_iou_avsbench": [float(x) for x in miou_terms(pred, gts)],
+                            "mask_coverage": [float(m.mean()) for m in res.masks],
+                            "timings_ms": {k: round(float(v), 3) for k, v in timings.items()},
+                        }
+                    )
+                    + "\n"
+                )
     finally:
         if fh is not None:
             fh.close()
     s = acc.summary()
     n = max(acc.count, 1)
     return {
-        "kind": kind, "split": split, "params": dict(params), "videos": acc.count, "videos_in_split": total,
-        "complete": acc.count == total, "frames": s["frames"], "empty_gt_frames": s["empty_gt_frames"],
-        "miou": s["miou"], "fscore": s["fscore"], "timings_ms": {k: v / n for k, v in timing_sums.items()},
-        "providers": providers, "resized_to_gt": False, "per_video_file": None,
+        "kind": kind,
+        "split": split,
+        "params": dict(params),
+        "videos": acc.count,
+        "videos_in_split": total,
+        "complete": acc.count == total,
+        "frames": s["frames"],
+        "empty_gt_frames": s["empty_gt_frames"],
+        "miou": s["miou"],
+        "fscore": s["fscore"],
+        "timings_ms": {k: v / n for k, v in timing_sums.items()},
+        "providers": providers,
+        "resized_to_gt": False,
+        "per_video_file": None,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``avs eval --server URL ...``; prints the Markdown summary. Returns 0, or 2 on a user error."""
     p = argparse.ArgumentParser(prog="avs eval --server", description=__doc__.split("\n")[0])
-    p.add_argument("--server", required=True, help="host:port of the Triton server (HTTP 8000 / gRPC 8001)")
+    p.add_argument(
+        "--server", required=True, help="host:port of the Triton server (HTTP 8000 / gRPC 8001)"
+    )
     p.add_argument("--protocol", default="http", choices=["http", "grpc"])
-    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    p.add_argument(
+        "--concurrency", type=int, default=4, help="requests in flight at once (default 4)"
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take")
     p.add_argument("--data-root", default=os.environ.get("AVSBENCH_ROOT", "avsbench_data"))
     p.add_argument("--kind", nargs="+", default=["s4"])
@@ -207,9 +260,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = ev.parse_params(p, a.param)
     out = Path(a.out) if a.out else Path("results") / "eval" / f"served-{a.mode or 'default-mode'}"
     try:
-        summary = evaluate_served(a.server, a.data_root, protocol=a.protocol, kinds=kinds, split=a.split,
-                                  mode=a.mode, params=params, out=out, max_videos=a.max_videos,
-                                  concurrency=a.concurrency, timeout=a.timeout)
+        summary = evaluate_served(
+            a.server,
+            a.data_root,
+            protocol=a.protocol,
+            kinds=kinds,
+            split=a.split,
+            mode=a.mode,
+            params=params,
+            out=out,
+            max_videos=a.max_videos,
+            concurrency=a.concurrency,
+            timeout=a.timeout,
+        )
     except (FileNotFoundError, AVSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -901,14 +901,18 @@ def count_flops_torch(module, inputs) -> int:
     if not callable(module):
         raise TypeError(f"count_flops_torch: module must be callable, got {type(module).__name__}")
     if isinstance(inputs, dict):
+
         def call():
             return module(**inputs)
     elif isinstance(inputs, tuple | list):
+
         def call():
             return module(*inputs)
     else:
+
         def call():
             return module(inputs)
+
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         call()

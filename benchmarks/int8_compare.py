@@ -32,10 +32,18 @@ INT8_GRAPHS = ("sam_image_encoder", "audioclip_audio", "audioclip_image")
 def cpu_features() -> list[str]:
     """The CPU flags that decide int8/bf16 speed (avx2, avx512*, vnni, amx, bf16) from /proc/cpuinfo."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        flags = next(
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ).split()
     except (OSError, StopIteration):
         return []
-    return sorted(f for f in flags if f == "avx2" or f.startswith(("avx512", "amx")) or "vnni" in f or "bf16" in f)
+    return sorted(
+        f
+        for f in flags
+        if f == "avx2" or f.startswith(("avx512", "amx")) or "vnni" in f or "bf16" in f
+    )
 
 
 def loadavg() -> float:
@@ -93,8 +101,13 @@ def compare_modes(load, frames, audio, modes) -> dict[str, dict]:
             del pipe
             gc.collect()
         ious = [iou(a, b) for a, b in zip(res["fp32"].masks, res["int8"].masks, strict=True)]
-        out[mode] = {"fp32_s": res["fp32_s"], "int8_s": res["int8_s"], "iou": ious, "load": loadavg(),
-                     "precision": res["int8"].precision}
+        out[mode] = {
+            "fp32_s": res["fp32_s"],
+            "int8_s": res["int8_s"],
+            "iou": ious,
+            "load": loadavg(),
+            "precision": res["int8"].precision,
+        }
     return out
 
 
@@ -104,38 +117,69 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8", type=Path, required=True, help="the same bundle after --int8")
     p.add_argument("--frames", type=Path, nargs="+", required=True, help="image files")
     p.add_argument("--audio", type=Path, required=True, help="a WAV file")
-    p.add_argument("--modes", default="point-global", help="comma-separated modes to compare ('' for none)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per graph (after one warm-up)")
+    p.add_argument(
+        "--modes", default="point-global", help="comma-separated modes to compare ('' for none)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed calls per graph (after one warm-up)"
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     for b in (args.fp32, args.int8):
         Bundle.open(b)
+
     def load(which: str):
-        return runtime.load(getattr(args, which), providers=["cpu"], threads=args.threads, cache_mb=0)
+        return runtime.load(
+            getattr(args, which), providers=["cpu"], threads=args.threads, cache_mb=0
+        )
 
     int8 = load("int8")
     frames = load_frames(args.frames)
     random = load("fp32").bundle.random_weights or int8.bundle.random_weights
-    head = {"machine": platform.processor() or platform.machine(), "cpu_flags": cpu_features(),
-            "random_weights": random, "load_start": loadavg()}
+    head = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu_flags": cpu_features(),
+        "random_weights": random,
+        "load_start": loadavg(),
+    }
     graphs = time_graphs(load, frames[0], args.audio, args.repeats)
     modes = compare_modes(load, frames, args.audio, [m for m in args.modes.split(",") if m])
-    print(f"# fp32 vs int8{'  (RANDOM WEIGHTS)' if random else ''}\n\nCPU flags: {' '.join(head['cpu_flags'])}; "
-          f"load average at start {head['load_start']:.2f}\n")
-    print("| graph (batch 1) | fp32 ms | int8 ms | speed-up | load | cosine_min vs fp32 (build) |\n|---|---|---|---|---|---|")
+    print(
+        f"# fp32 vs int8{'  (RANDOM WEIGHTS)' if random else ''}\n\nCPU flags: {' '.join(head['cpu_flags'])}; "
+        f"load average at start {head['load_start']:.2f}\n"
+    )
+    print(
+        "| graph (batch 1) | fp32 ms | int8 ms | speed-up | load | cosine_min vs fp32 (build) |\n|---|---|---|---|---|---|"
+    )
     for g, r in graphs.items():
         c = int8.bundle.graphs[g].get("agreement", {}).get("cosine_min", float("nan"))
-        print(f"| {g} | {r['fp32']:.0f} | {r['int8']:.0f} | {r['fp32'] / r['int8']:.2f}x | {r['load']:.1f} | {c:.4f} |")
+        print(
+            f"| {g} | {r['fp32']:.0f} | {r['int8']:.0f} | {r['fp32'] / r['int8']:.2f}x | {r['load']:.1f} | {c:.4f} |"
+        )
     if modes:
-        print(f"\n| mode ({len(frames)} frames) | fp32 s | int8 s | speed-up | mask IoU min / mean | load |\n|---|---|---|---|---|---|")
+        print(
+            f"\n| mode ({len(frames)} frames) | fp32 s | int8 s | speed-up | mask IoU min / mean | load |\n|---|---|---|---|---|---|"
+        )
         for m, r in modes.items():
-            print(f"| {m} | {r['fp32_s']:.1f} | {r['int8_s']:.1f} | {r['fp32_s'] / r['int8_s']:.2f}x | "
-                  f"{min(r['iou']):.3f} / {np.mean(r['iou']):.3f} | {r['load']:.1f} |")
+            print(
+                f"| {m} | {r['fp32_s']:.1f} | {r['int8_s']:.1f} | {r['fp32_s'] / r['int8_s']:.2f}x | "
+                f"{min(r['iou']):.3f} / {np.mean(r['iou']):.3f} | {r['load']:.1f} |"
+            )
     if args.json:
-        args.json.write_text(json.dumps({**head, "graphs": graphs, "modes": modes,
-                                         "inputs": {"frames": [str(f) for f in args.frames], "audio": str(args.audio)}},
-                                        indent=2, default=str) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    **head,
+                    "graphs": graphs,
+                    "modes": modes,
+                    "inputs": {"frames": [str(f) for f in args.frames], "audio": str(args.audio)},
+                },
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
     return 0
 
 

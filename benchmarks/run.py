@@ -48,28 +48,52 @@ DEMO = Path(os.environ.get("AVS_SHARED_DATA", REPO.parent / "shared" / "data")) 
 PHOTOS = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
 WAV = "cat_3-95694-A-5.wav"
 
-MODES = ("audioclip", "acfpn", "point-global", "point-local", "point-dense", "heatmap-box", "no-prompt",
-         "no-prompt-audio")
+MODES = (
+    "audioclip",
+    "acfpn",
+    "point-global",
+    "point-local",
+    "point-dense",
+    "heatmap-box",
+    "no-prompt",
+    "no-prompt-audio",
+)
 ALIASES = {"zero-shot": MODES[2:], "points": MODES[2:6], "encoders": ("audioclip",)}
 SIDES = ("reference", "fp32", "int8")
 SIDE_LABEL = {"reference": "reference (torch)", "fp32": "runtime fp32", "int8": "runtime int8"}
-GROUPS = {"audioclip": "AudioCLIP graphs (batch 5)", "acfpn": "AC-FPN (5 frames)",
-          "point-global": "Zero-shot prompt modes (5 frames)", "point-local": "Zero-shot prompt modes (5 frames)",
-          "point-dense": "Zero-shot prompt modes (5 frames)", "heatmap-box": "Zero-shot prompt modes (5 frames)",
-          "no-prompt": "No-Prompt", "no-prompt-audio": "No-Prompt"}
-BASE = {"no-prompt-audio": "no-prompt"}  # the mode whose reference (and fp32) a case is compared with
+GROUPS = {
+    "audioclip": "AudioCLIP graphs (batch 5)",
+    "acfpn": "AC-FPN (5 frames)",
+    "point-global": "Zero-shot prompt modes (5 frames)",
+    "point-local": "Zero-shot prompt modes (5 frames)",
+    "point-dense": "Zero-shot prompt modes (5 frames)",
+    "heatmap-box": "Zero-shot prompt modes (5 frames)",
+    "no-prompt": "No-Prompt",
+    "no-prompt-audio": "No-Prompt",
+}
+BASE = {
+    "no-prompt-audio": "no-prompt"
+}  # the mode whose reference (and fp32) a case is compared with
 
 # Seconds per timed run on the project's 2-core machine (issue 9 and README measurements): per clip
 # for audioclip / acfpn, per frame for the SAM modes; "load": process start + models / sessions.
 COSTS = {
-    "full": {"load": {"reference": 10.0, "runtime": 3.0},
-             "audioclip": {"reference": 8.5, "runtime": 1.7}, "acfpn": {"reference": 2.8, "runtime": 1.4},
-             "point": {"reference": 12.0, "runtime": 7.5}, "no-prompt": {"reference": 180.0, "runtime": 60.0},
-             "no-prompt-audio": {"runtime": 15.0}},
-    "tiny": {"load": {"reference": 5.0, "runtime": 1.0},
-             "audioclip": {"reference": 2.0, "runtime": 0.6}, "acfpn": {"reference": 4.0, "runtime": 0.7},
-             "point": {"reference": 1.0, "runtime": 0.25}, "no-prompt": {"reference": 20.0, "runtime": 8.0},
-             "no-prompt-audio": {"runtime": 2.0}},
+    "full": {
+        "load": {"reference": 10.0, "runtime": 3.0},
+        "audioclip": {"reference": 8.5, "runtime": 1.7},
+        "acfpn": {"reference": 2.8, "runtime": 1.4},
+        "point": {"reference": 12.0, "runtime": 7.5},
+        "no-prompt": {"reference": 180.0, "runtime": 60.0},
+        "no-prompt-audio": {"runtime": 15.0},
+    },
+    "tiny": {
+        "load": {"reference": 5.0, "runtime": 1.0},
+        "audioclip": {"reference": 2.0, "runtime": 0.6},
+        "acfpn": {"reference": 4.0, "runtime": 0.7},
+        "point": {"reference": 1.0, "runtime": 0.25},
+        "no-prompt": {"reference": 20.0, "runtime": 8.0},
+        "no-prompt-audio": {"runtime": 2.0},
+    },
 }
 SAM_SCALE = {"vit_b": 1.0, "vit_l": 2.6, "vit_h": 5.1}  # encoder cost relative to vit_b
 INT8_SCALE = 0.6  # a guess until measured
@@ -118,7 +142,9 @@ def parse_only(text: str) -> list[str]:
         elif w in MODES:
             want.add(w)
         else:
-            raise ValueError(f"unknown mode {w!r} in --only; choose from {list(MODES)} or {sorted(ALIASES)}")
+            raise ValueError(
+                f"unknown mode {w!r} in --only; choose from {list(MODES)} or {sorted(ALIASES)}"
+            )
     if not want:
         raise ValueError("--only names no mode")
     return [m for m in MODES if m in want]
@@ -149,7 +175,9 @@ def cost_profile(manifest: dict) -> tuple[str, float]:
     return "full", SAM_SCALE.get(sam, 1.0)
 
 
-def estimate(mode: str, side: str, frames: int, repeats: int, warmup: int, profile: str, sam_factor: float) -> float:
+def estimate(
+    mode: str, side: str, frames: int, repeats: int, warmup: int, profile: str, sam_factor: float
+) -> float:
     """Estimated wall seconds of one case: load + (warm-up + repeats) runs."""
     c = COSTS[profile]
     kind = "runtime" if side != "reference" else "reference"
@@ -163,9 +191,18 @@ def estimate(mode: str, side: str, frames: int, repeats: int, warmup: int, profi
     return c["load"][kind] + (repeats + warmup) * per * factor
 
 
-def build_plan(bundle, int8_bundle, modes: list[str], *, quick: bool, repeats: int | None = None,
-               warmup: int | None = None, np_frames: int | None = None, sides=SIDES,
-               have_reference: bool = True) -> Plan:
+def build_plan(
+    bundle,
+    int8_bundle,
+    modes: list[str],
+    *,
+    quick: bool,
+    repeats: int | None = None,
+    warmup: int | None = None,
+    np_frames: int | None = None,
+    sides=SIDES,
+    have_reference: bool = True,
+) -> Plan:
     """The cases to run (skipped ones as notes). ``bundle`` / ``int8_bundle``: runtime.bundle.Bundle or None."""
     notes: list[str] = []
     cases: list[Case] = []
@@ -175,10 +212,14 @@ def build_plan(bundle, int8_bundle, modes: list[str], *, quick: bool, repeats: i
     npf = np_frames if np_frames is not None else (1 if quick else 5)
     np_preset = "sam4avs" if bundle.has("audioclip_audio_1s") else "default"
     if "reference" in sides and not have_reference:
-        notes.append("reference side skipped: torch / segment_anything / librosa not importable here")
+        notes.append(
+            "reference side skipped: torch / segment_anything / librosa not importable here"
+        )
     for mode in modes:
         if mode == "no-prompt-audio" and not grid_param():
-            notes.append("no-prompt-audio skipped: the runtime's no-prompt mode has no grid='audio' parameter")
+            notes.append(
+                "no-prompt-audio skipped: the runtime's no-prompt mode has no grid='audio' parameter"
+            )
             continue
         missing = [g for g in _needs(mode) if not bundle.has(g)]
         if missing:
@@ -203,8 +244,19 @@ def build_plan(bundle, int8_bundle, modes: list[str], *, quick: bool, repeats: i
                 if lack:
                     notes.append(f"{mode} int8 skipped: bundle {b.root} lacks {lack}")
                     continue
-            cases.append(Case(mode, side, str(b.root), frames, r, w, preset, params,
-                              estimate(mode, side, frames, r, w, profile, factor)))
+            cases.append(
+                Case(
+                    mode,
+                    side,
+                    str(b.root),
+                    frames,
+                    r,
+                    w,
+                    preset,
+                    params,
+                    estimate(mode, side, frames, r, w, profile, factor),
+                )
+            )
     return Plan(cases, notes)
 
 
@@ -230,10 +282,14 @@ def fit_budget(plan: Plan, budget_s: float) -> Plan:
 def format_plan(plan: Plan) -> str:
     lines = [f"{'#':>3} {'case':<28} {'frames':>6} {'runs':>9} {'est. s':>8}"]
     for i, c in enumerate(plan.cases, 1):
-        lines.append(f"{i:>3} {c.name:<28} {c.frames:>6} {f'{c.warmup}+{c.repeats}':>9} {c.est_s:>8.0f}")
+        lines.append(
+            f"{i:>3} {c.name:<28} {c.frames:>6} {f'{c.warmup}+{c.repeats}':>9} {c.est_s:>8.0f}"
+        )
     t = plan.total_s + OVERHEAD_S
-    lines.append(f"estimated total: {t:.0f} s ({t / 60:.1f} min), {OVERHEAD_S:.0f} s of it for the matmul peak, "
-                 "FLOP counts and inputs")
+    lines.append(
+        f"estimated total: {t:.0f} s ({t / 60:.1f} min), {OVERHEAD_S:.0f} s of it for the matmul peak, "
+        "FLOP counts and inputs"
+    )
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
@@ -247,14 +303,27 @@ def write_inputs(tmp: Path, bundle_dir: str, demo: Path = DEMO) -> dict[str, str
 
     import runtime
 
-    frames = np.stack([np.asarray(Image.open(demo / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
-                       for n in PHOTOS])
+    frames = np.stack(
+        [
+            np.asarray(
+                Image.open(demo / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+            )
+            for n in PHOTOS
+        ]
+    )
     np.savez(tmp / "frames.npz", frames=frames)
     wav = demo / WAV
     pipe = runtime.load(bundle_dir, providers=["cpu"])
-    np.savez(tmp / "audioclip_inputs.npz", image=pipe.clip_images(list(frames)),
-             waveform=pipe.audioclip_audio_input(wav, None, len(frames)))
-    return {"frames": str(tmp / "frames.npz"), "wav": str(wav), "audioclip_inputs": str(tmp / "audioclip_inputs.npz")}
+    np.savez(
+        tmp / "audioclip_inputs.npz",
+        image=pipe.clip_images(list(frames)),
+        waveform=pipe.audioclip_audio_input(wav, None, len(frames)),
+    )
+    return {
+        "frames": str(tmp / "frames.npz"),
+        "wav": str(wav),
+        "audioclip_inputs": str(tmp / "audioclip_inputs.npz"),
+    }
 
 
 def acfpn_settings(bundle_dir: str) -> dict[str, Any]:
@@ -265,8 +334,10 @@ def acfpn_settings(bundle_dir: str) -> dict[str, Any]:
     if not pipe.bundle.has("acfpn"):
         return {}
     entry = pipe.bundle.graphs["acfpn"]
-    return {"scale": float(entry.get("audio_input_scale", pipe.preset_value("audio_input_scale"))),
-            "antialias": bool(pipe.preset_value("image_antialias"))}
+    return {
+        "scale": float(entry.get("audio_input_scale", pipe.preset_value("audio_input_scale"))),
+        "antialias": bool(pipe.preset_value("image_antialias")),
+    }
 
 
 @dataclass
@@ -277,18 +348,27 @@ class ChildResult:
     timed_out: bool = False
 
 
-def run_child(spec_path: Path, log_path: Path, timeout_s: float, argv: list[str] | None = None) -> ChildResult:
+def run_child(
+    spec_path: Path, log_path: Path, timeout_s: float, argv: list[str] | None = None
+) -> ChildResult:
     """``python -m benchmarks.run_case SPEC`` (or ``argv``) in a fresh process, killed after ``timeout_s``.
 
     Returns its exit code, wall time and ``ru_maxrss`` from ``os.wait4`` (this child's, not the max
     over all children as RUSAGE_CHILDREN; on Linux it includes this process's RSS at exec time,
     so the child's own peak is the VmHWM it reports, ``run_case.peak_rss_mb``)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+    )
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        p = subprocess.Popen(argv or [sys.executable, "-m", "benchmarks.run_case", str(spec_path)], cwd=REPO, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            argv or [sys.executable, "-m", "benchmarks.run_case", str(spec_path)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         timed_out = False
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -322,7 +402,13 @@ def _cos_min(a: dict, b: dict) -> float | None:
         if k not in a or k not in b or a[k].shape != b[k].shape:
             return None
         x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-        vals.append(float(np.min(np.sum(x * y, -1) / (np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)))))
+        vals.append(
+            float(
+                np.min(
+                    np.sum(x * y, -1) / (np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1))
+                )
+            )
+        )
     return min(vals)
 
 
@@ -342,8 +428,16 @@ def _fmt_s(s: float) -> str:
     return f"{int(s // 60)}:{int(s % 60):02d}"
 
 
-def run_plan(plan: Plan, out: Path, *, threads: int, command: str, sam_batch: int | None = None,
-             demo: Path = DEMO, keep_tmp: bool = False) -> dict[str, Any]:
+def run_plan(
+    plan: Plan,
+    out: Path,
+    *,
+    threads: int,
+    command: str,
+    sam_batch: int | None = None,
+    demo: Path = DEMO,
+    keep_tmp: bool = False,
+) -> dict[str, Any]:
     """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict."""
     from benchmarks.harness import Measurement, Report, machine_info, matmul_peak
     from benchmarks.run_report import write_outputs
@@ -353,7 +447,10 @@ def run_plan(plan: Plan, out: Path, *, threads: int, command: str, sam_batch: in
     logs.mkdir(exist_ok=True)
     tmpdir = tempfile.TemporaryDirectory(prefix="avs_bench_")
     tmp = Path(tmpdir.name)
-    fp32 = next((c.bundle for c in plan.cases if c.side != "int8"), plan.cases[0].bundle if plan.cases else None)
+    fp32 = next(
+        (c.bundle for c in plan.cases if c.side != "int8"),
+        plan.cases[0].bundle if plan.cases else None,
+    )
     rep = Report("Full-size benchmark: reference vs runtime", machine=machine_info())
     load0 = os.getloadavg()[0]
     rep.set_peak(matmul_peak(threads=threads))
@@ -363,7 +460,12 @@ def run_plan(plan: Plan, out: Path, *, threads: int, command: str, sam_batch: in
         inputs = write_inputs(tmp, fp32, demo)
         ac = acfpn_settings(fp32)
         if any(c.side == "reference" for c in plan.cases):
-            spec = {"mode": "flops", "side": "reference", "bundle": fp32, "out_json": str(tmp / "flops.json")}
+            spec = {
+                "mode": "flops",
+                "side": "reference",
+                "bundle": fp32,
+                "out_json": str(tmp / "flops.json"),
+            }
             (tmp / "flops.spec.json").write_text(json.dumps(spec))
             r = run_child(tmp / "flops.spec.json", logs / "flops.log", 600)
             if r.rc == 0:
@@ -374,33 +476,66 @@ def run_plan(plan: Plan, out: Path, *, threads: int, command: str, sam_batch: in
     est_total = plan.total_s
     for i, c in enumerate(plan.cases, 1):
         stem = c.name.replace("/", "__")
-        spec = {"mode": BASE.get(c.mode, c.mode), "side": "reference" if c.side == "reference" else "runtime",
-                "bundle": c.bundle, "threads": threads, "repeats": c.repeats, "warmup": c.warmup,
-                "num_frames": c.frames, "preset": c.preset, "params": c.params, "sam_batch": sam_batch,
-                "acfpn": ac, **inputs, "out_json": str(tmp / f"{stem}.json"), "out_npz": str(tmp / f"{stem}.npz")}
+        spec = {
+            "mode": BASE.get(c.mode, c.mode),
+            "side": "reference" if c.side == "reference" else "runtime",
+            "bundle": c.bundle,
+            "threads": threads,
+            "repeats": c.repeats,
+            "warmup": c.warmup,
+            "num_frames": c.frames,
+            "preset": c.preset,
+            "params": c.params,
+            "sam_batch": sam_batch,
+            "acfpn": ac,
+            **inputs,
+            "out_json": str(tmp / f"{stem}.json"),
+            "out_npz": str(tmp / f"{stem}.npz"),
+        }
         (tmp / f"{stem}.spec.json").write_text(json.dumps(spec))
         print(f"[{i}/{len(plan.cases)}] {c.name}: running (est. {c.est_s:.0f} s) ...", flush=True)
-        r = run_child(tmp / f"{stem}.spec.json", logs / f"{stem}.log", timeout_s=max(300.0, 4 * c.est_s + 120))
-        rec: dict[str, Any] = {"case": asdict(c), "rc": r.rc, "ru_maxrss_mb": r.ru_maxrss_mb,
-                               "process_wall_s": r.wall_s, "npz": spec["out_npz"]}
+        r = run_child(
+            tmp / f"{stem}.spec.json", logs / f"{stem}.log", timeout_s=max(300.0, 4 * c.est_s + 120)
+        )
+        rec: dict[str, Any] = {
+            "case": asdict(c),
+            "rc": r.rc,
+            "ru_maxrss_mb": r.ru_maxrss_mb,
+            "process_wall_s": r.wall_s,
+            "npz": spec["out_npz"],
+        }
         if r.rc != 0 or not Path(spec["out_json"]).is_file():
             why = "timed out" if r.timed_out else f"exit code {r.rc}"
             tail = (logs / f"{stem}.log").read_text().strip().splitlines()[-3:]
-            rec["status"], rec["note"] = "failed", f"{why}, log {logs / f'{stem}.log'}: {' | '.join(tail)}"
-            print(f"[{i}/{len(plan.cases)}] {c.name}: FAILED ({why}); log {logs / f'{stem}.log'}", flush=True)
+            rec["status"], rec["note"] = (
+                "failed",
+                f"{why}, log {logs / f'{stem}.log'}: {' | '.join(tail)}",
+            )
+            print(
+                f"[{i}/{len(plan.cases)}] {c.name}: FAILED ({why}); log {logs / f'{stem}.log'}",
+                flush=True,
+            )
             records.append(rec)
             continue
         got = json.loads(Path(spec["out_json"]).read_text())
         m = Measurement.from_dict(got["measurement"])
-        rec.update(status="ok", stages_ms={k: float(np.median(v)) for k, v in got["stages"].items()},
-                   stage_samples_ms=got["stages"], load_s=got["load_s"], peak_rss_mb=got["peak_rss_mb"],
-                   info=got["info"])
+        rec.update(
+            status="ok",
+            stages_ms={k: float(np.median(v)) for k, v in got["stages"].items()},
+            stage_samples_ms=got["stages"],
+            load_s=got["load_s"],
+            peak_rss_mb=got["peak_rss_mb"],
+            info=got["info"],
+        )
         rec["measurement"] = m
         records.append(rec)
         el = time.perf_counter() - t_start
-        print(f"[{i}/{len(plan.cases)}] {c.name}: median {m.median_ms / 1e3:.2f} s (est. {c.est_s:.0f} s for the "
-              f"process, took {r.wall_s:.0f} s), peak RSS {rec['peak_rss_mb']:.0f} MB, load {os.getloadavg()[0]:.2f}; "
-              f"elapsed {_fmt_s(el)} of est. {_fmt_s(est_total)}", flush=True)
+        print(
+            f"[{i}/{len(plan.cases)}] {c.name}: median {m.median_ms / 1e3:.2f} s (est. {c.est_s:.0f} s for the "
+            f"process, took {r.wall_s:.0f} s), peak RSS {rec['peak_rss_mb']:.0f} MB, load {os.getloadavg()[0]:.2f}; "
+            f"elapsed {_fmt_s(el)} of est. {_fmt_s(est_total)}",
+            flush=True,
+        )
     result = assemble(rep, records, flops, plan, command=command, load_start=load0, threads=threads)
     write_outputs(result, out)
     if keep_tmp:
@@ -410,8 +545,16 @@ def run_plan(plan: Plan, out: Path, *, threads: int, command: str, sam_batch: in
     return result
 
 
-def assemble(rep, records: list[dict[str, Any]], flops: dict[str, float], plan: Plan, *, command: str,
-             load_start: float, threads: int) -> dict[str, Any]:
+def assemble(
+    rep,
+    records: list[dict[str, Any]],
+    flops: dict[str, float],
+    plan: Plan,
+    *,
+    command: str,
+    load_start: float,
+    threads: int,
+) -> dict[str, Any]:
     """Agreement, ratios and encoder throughput from the child records; the JSON-ready result dict.
 
     Every ok record gets a Report entry (group = mode group, case = mode, backend = side label,
@@ -426,78 +569,169 @@ def assemble(rep, records: list[dict[str, Any]], flops: dict[str, float], plan: 
         base = BASE.get(mode, mode)
         agree: dict[str, Any] = {}
         if side != "reference":
-            others = {"vs_reference": ok.get((base, "reference")),
-                      "vs_fp32": ok.get((mode, "fp32")) if side == "int8" else None,
-                      "vs_full_grid_fp32": ok.get((base, "fp32")) if mode != base else None}
+            others = {
+                "vs_reference": ok.get((base, "reference")),
+                "vs_fp32": ok.get((mode, "fp32")) if side == "int8" else None,
+                "vs_full_grid_fp32": ok.get((base, "fp32")) if mode != base else None,
+            }
             for key, other in others.items():
                 if other is not None:
                     agree["metric"], agree[key] = agreement(other["npz"], r["npz"])
         r["agreement"] = agree
         prec = (r.get("info") or {}).get("precision") or {}
         if side == "int8" and prec and "int8" not in prec.values():
-            rep.notes.append(f"{mode}/int8: the int8 bundle's graphs report precision {sorted(set(prec.values()))}")
+            rep.notes.append(
+                f"{mode}/int8: the int8 bundle's graphs report precision {sorted(set(prec.values()))}"
+            )
         enc = _encoder_rates(mode, r, flops, rep.peak_gflops)
         r["encoders"] = enc
         m = r["measurement"]
         if mode == "audioclip" and "audioclip_audio" in flops and "audioclip_image" in flops:
             m.flops = 5 * (flops["audioclip_audio"] + flops["audioclip_image"])
-        rep.add(m, case=mode, backend=SIDE_LABEL[side], group=GROUPS[mode], batch=r["case"]["frames"],
-                peak_rss_mb=r["peak_rss_mb"], stages_ms=r["stages_ms"], agreement=agree, encoders=enc,
-                load_s=r["load_s"], info=r["info"], preset=r["case"]["preset"], params=r["case"]["params"])
+        rep.add(
+            m,
+            case=mode,
+            backend=SIDE_LABEL[side],
+            group=GROUPS[mode],
+            batch=r["case"]["frames"],
+            peak_rss_mb=r["peak_rss_mb"],
+            stages_ms=r["stages_ms"],
+            agreement=agree,
+            encoders=enc,
+            load_s=r["load_s"],
+            info=r["info"],
+            preset=r["case"]["preset"],
+            params=r["case"]["params"],
+        )
     for (mode, side), r in ok.items():
         ref = ok.get((BASE.get(mode, mode), "reference"))
         if side != "reference" and ref is not None:
-            rec = rep.add_ratio(f"{mode}: {SIDE_LABEL[side]} vs reference", ref["measurement"], r["measurement"],
-                                note=f"peak RSS {r['peak_rss_mb']:.0f} vs {ref['peak_rss_mb']:.0f} MB")
+            rec = rep.add_ratio(
+                f"{mode}: {SIDE_LABEL[side]} vs reference",
+                ref["measurement"],
+                r["measurement"],
+                note=f"peak RSS {r['peak_rss_mb']:.0f} vs {ref['peak_rss_mb']:.0f} MB",
+            )
             rec.update(mode=mode, side=side, rss_ratio=r["peak_rss_mb"] / ref["peak_rss_mb"])
     d = rep.to_dict()
-    d.update(command=command, threads=threads, flops_per_item=flops,
-             loadavg_start=round(load_start, 2), loadavg_end=round(os.getloadavg()[0], 2),
-             plan=[{**asdict(c), "name": c.name} for c in plan.cases], plan_notes=list(plan.notes),
-             cases=[{k: v for k, v in r.items() if k not in ("measurement", "npz")}
-                    | ({"measurement": r["measurement"].to_dict()} if "measurement" in r else {})
-                    for r in records])
+    d.update(
+        command=command,
+        threads=threads,
+        flops_per_item=flops,
+        loadavg_start=round(load_start, 2),
+        loadavg_end=round(os.getloadavg()[0], 2),
+        plan=[{**asdict(c), "name": c.name} for c in plan.cases],
+        plan_notes=list(plan.notes),
+        cases=[
+            {k: v for k, v in r.items() if k not in ("measurement", "npz")}
+            | ({"measurement": r["measurement"].to_dict()} if "measurement" in r else {})
+            for r in records
+        ],
+    )
     return d
 
 
-def _encoder_rates(mode: str, r: dict, flops: dict[str, float], peak: float | None) -> dict[str, Any]:
+def _encoder_rates(
+    mode: str, r: dict, flops: dict[str, float], peak: float | None
+) -> dict[str, Any]:
     """GFLOP/s and % of the matmul peak of the encoder stages of one case."""
     n = r["case"]["frames"]
     st = r["stages_ms"]
     pairs = []
     if mode == "audioclip":
         pairs = [("audioclip_audio", "audio", 5), ("audioclip_image", "image", 5)]
-    elif "sam_encoder" in st and mode in ("point-global", "point-local", "point-dense", "heatmap-box", "no-prompt"):
+    elif "sam_encoder" in st and mode in (
+        "point-global",
+        "point-local",
+        "point-dense",
+        "heatmap-box",
+        "no-prompt",
+    ):
         pairs = [("sam_image_encoder", "sam_encoder", n)]
     out = {}
     for graph, stage, items in pairs:
         if graph in flops and st.get(stage):
             g = flops[graph] * items / (st[stage] * 1e-3) / 1e9
-            out[graph] = {"ms": st[stage], "items": items, "gflops": g,
-                          "pct_peak": 100 * g / peak if peak else None}
+            out[graph] = {
+                "ms": st[stage],
+                "items": items,
+                "gflops": g,
+                "pct_peak": 100 * g / peak if peak else None,
+            }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry; returns the exit code (2 for a bad bundle or option)."""
     p = argparse.ArgumentParser(prog="avs bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", type=Path, default=Path("engines/default"), help="fp32 bundle (default engines/default)")
-    p.add_argument("--int8-bundle", type=Path, default=None, help="int8 bundle (build_engines.py --int8) for the int8 side")
-    p.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.json/.md/.png and logs/")
-    p.add_argument("--only", default=",".join(MODES),
-                   help=f"comma-separated modes of {list(MODES)}, or {sorted(ALIASES)}")
-    p.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated sides of {list(SIDES)}")
-    p.add_argument("--quick", action="store_true", help="1 run per case, no warm-up, No-Prompt on one frame (~15 min at vit_b)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 3; --quick 1; No-Prompt 1)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1; --quick 0; No-Prompt 0)")
-    p.add_argument("--no-prompt-frames", type=int, default=None, choices=range(1, 6), metavar="1..5",
-                   help="frames for No-Prompt (default 5; --quick 1)")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("engines/default"),
+        help="fp32 bundle (default engines/default)",
+    )
+    p.add_argument(
+        "--int8-bundle",
+        type=Path,
+        default=None,
+        help="int8 bundle (build_engines.py --int8) for the int8 side",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench"),
+        help="folder for bench.json/.md/.png and logs/",
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(MODES),
+        help=f"comma-separated modes of {list(MODES)}, or {sorted(ALIASES)}",
+    )
+    p.add_argument(
+        "--sides", default=",".join(SIDES), help=f"comma-separated sides of {list(SIDES)}"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 run per case, no warm-up, No-Prompt on one frame (~15 min at vit_b)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per case (default 3; --quick 1; No-Prompt 1)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed runs first (default 1; --quick 0; No-Prompt 0)",
+    )
+    p.add_argument(
+        "--no-prompt-frames",
+        type=int,
+        default=None,
+        choices=range(1, 6),
+        metavar="1..5",
+        help="frames for No-Prompt (default 5; --quick 1)",
+    )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--sam-batch", type=int, default=None, help="runtime SAM encoder batch (default: the runtime's)")
-    p.add_argument("--budget-min", type=float, default=None,
-                   help="drop int8 point/box cases while the estimate exceeds this (default 15 with --quick)")
+    p.add_argument(
+        "--sam-batch",
+        type=int,
+        default=None,
+        help="runtime SAM encoder batch (default: the runtime's)",
+    )
+    p.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="drop int8 point/box cases while the estimate exceeds this (default 15 with --quick)",
+    )
     p.add_argument("--plan", action="store_true", help="print the plan with its estimates and stop")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder of inputs and outputs")
+    p.add_argument(
+        "--keep-tmp", action="store_true", help="keep the temporary folder of inputs and outputs"
+    )
     args = p.parse_args(argv)
     from runtime.bundle import Bundle
     from runtime.errors import AVSError
@@ -525,19 +759,40 @@ def main(argv: list[str] | None = None) -> int:
     if not DEMO.is_dir():
         print(f"error: demo media not found at {DEMO} (set AVS_SHARED_DATA)", file=sys.stderr)
         return 2
-    plan = build_plan(bundle, int8, modes, quick=args.quick, repeats=args.repeats, warmup=args.warmup,
-                      np_frames=args.no_prompt_frames, sides=sides, have_reference=reference_available())
+    plan = build_plan(
+        bundle,
+        int8,
+        modes,
+        quick=args.quick,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        np_frames=args.no_prompt_frames,
+        sides=sides,
+        have_reference=reference_available(),
+    )
     budget = args.budget_min if args.budget_min is not None else (15.0 if args.quick else None)
     if budget is not None:
         plan = fit_budget(plan, budget * 60)
-    plan.notes.append("Box-Prompt is not run here (it needs tokenizer files): python -m benchmarks.bench_box")
+    plan.notes.append(
+        "Box-Prompt is not run here (it needs tokenizer files): python -m benchmarks.bench_box"
+    )
     print(format_plan(plan), flush=True)
     if args.plan:
         return 0
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    result = run_plan(plan, args.out, threads=args.threads, command=command, sam_batch=args.sam_batch,
-                      keep_tmp=args.keep_tmp)
-    failed = [c["case"]["mode"] + "/" + c["case"]["side"] for c in result["cases"] if c["status"] != "ok"]
+    command = "python -m benchmarks.run " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    result = run_plan(
+        plan,
+        args.out,
+        threads=args.threads,
+        command=command,
+        sam_batch=args.sam_batch,
+        keep_tmp=args.keep_tmp,
+    )
+    failed = [
+        c["case"]["mode"] + "/" + c["case"]["side"] for c in result["cases"] if c["status"] != "ok"
+    ]
     print((args.out / "bench.md").read_text())
     print(f"wrote {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'bench.png'}")
     if failed:
@@ -549,7 +804,9 @@ def reference_available() -> bool:
     """torch, segment_anything and librosa importable (the reference pipelines' dependencies)."""
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "segment_anything", "librosa"))
+    return all(
+        importlib.util.find_spec(m) is not None for m in ("torch", "segment_anything", "librosa")
+    )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,13 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
     from runtime.modes import MODES
 
     mode = spec["mode"]
-    pipe = runtime.load(spec["bundle"], preset=spec.get("preset"), threads=spec["threads"], providers=["cpu"],
-                        cache_mb=0)
+    pipe = runtime.load(
+        spec["bundle"],
+        preset=spec.get("preset"),
+        threads=spec["threads"],
+        providers=["cpu"],
+        cache_mb=0,
+    )
     info: dict[str, Any] = {"preset": pipe.preset.name}
     if mode == "audioclip":
         wav, img = _audioclip_inputs(spec)
@@ -93,11 +98,18 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
             t1 = time.perf_counter()
             glob = si.run(None, {"image": img})[0]
             st["audio"], st["image"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-            return st, {"audio_embedding": np.asarray(emb, np.float32), "image_global": np.asarray(glob, np.float32)}
+            return st, {
+                "audio_embedding": np.asarray(emb, np.float32),
+                "image_global": np.asarray(glob, np.float32),
+            }
 
-        info["providers"] = {g: pipe.session_info[g].provider for g in ("audioclip_audio", "audioclip_image")}
-        info["precision"] = {g: str(pipe.bundle.graphs[g].get("precision", "fp32"))
-                             for g in ("audioclip_audio", "audioclip_image")}
+        info["providers"] = {
+            g: pipe.session_info[g].provider for g in ("audioclip_audio", "audioclip_image")
+        }
+        info["precision"] = {
+            g: str(pipe.bundle.graphs[g].get("precision", "fp32"))
+            for g in ("audioclip_audio", "audioclip_image")
+        }
         return run_graphs, info
     ms = MODES["no-prompt" if mode == "no-prompt" else mode]
     for g in (*ms.graphs, *ms.optional_graphs):
@@ -145,6 +157,7 @@ class StageClock:
                 self._depth[name] = depth
                 if depth == 0:
                     self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
         return timed
 
     def take(self) -> dict[str, float]:
@@ -169,7 +182,9 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
         from runtime.bundle import Bundle
 
         w = Bundle.open(bundle, verify=False).manifest["weights"]["audioclip"]
-        model, _ = load_audioclip(w.get("path"), config=w["config"], with_text=False, seed=w.get("seed", 0))
+        model, _ = load_audioclip(
+            w.get("path"), config=w["config"], with_text=False, seed=w.get("seed", 0)
+        )
         if w.get("source") == "random-init":
             randomize_batchnorm(model, w.get("seed", 0))
         model.eval()
@@ -182,7 +197,10 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
                 t1 = time.perf_counter()
                 glob = model.visual.forward_features(img)["global"]
             st = {"audio": (t1 - t0) * 1e3, "image": (time.perf_counter() - t1) * 1e3}
-            return st, {"audio_embedding": emb.numpy().astype(np.float32), "image_global": glob.numpy().astype(np.float32)}
+            return st, {
+                "audio_embedding": emb.numpy().astype(np.float32),
+                "image_global": glob.numpy().astype(np.float32),
+            }
 
         return run_graphs, info
     frames = _frames(spec)[: spec.get("num_frames") or None]
@@ -200,8 +218,11 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
         a = spec["acfpn"]
 
         def run_acfpn():
-            z = reference_logits(model, reference_frames(frames, antialias=a["antialias"]),
-                                 reference_audio(wav, len(frames), input_scale=a["scale"]))
+            z = reference_logits(
+                model,
+                reference_frames(frames, antialias=a["antialias"]),
+                reference_audio(wav, len(frames), input_scale=a["scale"]),
+            )
             return clock.take(), _masks_npz([x > 0 for x in z])
 
         return run_acfpn, info
@@ -212,11 +233,18 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
     )
 
     models = load_reference_models(bundle)
-    clock = StageClock({"audio": _tower(models.aclp.audio), "image": _tower(models.aclp.visual),
-                        "sam_encoder": _tower(models.sam.image_encoder), "sam_decoder": _tower(models.sam.mask_decoder)})
+    clock = StageClock(
+        {
+            "audio": _tower(models.aclp.audio),
+            "image": _tower(models.aclp.visual),
+            "sam_encoder": _tower(models.sam.image_encoder),
+            "sam_decoder": _tower(models.sam.mask_decoder),
+        }
+    )
     preset = spec.get("preset") or "sam4avs"
     info["preset"] = preset
     if mode in POINT_MODES:
+
         def run_points():
             with torch.no_grad():
                 masks = reference_point_prompt(models, frames, wav, strategy=mode, preset=preset)
@@ -224,6 +252,7 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
 
         return run_points, info
     if mode == "no-prompt":
+
         def run_np():
             with torch.no_grad():
                 masks = reference_no_prompt(models, frames, wav, preset=preset)[0]
@@ -251,7 +280,9 @@ def count_encoder_flops(bundle: str) -> dict[str, float]:
         size = int(b.manifest["preprocessing"]["sam"]["image_size"])
         with torch.device("meta"):
             sam = build_sam(w["sam"]["config"])
-            out["sam_image_encoder"] = float(count_flops_torch(sam.image_encoder, (torch.empty(1, 3, size, size),)))
+            out["sam_image_encoder"] = float(
+                count_flops_torch(sam.image_encoder, (torch.empty(1, 3, size, size),))
+            )
     if "audioclip" in w and b.has("audioclip_audio"):
         from models.audioclip import load_audioclip
 
@@ -259,7 +290,9 @@ def count_encoder_flops(bundle: str) -> dict[str, float]:
         cfg = w["audioclip"]["config"]
         with torch.device("meta"):
             model, _ = load_audioclip(None, config=cfg, with_text=False)
-            out["audioclip_image"] = float(count_flops_torch(model.visual, (torch.empty(1, 3, 224, 224),)))
+            out["audioclip_image"] = float(
+                count_flops_torch(model.visual, (torch.empty(1, 3, 224, 224),))
+            )
         try:
             with torch.device("meta"):
                 out["audioclip_audio"] = float(count_flops_torch(model.audio, (torch.empty(1, t),)))
@@ -277,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     t0 = time.perf_counter()
     if spec["mode"] == "flops":
-        Path(spec["out_json"]).write_text(json.dumps({"flops": count_encoder_flops(spec["bundle"])}))
+        Path(spec["out_json"]).write_text(
+            json.dumps({"flops": count_encoder_flops(spec["bundle"])})
+        )
         return 0
     make = _reference_case if spec["side"] == "reference" else _runtime_case
     fn, info = make(spec)
@@ -296,15 +331,27 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(st)
         last["outs"] = outs
 
-    m = measure(call, repeats=int(spec["repeats"]), warmup=int(spec["warmup"]), label=f"{spec['mode']}/{spec['side']}")
-    timed = stages[int(spec["warmup"]):]
+    m = measure(
+        call,
+        repeats=int(spec["repeats"]),
+        warmup=int(spec["warmup"]),
+        label=f"{spec['mode']}/{spec['side']}",
+    )
+    timed = stages[int(spec["warmup"]) :]
     names = list(dict.fromkeys(k for st in timed for k in st))
     np.savez_compressed(spec["out_npz"], **last["outs"])
-    Path(spec["out_json"]).write_text(json.dumps({
-        "measurement": m.to_dict(),
-        "stages": {k: [st.get(k, 0.0) for st in timed] for k in names},
-        "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "info": info,
-    }, indent=1))
+    Path(spec["out_json"]).write_text(
+        json.dumps(
+            {
+                "measurement": m.to_dict(),
+                "stages": {k: [st.get(k, 0.0) for st in timed] for k in names},
+                "load_s": load_s,
+                "peak_rss_mb": peak_rss_mb(),
+                "info": info,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

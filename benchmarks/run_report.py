@@ -16,11 +16,36 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-STAGE_ORDER = ("load_frames", "audio", "image", "heatmap", "prompts", "sam_encoder", "sam_decoder", "amg",
-               "crop_scoring", "acfpn", "postprocess", "other")
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-           (152, 223, 138), (255, 152, 150))
+STAGE_ORDER = (
+    "load_frames",
+    "audio",
+    "image",
+    "heatmap",
+    "prompts",
+    "sam_encoder",
+    "sam_decoder",
+    "amg",
+    "crop_scoring",
+    "acfpn",
+    "postprocess",
+    "other",
+)
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (174, 199, 232),
+    (255, 187, 120),
+    (152, 223, 138),
+    (255, 152, 150),
+)
 SIDE_ORDER = ("reference (torch)", "runtime fp32", "runtime int8")
 
 
@@ -47,7 +72,11 @@ def fmt_time(ms: float | None) -> str:
 
 
 def _num(x: float | None, nd: int = 2, suffix: str = "") -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}{suffix}"
+    return (
+        "–"
+        if x is None or (isinstance(x, float) and not math.isfinite(x))
+        else f"{x:.{nd}f}{suffix}"
+    )
 
 
 def _time_cell(m: dict) -> str:
@@ -66,27 +95,46 @@ def _agree(x: float | None, metric: str) -> str:
 def _header(r: dict[str, Any]) -> list[str]:
     m = r.get("machine") or {}
     vers = ", ".join(f"{k} {m[k]}" for k in ("python", "numpy", "onnxruntime", "torch") if m.get(k))
-    bits = [str(m.get("cpu_model", "?")), f"{m.get('affinity_cpus', '?')} CPUs usable",
-            f"{m.get('mem_total_gb', '?')} GB RAM"]
-    lines = [f"# {r['title']}", "",
-             f"- Command: `{r.get('command', '?')}` ({r.get('created', '')})",
-             f"- Machine: {', '.join(bits)}; {vers}; {r.get('threads', '?')} threads for torch and onnxruntime"]
+    bits = [
+        str(m.get("cpu_model", "?")),
+        f"{m.get('affinity_cpus', '?')} CPUs usable",
+        f"{m.get('mem_total_gb', '?')} GB RAM",
+    ]
+    lines = [
+        f"# {r['title']}",
+        "",
+        f"- Command: `{r.get('command', '?')}` ({r.get('created', '')})",
+        f"- Machine: {', '.join(bits)}; {vers}; {r.get('threads', '?')} threads for torch and onnxruntime",
+    ]
     peak = (r.get("peak") or {}).get("gflops_median")
-    lines.append(f"- Load average (1 min): {r.get('loadavg_start', '?')} at the start, {r.get('loadavg_end', '?')} at "
-                 f"the end; per row below: the load before its runs and the cores busy on the whole machine")
+    lines.append(
+        f"- Load average (1 min): {r.get('loadavg_start', '?')} at the start, {r.get('loadavg_end', '?')} at "
+        f"the end; per row below: the load before its runs and the cores busy on the whole machine"
+    )
     if peak:
         lines.append(f"- fp32 matmul peak (numpy, measured in this run): {peak:.1f} GFLOP/s")
     plan = r.get("plan") or []
     bundles = sorted({(c["side"] == "int8", c["bundle"]) for c in plan})
     if bundles:
-        lines.append("- Bundles: " + "; ".join(f"{'int8' if i8 else 'fp32'} `{b}`" for i8, b in bundles))
-    runs = sorted({(c["warmup"], c["repeats"], c["frames"], c["mode"].startswith("no-prompt")) for c in plan})
+        lines.append(
+            "- Bundles: " + "; ".join(f"{'int8' if i8 else 'fp32'} `{b}`" for i8, b in bundles)
+        )
+    runs = sorted(
+        {(c["warmup"], c["repeats"], c["frames"], c["mode"].startswith("no-prompt")) for c in plan}
+    )
     if runs:
-        lines.append("- Runs per case (warm-up + timed; frames): " + "; ".join(
-            f"{'No-Prompt' if np_ else 'others'} {w}+{n} on {f} frame{'s' if f > 1 else ''}" for w, n, f, np_ in runs))
-    lines.append("- Each (mode, side) in a fresh process; peak RSS = that process's own high-water mark (VmHWM: "
-                 "models, sessions and runs); runtime embedding cache off (cache_mb=0); same weights and inputs on every side; 5 real "
-                 "photos at 224x224 + a real WAV of ../shared/data/audioclip-demo")
+        lines.append(
+            "- Runs per case (warm-up + timed; frames): "
+            + "; ".join(
+                f"{'No-Prompt' if np_ else 'others'} {w}+{n} on {f} frame{'s' if f > 1 else ''}"
+                for w, n, f, np_ in runs
+            )
+        )
+    lines.append(
+        "- Each (mode, side) in a fresh process; peak RSS = that process's own high-water mark (VmHWM: "
+        "models, sessions and runs); runtime embedding cache off (cache_mb=0); same weights and inputs on every side; 5 real "
+        "photos at 224x224 + a real WAV of ../shared/data/audioclip-demo"
+    )
     for n in r.get("notes") or []:
         lines.append(f"- {n}")
     return lines
@@ -109,24 +157,37 @@ def markdown(r: dict[str, Any]) -> str:
         head = ["mode", "reference", "runtime fp32", "speed-up"]
         if has8:
             head += ["runtime int8", "speed-up"]
-        head += ["peak RSS MB (ref / fp32" + (" / int8)" if has8 else ")"), "RSS fp32 / ref",
-                 "agreement fp32 vs ref"]
+        head += [
+            "peak RSS MB (ref / fp32" + (" / int8)" if has8 else ")"),
+            "RSS fp32 / ref",
+            "agreement fp32 vs ref",
+        ]
         if has8:
             head += ["int8 vs fp32"]
         head += ["load (cores busy)"]
         out += ["", f"## {g}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for mode in modes:
             base = "no-prompt" if mode == "no-prompt-audio" else mode
-            ref, f32, i8 = (by.get((mode, s)) or (by.get((base, s)) if s == SIDE_ORDER[0] else None)
-                            for s in SIDE_ORDER)
+            ref, f32, i8 = (
+                by.get((mode, s)) or (by.get((base, s)) if s == SIDE_ORDER[0] else None)
+                for s in SIDE_ORDER
+            )
             label = mode + (" (grid='audio'; vs the full-grid reference)" if mode != base else "")
-            row = [label, _time_cell(ref["measurement"]) if ref else "–",
-                   _time_cell(f32["measurement"]) if f32 else "–",
-                   _num((ratios.get((mode, "fp32")) or {}).get("ratio"), 2, "x")]
+            row = [
+                label,
+                _time_cell(ref["measurement"]) if ref else "–",
+                _time_cell(f32["measurement"]) if f32 else "–",
+                _num((ratios.get((mode, "fp32")) or {}).get("ratio"), 2, "x"),
+            ]
             if has8:
-                row += [_time_cell(i8["measurement"]) if i8 else "–",
-                        _num((ratios.get((mode, "int8")) or {}).get("ratio"), 2, "x")]
-            rss = [_num((x or {}).get("extra", {}).get("peak_rss_mb"), 0) for x in ((ref, f32, i8) if has8 else (ref, f32))]
+                row += [
+                    _time_cell(i8["measurement"]) if i8 else "–",
+                    _num((ratios.get((mode, "int8")) or {}).get("ratio"), 2, "x"),
+                ]
+            rss = [
+                _num((x or {}).get("extra", {}).get("peak_rss_mb"), 0)
+                for x in ((ref, f32, i8) if has8 else (ref, f32))
+            ]
             row += [" / ".join(rss), _num((ratios.get((mode, "fp32")) or {}).get("rss_ratio"), 2)]
             a32 = (f32 or {}).get("extra", {}).get("agreement", {})
             metric = a32.get("metric", "min mask IoU")
@@ -139,8 +200,13 @@ def markdown(r: dict[str, Any]) -> str:
                 row.append(_agree(a8.get("vs_fp32"), a8.get("metric", metric)))
             loads = [x["measurement"] for x in (ref, f32, i8) if x]
             lb = [m["loadavg_before"][0] for m in loads if m.get("loadavg_before")]
-            busy = [m["machine_busy_cores"] for m in loads if m.get("machine_busy_cores") is not None]
-            row.append((f"{min(lb):.2f}–{max(lb):.2f}" if lb else "–") + (f" ({max(busy):.1f})" if busy else ""))
+            busy = [
+                m["machine_busy_cores"] for m in loads if m.get("machine_busy_cores") is not None
+            ]
+            row.append(
+                (f"{min(lb):.2f}–{max(lb):.2f}" if lb else "–")
+                + (f" ({max(busy):.1f})" if busy else "")
+            )
             out.append("| " + " | ".join(row) + " |")
     enc: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for e in entries:
@@ -148,30 +214,57 @@ def markdown(r: dict[str, Any]) -> str:
             enc.setdefault((g, e["backend"]), []).append((e["case"], v))
     if enc:
         peak = (r.get("peak") or {}).get("gflops_median")
-        out += ["", "## Encoders: share of the fp32 matmul peak" + (f" ({peak:.0f} GFLOP/s)" if peak else ""), "",
-                "Time per item from the stage timings of the modes listed (median over them; best in brackets).", "",
-                "| encoder | side | measured in | time per item | GFLOP/s | % of peak |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "## Encoders: share of the fp32 matmul peak"
+            + (f" ({peak:.0f} GFLOP/s)" if peak else ""),
+            "",
+            "Time per item from the stage timings of the modes listed (median over them; best in brackets).",
+            "",
+            "| encoder | side | measured in | time per item | GFLOP/s | % of peak |",
+            "|---|---|---|---|---|---|",
+        ]
         for (g, side), vals in enc.items():
             per = sorted(v["ms"] / v["items"] for _, v in vals)
             gf = sorted(v["gflops"] for _, v in vals)
-            med_gf = gf[len(gf) // 2] if len(gf) % 2 else (gf[len(gf) // 2 - 1] + gf[len(gf) // 2]) / 2
-            med_t = per[len(per) // 2] if len(per) % 2 else (per[len(per) // 2 - 1] + per[len(per) // 2]) / 2
+            med_gf = (
+                gf[len(gf) // 2] if len(gf) % 2 else (gf[len(gf) // 2 - 1] + gf[len(gf) // 2]) / 2
+            )
+            med_t = (
+                per[len(per) // 2]
+                if len(per) % 2
+                else (per[len(per) // 2 - 1] + per[len(per) // 2]) / 2
+            )
             pct = f"{100 * med_gf / peak:.0f} % ({100 * gf[-1] / peak:.0f} %)" if peak else "–"
             cases = ", ".join(c for c, _ in vals)
-            out.append(f"| {g} | {side} | {cases} | {fmt_time(med_t)} ({fmt_time(per[0])}) "
-                       f"| {med_gf:.1f} ({gf[-1]:.1f}) | {pct} |")
-    out += ["", "## Stages (median per run)", "", "| mode | side | stages | load + process start |", "|---|---|---|---|"]
+            out.append(
+                f"| {g} | {side} | {cases} | {fmt_time(med_t)} ({fmt_time(per[0])}) "
+                f"| {med_gf:.1f} ({gf[-1]:.1f}) | {pct} |"
+            )
+    out += [
+        "",
+        "## Stages (median per run)",
+        "",
+        "| mode | side | stages | load + process start |",
+        "|---|---|---|---|",
+    ]
     for e in entries:
         st = e.get("extra", {}).get("stages_ms") or {}
         parts = ", ".join(f"{k} {fmt_time(v)}" for k, v in _ordered(st))
-        out.append(f"| {e['case']} | {e['backend']} | {parts or '–'} | {fmt_time(1e3 * e['extra'].get('load_s', 0))} |")
+        out.append(
+            f"| {e['case']} | {e['backend']} | {parts or '–'} | {fmt_time(1e3 * e['extra'].get('load_s', 0))} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def _ordered(stages: dict[str, float]) -> list[tuple[str, float]]:
     rank = {k: i for i, k in enumerate(STAGE_ORDER)}
-    return sorted(stages.items(), key=lambda kv: (rank.get(kv[0], len(rank) - 1), kv[0]) if kv[0] != "other"
-                  else (len(rank) + 1, ""))
+    return sorted(
+        stages.items(),
+        key=lambda kv: (
+            (rank.get(kv[0], len(rank) - 1), kv[0]) if kv[0] != "other" else (len(rank) + 1, "")
+        ),
+    )
 
 
 # --- chart ----------------------------------------------------------------------------------------
@@ -194,18 +287,35 @@ def draw_chart(r: dict[str, Any], path: Path, *, width: int = 1200) -> Path:
     """Horizontal stacked bars of latency (s) per mode and side, split by stage, one panel per group."""
     entries = r.get("entries") or []
     groups: list[str] = list(dict.fromkeys(e["group"] for e in entries))
-    stages = list(dict.fromkeys(k for e in entries for k, _ in _ordered(e.get("extra", {}).get("stages_ms") or {})))
+    stages = list(
+        dict.fromkeys(
+            k for e in entries for k, _ in _ordered(e.get("extra", {}).get("stages_ms") or {})
+        )
+    )
     stages = [s for s in STAGE_ORDER if s in stages] + [s for s in stages if s not in STAGE_ORDER]
     color = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(stages)}
     f, fb, fs = _font(13), _font(16), _font(11)
     left, right, bar_h, gap, top = 300, 90, 18, 6, 50
     panel_rows = {g: [e for e in entries if e["group"] == g] for g in groups}
     legend_h = 26 * math.ceil(max(1, len(stages)) / 6) + 10
-    height = top + sum(34 + len(rows) * (bar_h + gap) + 34 for rows in panel_rows.values()) + legend_h + 10
+    height = (
+        top
+        + sum(34 + len(rows) * (bar_h + gap) + 34 for rows in panel_rows.values())
+        + legend_h
+        + 10
+    )
     img = Image.new("RGB", (width, max(height, 160)), "white")
     d = ImageDraw.Draw(img)
-    d.text((10, 10), r.get("title", "benchmark") + " - latency per run, split by stage", fill="black", font=fb)
-    sub = f"load avg {r.get('loadavg_start', '?')} -> {r.get('loadavg_end', '?')}; " + str(r.get("command", ""))[:130]
+    d.text(
+        (10, 10),
+        r.get("title", "benchmark") + " - latency per run, split by stage",
+        fill="black",
+        font=fb,
+    )
+    sub = (
+        f"load avg {r.get('loadavg_start', '?')} -> {r.get('loadavg_end', '?')}; "
+        + str(r.get("command", ""))[:130]
+    )
     d.text((10, 30), sub, fill=(90, 90, 90), font=fs)
     y = top
     plot_w = width - left - right
@@ -232,7 +342,9 @@ def draw_chart(r: dict[str, Any], path: Path, *, width: int = 1200) -> Path:
                     d.rectangle([x, y, x + w, y + bar_h], fill=color[s])
                 x += w
             if not st:
-                d.rectangle([left, y, left + total / xmax * plot_w, y + bar_h], fill=(200, 200, 200))
+                d.rectangle(
+                    [left, y, left + total / xmax * plot_w, y + bar_h], fill=(200, 200, 200)
+                )
                 x = left + total / xmax * plot_w
             d.text((x + 5, y + 2), f"{total:.3g} s", fill="black", font=f)
             y += bar_h + gap
@@ -266,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run_report", description=main.__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run_report", description=main.__doc__.split("\n\n")[0]
+    )
     p.add_argument("folder", type=Path, help="a benchmarks.run output folder holding bench.json")
     args = p.parse_args(argv)
     src = args.folder / "bench.json"

@@ -49,7 +49,9 @@ def test_sam_decoder(benchmark, runner, embedding, prompts):
     labels = np.tile(np.array([[1, -1]], np.float32), (prompts, 1))
     g = runner.low_res_size
     mask_input = np.zeros((prompts, 1, g, g), np.float32)
-    iou, low = benchmark(runner.decode, embedding, coords, labels, mask_input, np.zeros(1, np.float32))
+    iou, low = benchmark(
+        runner.decode, embedding, coords, labels, mask_input, np.zeros(1, np.float32)
+    )
     assert iou.shape == (prompts, 4) and low.shape == (prompts, 4, g, g)
 
 
@@ -65,7 +67,13 @@ def logits(runner):
 
 
 def test_amg_upscale(benchmark, runner, logits):
-    out = benchmark(postprocess_masks, logits, (runner.image_size, runner.image_size), (224, 224), runner.image_size)
+    out = benchmark(
+        postprocess_masks,
+        logits,
+        (runner.image_size, runner.image_size),
+        (224, 224),
+        runner.image_size,
+    )
     assert out.shape == (64, 224, 224)
 
 
@@ -110,7 +118,9 @@ def test_audioclip_image_tower(benchmark, stage_pipe, frames):
 
 def test_preprocess_sam(benchmark, runner, frames):
     x, hw = benchmark(runner.preprocess, frames[0])
-    assert x.shape == (1, 3, runner.image_size, runner.image_size) and hw == (runner.image_size,) * 2
+    assert (
+        x.shape == (1, 3, runner.image_size, runner.image_size) and hw == (runner.image_size,) * 2
+    )
 
 
 def test_preprocess_clip(benchmark, stage_pipe, frames):

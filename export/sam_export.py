@@ -82,7 +82,9 @@ POINT_DECODER_INPUTS = GRAPHS["sam_point_decoder"].input_names
 DECODER_OPSET = 20  # the first with a Gelu operator (onnxruntime runs it as one fused kernel)
 
 
-DEFAULT_ATTN_ROWS = 8  # grid rows of queries per chunk of a global-attention block (vit_b: 512 queries)
+DEFAULT_ATTN_ROWS = (
+    8  # grid rows of queries per chunk of a global-attention block (vit_b: 512 queries)
+)
 
 
 def chunked_global_attention(attn: Attention, x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -107,13 +109,14 @@ def chunked_global_attention(attn: Attention, x: torch.Tensor, rows: int) -> tor
     outs = []
     for r0 in range(0, h, rows):
         r1 = min(r0 + rows, h)
-        a = (q[:, r0 * w:r1 * w] * attn.scale) @ kt  # [B * nh, (r1 - r0) * W, H * W]
+        a = (q[:, r0 * w : r1 * w] * attn.scale) @ kt  # [B * nh, (r1 - r0) * W, H * W]
         if attn.use_rel_pos:
             rq = r_q[:, r0:r1]
             rel_h = torch.einsum("bhwc,hkc->bhwk", rq, rel_h_table[r0:r1])
             rel_w = torch.einsum("bhwc,wkc->bhwk", rq, rel_w_table)
-            a = (a.view(b * nh, r1 - r0, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-                 ).view(b * nh, (r1 - r0) * w, h * w)
+            a = (
+                a.view(b * nh, r1 - r0, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+            ).view(b * nh, (r1 - r0) * w, h * w)
         outs.append(a.softmax(dim=-1) @ v)
     o = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
     o = o.view(b, nh, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
@@ -130,7 +133,9 @@ class SamEncoderForExport(nn.Module):
 
     def __init__(self, sam: Sam, *, attn_rows: int | None = DEFAULT_ATTN_ROWS) -> None:
         super().__init__()
-        if attn_rows is not None and (isinstance(attn_rows, bool) or not isinstance(attn_rows, int) or attn_rows < 1):
+        if attn_rows is not None and (
+            isinstance(attn_rows, bool) or not isinstance(attn_rows, int) or attn_rows < 1
+        ):
             raise ValueError(f"attn_rows must be a positive int or None, got {attn_rows!r}")
         self.image_encoder = sam.image_encoder
         self.img_size = int(sam.image_encoder.img_size)
@@ -139,7 +144,9 @@ class SamEncoderForExport(nn.Module):
     def _block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
         if blk.window_size > 0 or self.attn_rows is None:
             return blk(x)
-        x = x + chunked_global_attention(blk.attn, blk.norm1(x), self.attn_rows)  # Block.forward, global
+        x = x + chunked_global_attention(
+            blk.attn, blk.norm1(x), self.attn_rows
+        )  # Block.forward, global
         return x + blk.mlp(blk.norm2(x))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -179,7 +186,9 @@ class MaskDecoderForExport(nn.Module):
     def __init__(self, mask_decoder: MaskDecoder, dense_pe: torch.Tensor) -> None:
         super().__init__()
         self.decoder = mask_decoder
-        self.register_buffer("pos", dense_pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        self.register_buffer(
+            "pos", dense_pe.flatten(2).transpose(1, 2).contiguous(), persistent=False
+        )
         up1, norm, _, up2, _ = mask_decoder.output_upscaling
         for i, up in ((1, up1), (2, up2)):
             if tuple(up.kernel_size) != (2, 2) or tuple(up.stride) != (2, 2):
@@ -213,11 +222,21 @@ class MaskDecoderForExport(nn.Module):
         g = math.isqrt(hw)
         x = (keys @ self.w1).reshape(p, hw, 4, self.c1) + self.b1  # [P, (i, j), (a1, b1), C1]
         x = F.gelu(F.layer_norm(x, (self.c1,), self.norm.weight, self.norm.bias, self.norm.eps))
-        x = F.gelu((x @ self.w2).reshape(p, hw * 4, 4, self.c2) + self.b2).reshape(p, hw * 16, self.c2)
+        x = F.gelu((x @ self.w2).reshape(p, hw * 4, 4, self.c2) + self.b2).reshape(
+            p, hw * 16, self.c2
+        )
         k_masks = md.num_mask_tokens
-        hyper = torch.stack([md.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in range(k_masks)], dim=1)
-        m = x @ hyper.transpose(1, 2)  # [P, (i, j, a1, b1, a2, b2), K]; pixel (4i + 2a1 + a2, 4j + 2b1 + b2)
-        m = m.reshape(p, g, g, 2, 2, 2, 2, k_masks).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(p, k_masks, 4 * g, 4 * g)
+        hyper = torch.stack(
+            [md.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in range(k_masks)], dim=1
+        )
+        m = x @ hyper.transpose(
+            1, 2
+        )  # [P, (i, j, a1, b1, a2, b2), K]; pixel (4i + 2a1 + a2, 4j + 2b1 + b2)
+        m = (
+            m.reshape(p, g, g, 2, 2, 2, 2, k_masks)
+            .permute(0, 7, 1, 3, 5, 2, 4, 6)
+            .reshape(p, k_masks, 4 * g, 4 * g)
+        )
         return m, md.iou_prediction_head(queries[:, 0, :])
 
 
@@ -238,7 +257,9 @@ class SamDecoderForExport(nn.Module):
         self.mask_decoder = sam.mask_decoder
         in_h, in_w = pe.input_image_size
         # x is divided by the input width, y by the input height (PositionEmbeddingRandom.forward_with_coords).
-        self.register_buffer("coord_scale", torch.tensor([float(in_w), float(in_h)]), persistent=False)
+        self.register_buffer(
+            "coord_scale", torch.tensor([float(in_w), float(in_h)]), persistent=False
+        )
         with torch.no_grad():
             self.register_buffer("dense_pe", pe.get_dense_pe().detach().clone(), persistent=False)
         self.num_labels = int(pe.num_point_embeddings)  # labels 0..3: neg, pos, box corner 1, 2
@@ -255,8 +276,13 @@ class SamDecoderForExport(nn.Module):
             emb = emb + pe.point_embeddings[i].weight * (lab == i).to(emb.dtype)
         return emb
 
-    def _decode(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
-                dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         md = self.mask_decoder
         sparse = self._embed_points(point_coords, point_labels)
         src = (image_embeddings + dense).flatten(2).transpose(1, 2)
@@ -265,8 +291,14 @@ class SamDecoderForExport(nn.Module):
         low_res, iou = self.decode(src, tokens)
         return iou, low_res
 
-    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
-                mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pe = self.prompt_encoder
         has = has_mask_input.reshape(1, 1, 1, 1)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
@@ -277,8 +309,9 @@ class SamDecoderForExport(nn.Module):
 class SamPointDecoderForExport(SamDecoderForExport):
     """``sam_point_decoder``: the decoder without mask input; one src [1, HW, C] for every prompt set."""
 
-    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor,
-                point_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self._decode(image_embeddings, point_coords, point_labels, dense)
 
@@ -287,8 +320,9 @@ def _grid(sam: Sam) -> int:
     return int(sam.prompt_encoder.image_embedding_size[0])
 
 
-def decoder_example_inputs(sam: Sam, num_prompts: int, num_points: int, *, has_mask: bool = True,
-                           seed: int = 0) -> tuple[torch.Tensor, ...]:
+def decoder_example_inputs(
+    sam: Sam, num_prompts: int, num_points: int, *, has_mask: bool = True, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
     """Random decoder inputs (in the graph's order) for export and parity checks."""
     g = torch.Generator().manual_seed(seed)
     s = float(sam.image_encoder.img_size)
@@ -301,9 +335,16 @@ def decoder_example_inputs(sam: Sam, num_prompts: int, num_points: int, *, has_m
     return emb, coords, labels, mask, has
 
 
-def export_sam_encoder(sam: Sam, path: str | Path, *, example_batch: int = 2,
-                       parity_batches: tuple[int, ...] = (1,), atol: float | None = 1e-3,
-                       seed: int = 0, attn_rows: int | None = DEFAULT_ATTN_ROWS) -> ExportResult:
+def export_sam_encoder(
+    sam: Sam,
+    path: str | Path,
+    *,
+    example_batch: int = 2,
+    parity_batches: tuple[int, ...] = (1,),
+    atol: float | None = 1e-3,
+    seed: int = 0,
+    attn_rows: int | None = DEFAULT_ATTN_ROWS,
+) -> ExportResult:
     """Export ``sam_image_encoder`` (dynamic batch) to ``path`` with an ORT-vs-PyTorch parity check.
 
     The example batch (>= 2, so the batch axis stays symbolic) and every ``parity_batches`` size are
@@ -312,22 +353,35 @@ def export_sam_encoder(sam: Sam, path: str | Path, *, example_batch: int = 2,
     embeddings. attn_rows: query chunk of the global-attention blocks (:class:`SamEncoderForExport`).
     """
     if example_batch < 2:
-        raise ValueError(f"example_batch must be >= 2 (a size-1 example fixes the batch axis), got {example_batch}")
+        raise ValueError(
+            f"example_batch must be >= 2 (a size-1 example fixes the batch axis), got {example_batch}"
+        )
     wrapper = SamEncoderForExport(sam, attn_rows=attn_rows).eval()
     s = wrapper.img_size
     g = torch.Generator().manual_seed(seed)
     example = (torch.randn(example_batch, 3, s, s, generator=g),)
     parity = [(torch.randn(b, 3, s, s, generator=g),) for b in parity_batches]
     return export_graph(
-        wrapper, example, path,
-        input_names=ENCODER_INPUTS, output_names=ENCODER_OUTPUTS,
+        wrapper,
+        example,
+        path,
+        input_names=ENCODER_INPUTS,
+        output_names=ENCODER_OUTPUTS,
         dynamic_shapes=[{0: torch.export.Dim("batch", min=1, max=1024)}],
-        parity_inputs=parity, atol=atol, reference=sam.image_encoder,
+        parity_inputs=parity,
+        atol=atol,
+        reference=sam.image_encoder,
     )
 
 
-def export_sam_decoder(sam: Sam, path: str | Path, *, atol: float | None = 1e-3, seed: int = 0,
-                       with_mask_input: bool = True) -> ExportResult:
+def export_sam_decoder(
+    sam: Sam,
+    path: str | Path,
+    *,
+    atol: float | None = 1e-3,
+    seed: int = 0,
+    with_mask_input: bool = True,
+) -> ExportResult:
     """Export ``sam_prompt_decoder`` (or, ``with_mask_input=False``, ``sam_point_decoder``) with dynamic
     prompt sets P and points N, and a parity check against ``MaskDecoder.predict_masks`` itself.
 
@@ -335,7 +389,9 @@ def export_sam_decoder(sam: Sam, path: str | Path, *, atol: float | None = 1e-3,
     input and (7, 2) with one (without a mask input for the point decoder). The PyTorch side of the
     check is segment-anything's own decoder (:class:`SamReferenceDecoder`), not the export layout.
     """
-    wrapper = (SamDecoderForExport(sam) if with_mask_input else SamPointDecoderForExport(sam)).eval()
+    wrapper = (
+        SamDecoderForExport(sam) if with_mask_input else SamPointDecoderForExport(sam)
+    ).eval()
     n_in = 5 if with_mask_input else 3
     example = decoder_example_inputs(sam, 3, 5, seed=seed)[:n_in]
     parity = [
@@ -346,10 +402,16 @@ def export_sam_decoder(sam: Sam, path: str | Path, *, atol: float | None = 1e-3,
     points = torch.export.Dim("num_points", min=1, max=65536)
     shapes = [None, {0: prompts, 1: points}, {0: prompts, 1: points}, {0: prompts}, None][:n_in]
     return export_graph(
-        wrapper, example, path,
-        input_names=DECODER_INPUTS if with_mask_input else POINT_DECODER_INPUTS, output_names=DECODER_OUTPUTS,
-        dynamic_shapes=shapes, opset=DECODER_OPSET,
-        parity_inputs=parity, atol=atol, reference=SamReferenceDecoder(sam, with_mask_input=with_mask_input),
+        wrapper,
+        example,
+        path,
+        input_names=DECODER_INPUTS if with_mask_input else POINT_DECODER_INPUTS,
+        output_names=DECODER_OUTPUTS,
+        dynamic_shapes=shapes,
+        opset=DECODER_OPSET,
+        parity_inputs=parity,
+        atol=atol,
+        reference=SamReferenceDecoder(sam, with_mask_input=with_mask_input),
     )
 
 
@@ -362,11 +424,15 @@ class SamReferenceDecoder(nn.Module):
         self.embed = SamDecoderForExport(sam)
         self.with_mask_input = with_mask_input
 
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input=None, has_mask_input=None):
+    def forward(
+        self, image_embeddings, point_coords, point_labels, mask_input=None, has_mask_input=None
+    ):
         w = self.embed
         pe = w.prompt_encoder
         sparse = w._embed_points(point_coords, point_labels)
-        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, *image_embeddings.shape[2:])
+        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            sparse.shape[0], -1, *image_embeddings.shape[2:]
+        )
         if self.with_mask_input:
             has = has_mask_input.reshape(1, 1, 1, 1)
             dense = has * pe.mask_downscaling(mask_input) + (1.0 - has) * dense
@@ -392,7 +458,9 @@ print(json.dumps({"session": before, "peak": hwm()}))
 """
 
 
-def measure_encoder_memory(path: str | Path, image_size: int, *, timeout_s: float = 900) -> dict | None:
+def measure_encoder_memory(
+    path: str | Path, image_size: int, *, timeout_s: float = 900
+) -> dict | None:
     """Peak-RSS cost of the exported encoder under the runtime's session options (CPU), for the manifest.
 
     Runs the graph on a batch of 1 and of 2 zero images (activations do not depend on the values),
@@ -403,12 +471,21 @@ def measure_encoder_memory(path: str | Path, image_size: int, *, timeout_s: floa
     if not Path("/proc/self/status").exists():
         return None
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+    }
     got = {}
     for b in (1, 2):
         try:
-            out = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(b), str(int(image_size))],
-                                 capture_output=True, text=True, env=env, timeout=timeout_s, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _PROBE, str(path), str(b), str(int(image_size))],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout_s,
+                check=True,
+            )
             got[b] = json.loads(out.stdout.strip().splitlines()[-1])
         except (subprocess.SubprocessError, ValueError, IndexError, OSError):
             return None

@@ -27,8 +27,14 @@ from runtime.serving import wire
 
 MAX_BATCH = 8  # max_batch_size of the batchable graphs
 QUEUE_DELAY_US = 2000  # dynamic batcher: how long a request may wait for others
-_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
-           "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
+_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
 
 
 def _dim(d: Any) -> int:
@@ -48,20 +54,32 @@ def _tensor(kind: str, t: dict[str, Any], batched: bool) -> str:
     return f'{kind} {{\n  name: "{t["name"]}"\n  data_type: {_DTYPES[t["dtype"]]}\n  dims: [ {dims} ]\n}}'
 
 
-def graph_model_config(name: str, entry: dict[str, Any], *, gpu: bool, instances: int, tensorrt: bool) -> str:
+def graph_model_config(
+    name: str, entry: dict[str, Any], *, gpu: bool, instances: int, tensorrt: bool
+) -> str:
     """``config.pbtxt`` of one bundle graph (manifest ``entry``) as a Triton model."""
     batched = _batchable(entry)
-    max_batch = min(MAX_BATCH, int(entry.get("tensorrt", {}).get("max_batch", MAX_BATCH))) if tensorrt else MAX_BATCH
-    lines = [f'name: "{name}"',
-             f'backend: "{"tensorrt" if tensorrt else "onnxruntime"}"',
-             f"max_batch_size: {max_batch if batched else 0}"]
+    max_batch = (
+        min(MAX_BATCH, int(entry.get("tensorrt", {}).get("max_batch", MAX_BATCH)))
+        if tensorrt
+        else MAX_BATCH
+    )
+    lines = [
+        f'name: "{name}"',
+        f'backend: "{"tensorrt" if tensorrt else "onnxruntime"}"',
+        f"max_batch_size: {max_batch if batched else 0}",
+    ]
     lines += [_tensor("input", t, batched) for t in entry["inputs"]]
     lines += [_tensor("output", t, batched) for t in entry["outputs"]]
     if batched:
         prefs = ", ".join(str(b) for b in (2, 4, 8) if b <= max_batch)
-        lines.append(f"dynamic_batching {{\n  preferred_batch_size: [ {prefs} ]\n"
-                     f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}\n}}")
-    lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {'KIND_GPU' if gpu else 'KIND_CPU'}\n  }}\n]")
+        lines.append(
+            f"dynamic_batching {{\n  preferred_batch_size: [ {prefs} ]\n"
+            f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}\n}}"
+        )
+    lines.append(
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: {'KIND_GPU' if gpu else 'KIND_CPU'}\n  }}\n]"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -72,8 +90,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def write_repository(bundle_dir: str | Path, out: str | Path, *, gpu: bool = False, instances: int = 1,
-                     max_request_mb: int = wire.DEFAULT_MAX_REQUEST_MB, force: bool = False) -> Path:
+def write_repository(
+    bundle_dir: str | Path,
+    out: str | Path,
+    *,
+    gpu: bool = False,
+    instances: int = 1,
+    max_request_mb: int = wire.DEFAULT_MAX_REQUEST_MB,
+    force: bool = False,
+) -> Path:
     """Write the model repository of ``bundle_dir`` to ``out`` and return ``out``.
 
     ``gpu``: KIND_GPU instance groups (else KIND_CPU). ``instances``: instances per model. A graph with
@@ -89,8 +114,15 @@ def write_repository(bundle_dir: str | Path, out: str | Path, *, gpu: bool = Fal
             raise FileExistsError(f"{out} exists; pass --force to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    avs_repo.write_avs_model(out, bundle.root, self_contained=True, instances=instances, gpu=gpu,
-                             max_request_mb=max_request_mb, providers="cuda,cpu" if gpu else "cpu")
+    avs_repo.write_avs_model(
+        out,
+        bundle.root,
+        self_contained=True,
+        instances=instances,
+        gpu=gpu,
+        max_request_mb=max_request_mb,
+        providers="cuda,cpu" if gpu else "cpu",
+    )
     for name, entry in bundle.graphs.items():
         plan = entry.get("tensorrt")
         use_trt = bool(gpu and plan)
@@ -103,7 +135,8 @@ def write_repository(bundle_dir: str | Path, out: str | Path, *, gpu: bool = Fal
             for extra in entry.get("extra_files", []):  # external weights next to the graph
                 _link_or_copy(bundle.root / extra["file"], d / Path(extra["file"]).name)
         (out / name / "config.pbtxt").write_text(
-            graph_model_config(name, entry, gpu=gpu, instances=instances, tensorrt=use_trt))
+            graph_model_config(name, entry, gpu=gpu, instances=instances, tensorrt=use_trt)
+        )
     return out
 
 

@@ -97,7 +97,13 @@ CHECKPOINT_VERSION = 1
 
 # Top-level keys of an official AudioCLIP file that AC-FPN does not use (text tower, scales).
 _TEXT_PREFIXES = ("transformer.", "token_embedding.", "ln_final.")
-_TEXT_KEYS = ("positional_embedding", "text_projection", "logit_scale", "logit_scale_ai", "logit_scale_at")
+_TEXT_KEYS = (
+    "positional_embedding",
+    "text_projection",
+    "logit_scale",
+    "logit_scale_ai",
+    "logit_scale_at",
+)
 
 
 def _is_text_key(key: str) -> bool:
@@ -125,8 +131,13 @@ def canonical_fusion(name: str) -> str:
 def fusion_in_channels(fusion: str, x4_channels: int = 2048, embed_dim: int = 1024) -> int:
     """Channels C4 of the 4th neck input for a fusion mode (3072 for ``hadamard`` on AudioCLIP)."""
     f = canonical_fusion(fusion)
-    extra = {"hadamard": embed_dim, "normed_hadamard": embed_dim, "audio_only": embed_dim,
-             "concatenation": 2 * embed_dim, "score": 1}[f]
+    extra = {
+        "hadamard": embed_dim,
+        "normed_hadamard": embed_dim,
+        "audio_only": embed_dim,
+        "concatenation": 2 * embed_dim,
+        "score": 1,
+    }[f]
     return int(x4_channels) + extra
 
 
@@ -136,7 +147,9 @@ def fusions_for_channels(c4: int, x4_channels: int = 2048, embed_dim: int = 1024
     return [f for f in FUSIONS if fusion_in_channels(f, x4_channels, embed_dim) == int(c4)]
 
 
-def fuse_features(fusion: str, x4: torch.Tensor, dense: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+def fuse_features(
+    fusion: str, x4: torch.Tensor, dense: torch.Tensor, audio: torch.Tensor
+) -> torch.Tensor:
     """The 4th neck input from stride-32 features.
 
     ``x4``: [B, Cx, h, w] layer-4 features; ``dense``: [B, D, h, w] dense CLIP tokens (not
@@ -171,7 +184,9 @@ class FPNNeck(nn.Module):
     ``lateral_convs.{0..3}.{weight,bias}``, ``fpn_convs.{0..3}.{weight,bias}``.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, upmode: str = "bilinear"):
+    def __init__(
+        self, in_channels: Sequence[int], out_channels: int = 256, upmode: str = "bilinear"
+    ):
         super().__init__()
         if upmode not in ("bilinear", "nearest"):
             raise ValueError(f"upmode must be 'bilinear' or 'nearest', got {upmode!r}")
@@ -295,10 +310,16 @@ class ACFPN(nn.Module):
         self.c4 = fusion_in_channels(self.fusion, self.stage_channels[3], self.embed_dim)
         self.seed = int(seed)
         dec = {**DECODER_DEFAULTS, **cfg.get("acfpn", {})}
-        self.neck_channels = int(neck_channels if neck_channels is not None else dec["neck_channels"])
-        self.head_channels = int(head_channels if head_channels is not None else dec["head_channels"])
+        self.neck_channels = int(
+            neck_channels if neck_channels is not None else dec["neck_channels"]
+        )
+        self.head_channels = int(
+            head_channels if head_channels is not None else dec["head_channels"]
+        )
         if self.head_channels % 32:
-            raise ValueError(f"head_channels must be a multiple of 32 (GroupNorm with 32 groups), got {self.head_channels}")
+            raise ValueError(
+                f"head_channels must be a multiple of 32 (GroupNorm with 32 groups), got {self.head_channels}"
+            )
         neck_channels, head_channels = self.neck_channels, self.head_channels
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -357,8 +378,15 @@ class ACFPN(nn.Module):
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
         r = self.image_size
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != r or images.shape[3] != r:
-            raise ValueError(f"images must be [B, 3, {r}, {r}] CLIP-normalised float, got {list(images.shape)}")
+        if (
+            images.dim() != 4
+            or images.shape[1] != 3
+            or images.shape[2] != r
+            or images.shape[3] != r
+        ):
+            raise ValueError(
+                f"images must be [B, 3, {r}, {r}] CLIP-normalised float, got {list(images.shape)}"
+            )
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point (CLIP-normalised), got {images.dtype}")
 
@@ -367,11 +395,15 @@ class ACFPN(nn.Module):
         tower's input units (int16 units for AudioCLIP; the reference feeds [-1, 1]) -> [B, D]
         float32, not normalised. Runs under ``no_grad`` in "frozen" mode."""
         if not isinstance(waveform, torch.Tensor) or not waveform.is_floating_point():
-            raise TypeError(f"waveform must be a float torch.Tensor [B, T], got {getattr(waveform, 'dtype', type(waveform))}")
+            raise TypeError(
+                f"waveform must be a float torch.Tensor [B, T], got {getattr(waveform, 'dtype', type(waveform))}"
+            )
         if waveform.dim() == 3 and waveform.shape[1] == 1:
             waveform = waveform[:, 0]
         if waveform.dim() != 2:
-            raise ValueError(f"waveform must be [B, T] or [B, 1, T] (mono), got {list(waveform.shape)}")
+            raise ValueError(
+                f"waveform must be [B, T] or [B, 1, T] (mono), got {list(waveform.shape)}"
+            )
         if self.audio_mode == "frozen":
             with torch.no_grad():
                 return self.audio(waveform)
@@ -387,9 +419,13 @@ class ACFPN(nn.Module):
         """
         self._check_images(images)
         if not isinstance(audio_embedding, torch.Tensor) or audio_embedding.dim() != 2:
-            raise ValueError(f"audio_embedding must be a [B, {self.embed_dim}] tensor, got {getattr(audio_embedding, 'shape', type(audio_embedding))}")
+            raise ValueError(
+                f"audio_embedding must be a [B, {self.embed_dim}] tensor, got {getattr(audio_embedding, 'shape', type(audio_embedding))}"
+            )
         if audio_embedding.shape[1] != self.embed_dim:
-            raise ValueError(f"audio_embedding must be [B, {self.embed_dim}], got {list(audio_embedding.shape)}")
+            raise ValueError(
+                f"audio_embedding must be [B, {self.embed_dim}], got {list(audio_embedding.shape)}"
+            )
         if audio_embedding.shape[0] != images.shape[0]:
             raise ValueError(
                 f"images and audio_embedding disagree on the batch: {images.shape[0]} vs {audio_embedding.shape[0]}"
@@ -403,7 +439,9 @@ class ACFPN(nn.Module):
         (one clip per image, in the audio tower's input units) -> logits [B, 1, R, R]."""
         self._check_images(images)
         if waveform.shape[0] != images.shape[0]:
-            raise ValueError(f"images and waveform disagree on the batch: {images.shape[0]} vs {waveform.shape[0]}")
+            raise ValueError(
+                f"images and waveform disagree on the batch: {images.shape[0]} vs {waveform.shape[0]}"
+            )
         return self.forward(images, self.encode_audio(waveform))
 
     # -- parameters ---------------------------------------------------------------------------
@@ -426,13 +464,18 @@ class ACFPN(nn.Module):
             out.update({f"audio.{k}": v for k, v in self.audio.named_buffers()})
         return out
 
-    def load_trained_state_dict(self, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    def load_trained_state_dict(
+        self, sd: Mapping[str, torch.Tensor], source: str = "checkpoint"
+    ) -> None:
         """Load exactly the keys of :meth:`trained_state_dict` (strict on keys and shapes).
 
         Raises CheckpointError naming missing keys, unexpected keys and shape mismatches."""
         self.check_fusion_of(sd, source)
-        check_keys(self.trained_state_dict(), sd,
-                   f"{source} does not fit ACFPN({self.fusion!r}, {self.config_name!r}, audio_mode={self.audio_mode!r}):")
+        check_keys(
+            self.trained_state_dict(),
+            sd,
+            f"{source} does not fit ACFPN({self.fusion!r}, {self.config_name!r}, audio_mode={self.audio_mode!r}):",
+        )
         self.load_state_dict(dict(sd), strict=False)
 
     # -- loading --------------------------------------------------------------------------------
@@ -451,17 +494,25 @@ class ACFPN(nn.Module):
         self.tower_provenance = {"visual": dict(prov), "audio": dict(prov)}
         return prov
 
-    def load_audioclip_state_dict(self, sd: Mapping[str, torch.Tensor], source: str = "AudioCLIP state dict") -> None:
+    def load_audioclip_state_dict(
+        self, sd: Mapping[str, torch.Tensor], source: str = "AudioCLIP state dict"
+    ) -> None:
         """Load ``visual.*`` and ``audio.*`` of an official-layout AudioCLIP state dict strictly."""
         if any(k.startswith(("neck.", "head.", "aclp.")) for k in sd):
-            raise CheckpointError(f"{source} is an AC-FPN checkpoint, not an AudioCLIP file; use load_acfpn")
-        other = sorted(k for k in sd if not k.startswith(("visual.", "audio.")) and not _is_text_key(k))
+            raise CheckpointError(
+                f"{source} is an AC-FPN checkpoint, not an AudioCLIP file; use load_acfpn"
+            )
+        other = sorted(
+            k for k in sd if not k.startswith(("visual.", "audio.")) and not _is_text_key(k)
+        )
         if other:
             raise CheckpointError(f"{source}: unexpected keys for AudioCLIP: {other[:12]}")
         load_strict(self.visual, _strip(sd, "visual."), source=f"{source} [visual.*]")
         load_strict(self.audio, _strip(sd, "audio."), source=f"{source} [audio.*]")
 
-    def check_fusion_of(self, sd: Mapping[str, torch.Tensor], source: str = "checkpoint", fusion: str | None = None) -> None:
+    def check_fusion_of(
+        self, sd: Mapping[str, torch.Tensor], source: str = "checkpoint", fusion: str | None = None
+    ) -> None:
         """Refuse a state dict whose neck was built for another fusion mode.
 
         The 4th lateral conv's input channels tell C4; a stored ``fusion`` name (own format) is
@@ -475,7 +526,9 @@ class ACFPN(nn.Module):
         if key in sd:
             c4 = int(sd[key].shape[1])
             if c4 != self.c4:
-                modes = fusions_for_channels(c4, self.stage_channels[3], self.embed_dim) or ["none known"]
+                modes = fusions_for_channels(c4, self.stage_channels[3], self.embed_dim) or [
+                    "none known"
+                ]
                 raise CheckpointError(
                     f"{source}: its neck takes {c4} channels at stride 32 (fusion {' / '.join(modes)}), "
                     f"but fusion {self.fusion!r} of config {self.config_name!r} needs {self.c4}"
@@ -487,7 +540,7 @@ class ACFPN(nn.Module):
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def _load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -501,7 +554,9 @@ def _load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def map_reference_state_dict(sd: Mapping[str, torch.Tensor], source: str = "reference checkpoint") -> dict[str, torch.Tensor]:
+def map_reference_state_dict(
+    sd: Mapping[str, torch.Tensor], source: str = "reference checkpoint"
+) -> dict[str, torch.Tensor]:
     """Map the Sam4AVS training script's state dict (``Pred_endecoder.state_dict()``) to ACFPN keys.
 
     Key map (an optional leading ``module.`` from DataParallel is stripped first):
@@ -514,13 +569,13 @@ def map_reference_state_dict(sd: Mapping[str, torch.Tensor], source: str = "refe
     - any other key raises CheckpointError.
     """
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     out: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     unexpected = []
     for k, v in sd.items():
         if k.startswith("aclp."):
-            rest = k[len("aclp."):]
+            rest = k[len("aclp.") :]
             if rest.startswith(("visual.", "audio.")):
                 new = rest
             elif _is_text_key(rest):
@@ -529,9 +584,9 @@ def map_reference_state_dict(sd: Mapping[str, torch.Tensor], source: str = "refe
                 unexpected.append(k)
                 continue
         elif k.startswith("visual_encoder."):
-            new = "visual." + k[len("visual_encoder."):]
+            new = "visual." + k[len("visual_encoder.") :]
         elif k.startswith("audio_encoder."):
-            new = "audio." + k[len("audio_encoder."):]
+            new = "audio." + k[len("audio_encoder.") :]
         elif k.startswith(("neck.", "head.")):
             new = k
         else:
@@ -550,7 +605,9 @@ def map_reference_state_dict(sd: Mapping[str, torch.Tensor], source: str = "refe
         out[new] = v
         origin[new] = k
     if unexpected:
-        raise CheckpointError(f"{source}: keys outside the reference layout: {sorted(unexpected)[:12]}")
+        raise CheckpointError(
+            f"{source}: keys outside the reference layout: {sorted(unexpected)[:12]}"
+        )
     return out
 
 
@@ -633,7 +690,9 @@ def read_acfpn_checkpoint(path: str | Path) -> dict:
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         ver = obj.get("version")
         if ver != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint version {ver!r}, this code reads {CHECKPOINT_VERSION}")
+            raise CheckpointError(
+                f"{path}: checkpoint version {ver!r}, this code reads {CHECKPOINT_VERSION}"
+            )
         for field in ("state_dict", "fusion", "config", "towers"):
             if field not in obj:
                 raise CheckpointError(f"{path}: AC-FPN checkpoint lacks {field!r}")
@@ -654,8 +713,10 @@ def read_acfpn_checkpoint(path: str | Path) -> dict:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in obj]
-    if any(k.startswith("neck.") for k in keys) and any(k.startswith(("aclp.", "visual_encoder.")) for k in keys):
+    keys = [k[len("module.") :] if k.startswith("module.") else k for k in obj]
+    if any(k.startswith("neck.") for k in keys) and any(
+        k.startswith(("aclp.", "visual_encoder.")) for k in keys
+    ):
         return {
             "kind": "reference",
             "state_dict": map_reference_state_dict(obj, source=str(path)),
@@ -709,7 +770,9 @@ def save_acfpn(model: ACFPN, path: str | Path, *, extra: Mapping[str, Any] | Non
     return path
 
 
-def _restore_audio_tower(model: ACFPN, prov: Mapping[str, Any], audioclip: str | Path | None, source: str) -> None:
+def _restore_audio_tower(
+    model: ACFPN, prov: Mapping[str, Any], audioclip: str | Path | None, source: str
+) -> None:
     """Bring the audio tower back to the weights named by ``prov``."""
     if audioclip is not None:
         path = Path(audioclip)
@@ -722,7 +785,9 @@ def _restore_audio_tower(model: ACFPN, prov: Mapping[str, Any], audioclip: str |
                 f"but {path} has another checksum"
             )
         if want is None:
-            raise CheckpointError(f"{source} was trained with a random-init audio tower ({prov}); do not pass an AudioCLIP file")
+            raise CheckpointError(
+                f"{source} was trained with a random-init audio tower ({prov}); do not pass an AudioCLIP file"
+            )
         sd = _load_tensors(path)
         load_strict(model.audio, _strip(sd, "audio."), source=f"{path} [audio.*]")
         model.tower_provenance["audio"] = {"path": str(path.resolve()), "sha256": want}
@@ -730,7 +795,9 @@ def _restore_audio_tower(model: ACFPN, prov: Mapping[str, Any], audioclip: str |
     if prov.get("source") == "random-init":
         seed = int(prov["seed"])
         if seed != model.seed + 1:
-            raise CheckpointError(f"{source}: random audio tower seed {seed} does not fit model seed {model.seed}")
+            raise CheckpointError(
+                f"{source}: random audio tower seed {seed} does not fit model seed {model.seed}"
+            )
         return  # ACFPN(seed=seed - 1) already rebuilt it
     path = prov.get("path")
     if path is None or not Path(path).is_file():
@@ -780,26 +847,47 @@ def load_acfpn(
         aud = towers.get("audio", {})
         if aud.get("source") == "random-init":
             seed = int(aud["seed"]) - 1
-        model = ACFPN(stored, cfg, seed=seed, audio_mode=info["audio_mode"], fpn_upmode=info["fpn_upmode"],
-                      neck_channels=info["neck_channels"], head_channels=info["head_channels"],
-                      audio_input_scale=info["audio_input_scale"])
+        model = ACFPN(
+            stored,
+            cfg,
+            seed=seed,
+            audio_mode=info["audio_mode"],
+            fpn_upmode=info["fpn_upmode"],
+            neck_channels=info["neck_channels"],
+            head_channels=info["head_channels"],
+            audio_input_scale=info["audio_input_scale"],
+        )
         sd = info["state_dict"]
         model.check_fusion_of(sd, src)
         _restore_audio_tower(model, aud, audioclip, src)
         model.load_trained_state_dict(sd, source=src)
-        model.tower_provenance = {"visual": dict(vis), "audio": dict(model.tower_provenance["audio"])}
-        model.checkpoint_provenance = {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+        model.tower_provenance = {
+            "visual": dict(vis),
+            "audio": dict(model.tower_provenance["audio"]),
+        }
+        model.checkpoint_provenance = {
+            "path": str(Path(path).resolve()),
+            "sha256": sha256_file(path),
+        }
         if audio_mode is not None:
             model.set_audio_mode(audio_mode)
         return model.eval()
     # reference
     sd = info["state_dict"]
-    neck_w = sd["neck.lateral_convs.0.weight"].shape[0] if "neck.lateral_convs.0.weight" in sd else None
+    neck_w = (
+        sd["neck.lateral_convs.0.weight"].shape[0] if "neck.lateral_convs.0.weight" in sd else None
+    )
     head_w = sd["head.seg_conv.weight"].shape[1] if "head.seg_conv.weight" in sd else None
     cfg = config or detect_reference_config(sd, src)
     found = detect_reference_fusion(sd, cfg, fusion=fusion, source=src)
-    model = ACFPN(found, cfg, audio_mode=audio_mode or "paper",
-                  neck_channels=neck_w, head_channels=head_w, audio_input_scale=1.0)
+    model = ACFPN(
+        found,
+        cfg,
+        audio_mode=audio_mode or "paper",
+        neck_channels=neck_w,
+        head_channels=head_w,
+        audio_input_scale=1.0,
+    )
     model.check_fusion_of(sd, src)
     load_strict(model, sd, source=src)
     prov = {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "format": "sam4avs"}

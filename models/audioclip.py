@@ -14,7 +14,13 @@ from models.clip_visual import ModifiedResNet
 from models.esresnext_fbsp import ESResNeXtFBSP
 from models.registry import get_config
 
-_TEXT_KEYS = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection")
+_TEXT_KEYS = (
+    "transformer",
+    "token_embedding",
+    "positional_embedding",
+    "ln_final",
+    "text_projection",
+)
 
 
 class AudioCLIP(nn.Module):
@@ -99,7 +105,10 @@ def load_audioclip(
     if not with_text:
         drop = {k for k in sd if k.split(".")[0] in _TEXT_KEYS}
     load_strict(model, sd, ignore=drop, source=str(checkpoint))
-    return model.eval(), {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
+    return model.eval(), {
+        "path": str(Path(checkpoint).resolve()),
+        "sha256": sha256_file(checkpoint),
+    }
 
 
 def load_tower_file(model: AudioCLIP, path: str | Path, tower: str) -> dict:
@@ -113,20 +122,32 @@ def load_tower_file(model: AudioCLIP, path: str | Path, tower: str) -> dict:
     skipped: list[str] = []
     if tower == "audio":
         own = model.audio.state_dict()
-        skipped = sorted(k for k in ("fc.weight", "fc.bias") if k in sd and k in own and sd[k].shape != own[k].shape)
+        skipped = sorted(
+            k
+            for k in ("fc.weight", "fc.bias")
+            if k in sd and k in own and sd[k].shape != own[k].shape
+        )
         if skipped:
             sd = {k: v for k, v in sd.items() if k not in skipped}
             sd.update({k: own[k] for k in skipped})
         load_strict(model.audio, sd, source=str(path))
     elif tower == "clip":
         clip_keys = {k: v for k, v in sd.items() if not k.startswith("audio.")}
-        own = {k for k in model.state_dict() if not k.startswith("audio.") and not k.startswith("logit_scale_a")}
+        own = {
+            k
+            for k in model.state_dict()
+            if not k.startswith("audio.") and not k.startswith("logit_scale_a")
+        }
         extra = set(clip_keys) - own
         if extra:
-            raise CheckpointError(f"{path}: unexpected keys for the CLIP towers: {sorted(extra)[:10]}")
+            raise CheckpointError(
+                f"{path}: unexpected keys for the CLIP towers: {sorted(extra)[:10]}"
+            )
         missing = own - set(clip_keys)
         if missing:
-            raise CheckpointError(f"{path}: missing keys for the CLIP towers: {sorted(missing)[:10]}")
+            raise CheckpointError(
+                f"{path}: missing keys for the CLIP towers: {sorted(missing)[:10]}"
+            )
         model.load_state_dict(clip_keys, strict=False)
     else:
         raise ValueError(f"tower must be 'clip' or 'audio', got {tower!r}")

@@ -103,7 +103,9 @@ def _read_rows(csv_path: Path) -> tuple[list[str], list[list[str]]]:
     return [c.strip() for c in rows[0]], rows[1:]
 
 
-def index_split(root: str | Path, kind: str, split: str, *, check_files: bool = False) -> list[VideoRecord]:
+def index_split(
+    root: str | Path, kind: str, split: str, *, check_files: bool = False
+) -> list[VideoRecord]:
     """Records of one split, in CSV order.
 
     ``kind``: "s4" or "ms3"; ``split``: "train", "val" or "test"; ``check_files``: stat every file
@@ -134,7 +136,9 @@ def index_split(root: str | Path, kind: str, split: str, *, check_files: bool = 
         else:
             category = None
             rel = Path(split) / name
-            frames = tuple(data / "visual_frames" / name / f"{name}.mp4_{k}.png" for k in range(1, 6))
+            frames = tuple(
+                data / "visual_frames" / name / f"{name}.mp4_{k}.png" for k in range(1, 6)
+            )
             wav = data / "audio_wav" / split / f"{name}.wav"
             ks = tuple(range(1, 6))
         masks = tuple(data / "gt_masks" / rel / f"{name}_{k}.png" for k in ks)
@@ -142,7 +146,9 @@ def index_split(root: str | Path, kind: str, split: str, *, check_files: bool = 
         if check_files:
             missing = rec.missing_files()
             if missing:
-                raise FileNotFoundError(f"AVSBench {kind.upper()} {split} video {name!r}: missing file {missing[0]}")
+                raise FileNotFoundError(
+                    f"AVSBench {kind.upper()} {split} video {name!r}: missing file {missing[0]}"
+                )
         out.append(rec)
     return out
 
@@ -173,5 +179,3 @@ def load_mask(path: str | Path, kind: str) -> np.ndarray:
     with Image.open(p) as im:
         a = np.asarray(im.convert("1" if kind == "s4" else "P"))
     return (a > 0).astype(np.uint8)
-
-

@@ -48,7 +48,11 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     obj = read_checkpoint(path)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping) and not isinstance(obj[key], torch.Tensor):
+            if (
+                key in obj
+                and isinstance(obj[key], Mapping)
+                and not isinstance(obj[key], torch.Tensor)
+            ):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -62,7 +66,9 @@ def _fmt(keys: Iterable[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_keys(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], header: str) -> None:
+def check_keys(
+    own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], header: str
+) -> None:
     """Raise :class:`CheckpointError` (``header`` + missing, unexpected, shape-mismatched keys) unless
     ``sd`` holds exactly the keys of ``own`` with the same shapes."""
     missing = set(own) - set(sd)

@@ -40,25 +40,48 @@ CLAP_CONTEXT_LENGTH = 77  # RoBERTa tokens per label (padding="max_length", trun
 
 # roberta-base's architecture (facts of the public config), so nothing is fetched from the hub.
 ROBERTA_BASE_CONFIG: dict[str, Any] = {
-    "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 514, "type_vocab_size": 1,
-    "initializer_range": 0.02, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
     "eos_token_id": 2,
 }
 
 # laion-clap's HTSAT audio configurations (model_configs/HTSAT-*.json), written here.
 _HTSAT_AUDIO = {
-    "audio_length": 1024, "clip_samples": CLAP_CLIP_SAMPLES, "mel_bins": 64, "sample_rate": CLAP_SAMPLE_RATE,
-    "window_size": 1024, "hop_size": 480, "fmin": 50, "fmax": 14000, "class_num": 527,
+    "audio_length": 1024,
+    "clip_samples": CLAP_CLIP_SAMPLES,
+    "mel_bins": 64,
+    "sample_rate": CLAP_SAMPLE_RATE,
+    "window_size": 1024,
+    "hop_size": 480,
+    "fmin": 50,
+    "fmax": 14000,
+    "class_num": 527,
     "model_type": "HTSAT",
 }
 CLAP_CONFIGS: dict[str, dict[str, Any]] = {
     "HTSAT-tiny": {"embed_dim": 768, "audio_cfg": {**_HTSAT_AUDIO, "model_name": "tiny"}},
     "HTSAT-base": {"embed_dim": 1024, "audio_cfg": {**_HTSAT_AUDIO, "model_name": "base"}},
 }
-_TEXT_CFG = {"context_length": CLAP_CONTEXT_LENGTH, "vocab_size": 49408, "width": 512, "heads": 8,
-             "layers": 12, "model_type": "roberta"}
+_TEXT_CFG = {
+    "context_length": CLAP_CONTEXT_LENGTH,
+    "vocab_size": 49408,
+    "width": 512,
+    "heads": 8,
+    "layers": 12,
+    "model_type": "roberta",
+}
 
 # Released non-fusion checkpoints -> audio model.
 CLAP_CHECKPOINTS: dict[str, str] = {
@@ -92,8 +115,10 @@ def laion_clap_modules() -> tuple[types.ModuleType, types.ModuleType]:
     if "laion_clap.clap_module.model" not in sys.modules:
         spec = importlib.util.find_spec("laion_clap")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError("laion-clap is not installed: pip install --no-deps laion-clap "
-                              "torchlibrosa h5py transformers (see docs/box-prompt.md)")
+            raise ImportError(
+                "laion-clap is not installed: pip install --no-deps laion-clap "
+                "torchlibrosa h5py transformers (see docs/box-prompt.md)"
+            )
         root = Path(list(spec.submodule_search_locations)[0])
         for name, path in (("laion_clap", root), ("laion_clap.clap_module", root / "clap_module")):
             if name not in sys.modules:
@@ -135,8 +160,15 @@ def roberta_config(**overrides: Any):
     return RobertaConfig(**{**ROBERTA_BASE_CONFIG, **overrides})
 
 
-def build_clap(amodel: str = "HTSAT-tiny", *, text_config=None, htsat: dict[str, Any] | None = None,
-               embed_dim: int | None = None, joint_embed_shape: int = 512, seed: int = 0) -> nn.Module:
+def build_clap(
+    amodel: str = "HTSAT-tiny",
+    *,
+    text_config=None,
+    htsat: dict[str, Any] | None = None,
+    embed_dim: int | None = None,
+    joint_embed_shape: int = 512,
+    seed: int = 0,
+) -> nn.Module:
     """A laion-clap ``CLAP`` (non-fusion) with seeded random weights, built without the hub.
 
     amodel: "HTSAT-tiny" (the reference's) or "HTSAT-base". text_config: a ``RobertaConfig`` for
@@ -153,7 +185,9 @@ def build_clap(amodel: str = "HTSAT-tiny", *, text_config=None, htsat: dict[str,
     cfg = CLAP_CONFIGS[amodel]
     tcfg = text_config if text_config is not None else roberta_config()
     if getattr(tcfg, "hidden_size", None) != 768:
-        raise ValueError("CLAP's text projection takes 768-wide RoBERTa features: text_config.hidden_size must be 768")
+        raise ValueError(
+            "CLAP's text projection takes 768-wide RoBERTa features: text_config.hidden_size must be 768"
+        )
     patches: dict[str, Any] = {"RobertaModel": _FromConfig(RobertaModel, tcfg)}
     if htsat is not None:
         if embed_dim is None:
@@ -161,16 +195,27 @@ def build_clap(amodel: str = "HTSAT-tiny", *, text_config=None, htsat: dict[str,
 
         def small_htsat(audio_cfg, enable_fusion=False, fusion_type="None"):
             return htsat_mod.HTSAT_Swin_Transformer(
-                spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=audio_cfg.class_num,
-                config=audio_cfg, enable_fusion=False, fusion_type="None", **htsat)
+                spec_size=256,
+                patch_size=4,
+                patch_stride=(4, 4),
+                num_classes=audio_cfg.class_num,
+                config=audio_cfg,
+                enable_fusion=False,
+                fusion_type="None",
+                **htsat,
+            )
 
         patches["create_htsat_model"] = small_htsat
     torch.manual_seed(seed)
     with _patched(model_mod, **patches):
         model = model_mod.CLAP(
             embed_dim=int(embed_dim if embed_dim is not None else cfg["embed_dim"]),
-            audio_cfg=dict(cfg["audio_cfg"]), text_cfg=dict(_TEXT_CFG), quick_gelu=False,
-            enable_fusion=False, fusion_type="None", joint_embed_shape=joint_embed_shape,
+            audio_cfg=dict(cfg["audio_cfg"]),
+            text_cfg=dict(_TEXT_CFG),
+            quick_gelu=False,
+            enable_fusion=False,
+            fusion_type="None",
+            joint_embed_shape=joint_embed_shape,
         )
     return model.eval()
 
@@ -184,13 +229,14 @@ def clap_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     sd = load_checkpoint(path)
     if sd and next(iter(sd)).startswith("module."):
-        sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+        sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
     sd.pop("text_branch.embeddings.position_ids", None)
     return sd
 
 
-def load_clap(path: str | Path | None = None, *, amodel: str | None = None, seed: int = 0,
-              **build_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+def load_clap(
+    path: str | Path | None = None, *, amodel: str | None = None, seed: int = 0, **build_kwargs: Any
+) -> tuple[nn.Module, dict[str, Any]]:
     """CLAP with an official non-fusion checkpoint (strict key check), or seeded random weights.
 
     path: e.g. ``630k-audioset-best.pt``; None gives random weights. amodel: the audio model
@@ -204,10 +250,16 @@ def load_clap(path: str | Path | None = None, *, amodel: str | None = None, seed
     amodel = amodel or CLAP_CHECKPOINTS.get(path.name, "HTSAT-tiny")
     sd = clap_state_dict(path)
     if any(k.startswith("audio_branch.mel_conv") or "fusion_model" in k for k in sd):
-        raise CheckpointError(f"{path} is a fusion CLAP checkpoint; only non-fusion checkpoints are supported")
+        raise CheckpointError(
+            f"{path} is a fusion CLAP checkpoint; only non-fusion checkpoints are supported"
+        )
     model = build_clap(amodel, seed=seed, **build_kwargs)
     load_strict(model, sd, source=str(path))
-    return model.eval(), {"path": str(path.resolve()), "sha256": sha256_file(path), "config": amodel}
+    return model.eval(), {
+        "path": str(path.resolve()),
+        "sha256": sha256_file(path),
+        "config": amodel,
+    }
 
 
 class ClapAudioEmbedding(nn.Module):
@@ -231,7 +283,9 @@ class ClapAudioEmbedding(nn.Module):
 
 
 @torch.no_grad()
-def clap_text_embeddings(clap: nn.Module, tokenizer, labels: Sequence[str], *, batch: int = 64) -> torch.Tensor:
+def clap_text_embeddings(
+    clap: nn.Module, tokenizer, labels: Sequence[str], *, batch: int = 64
+) -> torch.Tensor:
     """L2-normalised CLAP text embeddings of ``labels`` (raw strings, no prompt template): float32 [N, 512].
 
     As laion-clap's ``get_text_embedding``: RoBERTa tokens padded to 77 (truncated), pooler output,
@@ -244,16 +298,27 @@ def clap_text_embeddings(clap: nn.Module, tokenizer, labels: Sequence[str], *, b
     check_tokenizer(tokenizer, expected_vocab=vocab, what="CLAP text (roberta)")
     out = []
     for i in range(0, len(labels), batch):
-        tok = tokenizer(labels[i:i + batch], padding="max_length", truncation=True,
-                        max_length=CLAP_CONTEXT_LENGTH, return_tensors="pt")
-        out.append(clap.get_text_embedding({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}))
+        tok = tokenizer(
+            labels[i : i + batch],
+            padding="max_length",
+            truncation=True,
+            max_length=CLAP_CONTEXT_LENGTH,
+            return_tensors="pt",
+        )
+        out.append(
+            clap.get_text_embedding(
+                {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+            )
+        )
     return torch.cat(out)
 
 
 # --- tokenizers ------------------------------------------------------------------------------------
 
 
-def check_tokenizer(tokenizer, *, expected_vocab: int | None = None, what: str = "tokenizer") -> None:
+def check_tokenizer(
+    tokenizer, *, expected_vocab: int | None = None, what: str = "tokenizer"
+) -> None:
     """Refuse a tokenizer that cannot tokenize real text.
 
     Raises :class:`TokenizerError` when the vocabulary holds nothing but special tokens (the
@@ -266,20 +331,28 @@ def check_tokenizer(tokenizer, *, expected_vocab: int | None = None, what: str =
         special = set(tokenizer.all_special_ids)
         unk = tokenizer.unk_token_id
     except (AttributeError, TypeError) as e:
-        raise TokenizerError(f"{what}: not a transformers tokenizer ({type(tokenizer).__name__})") from e
-    hint = ("this is the degenerate tokenizer transformers returns when the hub is unreachable "
-            "(HF_HUB_OFFLINE); give the folder of the real tokenizer files (vocab.json + merges.txt "
-            "for roberta-base, vocab.txt for bert-base-uncased): see docs/box-prompt.md")
+        raise TokenizerError(
+            f"{what}: not a transformers tokenizer ({type(tokenizer).__name__})"
+        ) from e
+    hint = (
+        "this is the degenerate tokenizer transformers returns when the hub is unreachable "
+        "(HF_HUB_OFFLINE); give the folder of the real tokenizer files (vocab.json + merges.txt "
+        "for roberta-base, vocab.txt for bert-base-uncased): see docs/box-prompt.md"
+    )
     if n <= len(special) + 1:
         raise TokenizerError(f"{what}: vocabulary of {n} tokens holds only special tokens; {hint}")
     for text in _PROBE_TEXTS:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         content = [i for i in ids if i not in special and i != unk]
         if not content:
-            raise TokenizerError(f"{what}: {text!r} tokenizes to special/unknown tokens only ({ids}); {hint}")
+            raise TokenizerError(
+                f"{what}: {text!r} tokenizes to special/unknown tokens only ({ids}); {hint}"
+            )
     if expected_vocab is not None and n != int(expected_vocab):
-        raise TokenizerError(f"{what}: tokenizer vocabulary has {n} tokens but the text model's embedding "
-                             f"table has {expected_vocab}; give the tokenizer that belongs to the model")
+        raise TokenizerError(
+            f"{what}: tokenizer vocabulary has {n} tokens but the text model's embedding "
+            f"table has {expected_vocab}; give the tokenizer that belongs to the model"
+        )
 
 
 def find_tokenizer_folder(kind: str, folder: str | Path | None = None) -> Path:
@@ -295,25 +368,33 @@ def find_tokenizer_folder(kind: str, folder: str | Path | None = None) -> Path:
     if folder is not None:
         folder = Path(folder)
         for cand in (folder / repo, folder):
-            if cand.is_dir() and any((cand / f).is_file() for f in
-                                     ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")):
+            if cand.is_dir() and any(
+                (cand / f).is_file()
+                for f in ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")
+            ):
                 return cand
-        raise TokenizerError(f"no {repo} tokenizer files in {folder} (nor in {folder / repo}): expected "
-                             "tokenizer.json, or vocab.json + merges.txt (roberta), or vocab.txt (bert)")
+        raise TokenizerError(
+            f"no {repo} tokenizer files in {folder} (nor in {folder / repo}): expected "
+            "tokenizer.json, or vocab.json + merges.txt (roberta), or vocab.txt (bert)"
+        )
     try:
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(repo, local_files_only=True,
-                                 allow_patterns=["*.json", "*.txt", "*.model"])
+        path = snapshot_download(
+            repo, local_files_only=True, allow_patterns=["*.json", "*.txt", "*.model"]
+        )
         return Path(path)
     except Exception as e:  # not in the cache (or hub library missing)
         raise TokenizerError(
             f"the {repo} tokenizer is not in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) "
             f"and no folder was given: pass --tokenizers DIR with a {repo}/ subfolder "
-            f"(see docs/box-prompt.md)") from e
+            f"(see docs/box-prompt.md)"
+        ) from e
 
 
-def load_tokenizer(kind: str, folder: str | Path | None = None, *, expected_vocab: int | None = None):
+def load_tokenizer(
+    kind: str, folder: str | Path | None = None, *, expected_vocab: int | None = None
+):
     """Load and check the ``kind`` tokenizer ("roberta" for CLAP, "bert" for GroundingDINO).
 
     See :func:`find_tokenizer_folder` for ``folder``; the result passes :func:`check_tokenizer`
@@ -325,27 +406,63 @@ def load_tokenizer(kind: str, folder: str | Path | None = None, *, expected_voca
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:
-        raise TokenizerError(f"cannot load the {TOKENIZER_REPOS[kind]} tokenizer from {path}: {e}") from e
-    check_tokenizer(tok, expected_vocab=expected_vocab, what=f"{TOKENIZER_REPOS[kind]} tokenizer ({path})")
+        raise TokenizerError(
+            f"cannot load the {TOKENIZER_REPOS[kind]} tokenizer from {path}: {e}"
+        ) from e
+    check_tokenizer(
+        tok, expected_vocab=expected_vocab, what=f"{TOKENIZER_REPOS[kind]} tokenizer ({path})"
+    )
     return tok
 
 
 # The small test configuration: the same classes, a 4-stage HTSAT of width 8 and a 1-layer RoBERTa.
-TEST_TINY_HTSAT: dict[str, Any] = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 8}
+TEST_TINY_HTSAT: dict[str, Any] = {
+    "embed_dim": 8,
+    "depths": [1, 1, 1, 1],
+    "num_heads": [1, 1, 2, 2],
+    "window_size": 8,
+}
 
 
 def build_clap_test_tiny(vocab_size: int, *, seed: int = 0) -> nn.Module:
     """The "test-tiny" CLAP: laion-clap's classes with a small HTSAT (output width 64) and a 1-layer
     RoBERTa (hidden 768, as the text projection needs) over a ``vocab_size``-token vocabulary; 512-d joint space."""
-    tcfg = roberta_config(vocab_size=int(vocab_size), num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=CLAP_CONTEXT_LENGTH + 3)
-    return build_clap("HTSAT-tiny", text_config=tcfg, htsat=dict(TEST_TINY_HTSAT), embed_dim=64, seed=seed)
+    tcfg = roberta_config(
+        vocab_size=int(vocab_size),
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=CLAP_CONTEXT_LENGTH + 3,
+    )
+    return build_clap(
+        "HTSAT-tiny", text_config=tcfg, htsat=dict(TEST_TINY_HTSAT), embed_dim=64, seed=seed
+    )
 
 
 # --- tiny tokenizers for tests and the tiny build profile (random-weight models only) ---------------
 
-_TINY_WORDS = ("dog", "cat", "speech", "music", "car", "bark", "man", "woman", "engine", "siren", "guitar",
-               "piano", "bird", "water", "singing", "speaking", "male", "female", "child", "baby")
+_TINY_WORDS = (
+    "dog",
+    "cat",
+    "speech",
+    "music",
+    "car",
+    "bark",
+    "man",
+    "woman",
+    "engine",
+    "siren",
+    "guitar",
+    "piano",
+    "bird",
+    "water",
+    "singing",
+    "speaking",
+    "male",
+    "female",
+    "child",
+    "baby",
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -388,10 +505,20 @@ def write_tiny_tokenizer(kind: str, folder: str | Path):
         merges = list(dict.fromkeys(merges))
         vocab["<mask>"] = len(vocab)
         (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (folder / "merges.txt").write_text(
+            "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
+        )
         tok = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     elif kind == "bert":
-        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".?,()-'&/:;!\"", *"abcdefghijklmnopqrstuvwxyz0123456789"]
+        words = [
+            "[PAD]",
+            "[UNK]",
+            "[CLS]",
+            "[SEP]",
+            "[MASK]",
+            *".?,()-'&/:;!\"",
+            *"abcdefghijklmnopqrstuvwxyz0123456789",
+        ]
         words += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + list(_TINY_WORDS)
         (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n", encoding="utf-8")
         tok = BertTokenizer(str(folder / "vocab.txt"))

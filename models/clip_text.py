@@ -64,7 +64,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.width = width
         self.layers = layers
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.Sequential(
+            *[ResidualAttentionBlock(width, heads) for _ in range(layers)]
+        )
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [L, B, width] -> [L, B, width]; attn_mask [L, L] additive (0 / -inf) or None."""
@@ -145,9 +147,7 @@ class CLIPTextTower(nn.Module):
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 (or int32) token ids, got {tokens.dtype}")
         if tokens.dim() != 2 or tokens.shape[1] != self.context_length:
-            raise ValueError(
-                f"tokens must be [B, {self.context_length}], got {list(tokens.shape)}"
-            )
+            raise ValueError(f"tokens must be [B, {self.context_length}], got {list(tokens.shape)}")
         if not torch.compiler.is_compiling() and tokens.numel():
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.vocab_size:
@@ -155,7 +155,9 @@ class CLIPTextTower(nn.Module):
                     f"token ids must lie in [0, {self.vocab_size}), got range [{lo}, {hi}]"
                 )
         tokens = tokens.long()
-        x = self.token_embedding(tokens) + self.positional_embedding.to(self.token_embedding.weight.dtype)
+        x = self.token_embedding(tokens) + self.positional_embedding.to(
+            self.token_embedding.weight.dtype
+        )
         mask = self.attn_mask.to(device=x.device, dtype=x.dtype)
         x = self.transformer(x.permute(1, 0, 2), mask).permute(1, 0, 2)  # [B, L, width]
         x = self.ln_final(x)

@@ -50,9 +50,7 @@ _WHEEL_LOCATIONS = (
 MAX_MERGES = 49152 - 256 - 2
 SOT_TEXT = "<|startoftext|>"
 EOT_TEXT = "<|endoftext|>"
-_PATTERN = (
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
+_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def find_vocab(path: str | os.PathLike | None = None) -> Path:
@@ -97,7 +95,11 @@ def find_vocab(path: str | os.PathLike | None = None) -> Path:
 @lru_cache
 def _byte_table() -> dict[int, str]:
     """Reversible byte -> printable unicode character table of GPT-2/CLIP byte-level BPE."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):

@@ -76,7 +76,9 @@ class AttentionPool2d(nn.Module):
     ``output_dim`` the joint embedding width (1024). Parameter names follow the official layout.
     """
 
-    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int | None = None):
+    def __init__(
+        self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int | None = None
+    ):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -219,7 +221,12 @@ class ModifiedResNet(nn.Module):
         # zeroes every bn3.weight; that is not done here so random-weight tests exercise the
         # residual branches (real weights are loaded from a checkpoint anyway).
         std = self.attnpool.c_proj.in_features**-0.5
-        for lin in (self.attnpool.q_proj, self.attnpool.k_proj, self.attnpool.v_proj, self.attnpool.c_proj):
+        for lin in (
+            self.attnpool.q_proj,
+            self.attnpool.k_proj,
+            self.attnpool.v_proj,
+            self.attnpool.c_proj,
+        ):
             nn.init.normal_(lin.weight, std=std)
 
     # -- forward ----------------------------------------------------------------------------------

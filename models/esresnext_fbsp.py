@@ -112,7 +112,9 @@ def fbsp_filterbank(
     ang = m * phase + 0.5 * p_im * (mag**2).log()
     w_re = mag_out * ang.cos()
     w_im = mag_out * ang.sin()
-    weights = gain * torch.cat((w_re * kern_re - w_im * kern_im, w_re * kern_im + w_im * kern_re), -1)
+    weights = gain * torch.cat(
+        (w_re * kern_re - w_im * kern_im, w_re * kern_im + w_im * kern_re), -1
+    )
     if normalized:
         weights = weights / (in_features**0.5)
     return weights
@@ -167,7 +169,11 @@ class Attention2d(nn.Module):
     ):
         super().__init__()
         self.conv_depth = nn.Conv2d(
-            in_channels, in_channels * num_kernels, kernel_size, padding=padding_size, groups=in_channels
+            in_channels,
+            in_channels * num_kernels,
+            kernel_size,
+            padding=padding_size,
+            groups=in_channels,
         )
         self.conv_point = nn.Conv2d(in_channels * num_kernels, out_channels, (1, 1))
         self.bn = nn.BatchNorm2d(out_channels)
@@ -216,7 +222,13 @@ class Bottleneck(nn.Module):
 
 
 # kernel and padding of att1..att5 in the original
-_ATT_KERNELS = (((3, 1), (1, 0)), ((1, 5), (0, 2)), ((3, 1), (1, 0)), ((1, 5), (0, 2)), ((3, 5), (1, 2)))
+_ATT_KERNELS = (
+    ((3, 1), (1, 0)),
+    ((1, 5), (0, 2)),
+    ((3, 1), (1, 0)),
+    ((1, 5), (0, 2)),
+    ((3, 5), (1, 2)),
+)
 
 
 def _conv_out(n: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -256,7 +268,9 @@ class ESResNeXtFBSP(nn.Module):
         self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
         self.win_length = int(win_length) if win_length is not None else self.n_fft
         if self.hop_length < 1 or self.win_length < 1:
-            raise ValueError(f"hop_length and win_length must be >= 1, got {hop_length}, {win_length}")
+            raise ValueError(
+                f"hop_length and win_length must be >= 1, got {hop_length}, {win_length}"
+            )
         self.normalized = bool(normalized)
         self.onesided = bool(onesided)
         self.num_classes = int(num_classes)
@@ -269,7 +283,9 @@ class ESResNeXtFBSP(nn.Module):
 
         # registration order = official state-dict order: window, conv1, bn1, layer1, att1, ...
         win = scipy.signal.get_window(window, self.win_length, fftbins=True)
-        self.register_buffer("window", torch.from_numpy(np.asarray(win)).to(torch.get_default_dtype()))
+        self.register_buffer(
+            "window", torch.from_numpy(np.asarray(win)).to(torch.get_default_dtype())
+        )
 
         self.inplanes = 64
         self.conv1 = nn.Conv2d(self.num_bands, self.inplanes, 7, stride=2, padding=3, bias=False)
@@ -277,8 +293,13 @@ class ESResNeXtFBSP(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         exp = Bottleneck.expansion
-        att_channels = ((64, 64 * exp), (64 * exp, 128 * exp), (128 * exp, 256 * exp),
-                        (256 * exp, 512 * exp), (512 * exp, 512 * exp))
+        att_channels = (
+            (64, 64 * exp),
+            (64 * exp, 128 * exp),
+            (128 * exp, 256 * exp),
+            (256 * exp, 512 * exp),
+            (512 * exp, 512 * exp),
+        )
         for i, (planes, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
             self.add_module(f"layer{i + 1}", self._make_layer(planes, layers[i], stride))
             if self.apply_attention:
@@ -293,7 +314,9 @@ class ESResNeXtFBSP(nn.Module):
         self.fbsp = LinearFBSP(out_bins, normalized=self.normalized)
         self.bins_per_band = out_bins // self.num_bands
         if self.bins_per_band < 1:
-            raise ValueError(f"n_fft={n_fft} gives {out_bins} bins, fewer than {self.num_bands} bands")
+            raise ValueError(
+                f"n_fft={n_fft} gives {out_bins} bins, fewer than {self.num_bands} bands"
+            )
 
         for mod in self.modules():
             if isinstance(mod, nn.Conv2d):
@@ -344,7 +367,9 @@ class ESResNeXtFBSP(nn.Module):
         extra = max((n - 1) * self.hop_length + self.win_length - int(num_samples), 0)
         return extra // 2, extra - extra // 2
 
-    def attention_pool_sizes(self, num_samples: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    def attention_pool_sizes(
+        self, num_samples: int
+    ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
         """For att1..att5: ((in_h, in_w), (out_h, out_w)) of the adaptive max-pool at this clip length.
 
         Computed from the conv/pool arithmetic of the trunk (Python ints, no tensors).
@@ -379,7 +404,9 @@ class ESResNeXtFBSP(nn.Module):
         if x.dtype == torch.bool or x.is_complex():
             raise TypeError(f"waveform must be real-valued (float or int16 units), got {x.dtype}")
         if x.dim() not in (2, 3) or x.shape[-1] < 1 or x.shape[0] < 1:
-            raise ValueError(f"waveform must be [B, T] or [B, C, T] with B, T >= 1, got {tuple(x.shape)}")
+            raise ValueError(
+                f"waveform must be [B, T] or [B, C, T] with B, T >= 1, got {tuple(x.shape)}"
+            )
         channels = 1 if x.dim() == 2 else int(x.shape[1])
         if channels < 1:
             raise ValueError(f"waveform has no channels: {tuple(x.shape)}")
@@ -397,7 +424,9 @@ class ESResNeXtFBSP(nn.Module):
             fr = F.pad(fr, (pl, pr))
         return fr
 
-    def spectrogram(self, x: torch.Tensor, frontend_dtype: torch.dtype | None = None) -> torch.Tensor:
+    def spectrogram(
+        self, x: torch.Tensor, frontend_dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """The dB input of the CNN: waveform [B, T] or [B, C, T] (int16 units) -> [B*C, 3, bins//3, F].
 
         Row b*C + c holds channel c of item b; band k holds bins [k*H, (k+1)*H) with H = bins // 3;
@@ -461,14 +490,18 @@ class ESResNeXtFBSP(nn.Module):
         Each channel runs through the trunk separately; the pooled vectors are summed before fc.
         """
         if spec.dim() != 4 or int(spec.shape[1]) != self.num_bands:
-            raise ValueError(f"spectrogram must be [B*C, {self.num_bands}, H, W], got {tuple(spec.shape)}")
+            raise ValueError(
+                f"spectrogram must be [B*C, {self.num_bands}, H, W], got {tuple(spec.shape)}"
+            )
         channels = int(channels)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if channels == 1:
             return self.fc(self.reduce(self.stage_features(spec, pool), pool))
         if spec.shape[0] % channels:
-            raise ValueError(f"{spec.shape[0]} spectrogram rows are not a multiple of {channels} channels")
+            raise ValueError(
+                f"{spec.shape[0]} spectrogram rows are not a multiple of {channels} channels"
+            )
         spec = spec.unflatten(0, (-1, channels))
         pooled = [self.reduce(self.stage_features(spec[:, c], pool), pool) for c in range(channels)]
         return self.fc(torch.stack(pooled, dim=-1).sum(dim=-1))

@@ -40,42 +40,102 @@ GDINO_MAX_SIZE = 1333
 GDINO_MAX_TEXT_LEN = 256
 
 BERT_BASE_UNCASED_CONFIG: dict[str, Any] = {
-    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
-    "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
 }
 
 # The official configs (GroundingDINO_SwinB_cfg.py / GroundingDINO_SwinT_OGC.py), written here.
 _COMMON: dict[str, Any] = {
-    "position_embedding": "sine", "pe_temperatureH": 20, "pe_temperatureW": 20,
-    "return_interm_indices": [1, 2, 3], "enc_layers": 6, "dec_layers": 6, "pre_norm": False,
-    "dim_feedforward": 2048, "hidden_dim": 256, "dropout": 0.0, "nheads": 8, "num_queries": 900,
-    "query_dim": 4, "num_patterns": 0, "num_feature_levels": 4, "enc_n_points": 4, "dec_n_points": 4,
-    "two_stage_type": "standard", "two_stage_bbox_embed_share": False,
-    "two_stage_class_embed_share": False, "transformer_activation": "relu",
-    "dec_pred_bbox_embed_share": True, "dn_box_noise_scale": 1.0, "dn_label_noise_ratio": 0.5,
-    "dn_label_coef": 1.0, "dn_bbox_coef": 1.0, "embed_init_tgt": True, "dn_labelbook_size": 2000,
-    "max_text_len": GDINO_MAX_TEXT_LEN, "text_encoder_type": "bert-base-uncased",
-    "use_text_enhancer": True, "use_fusion_layer": True, "use_checkpoint": False,
-    "use_transformer_ckpt": False, "use_text_cross_attention": True, "text_dropout": 0.0,
-    "fusion_dropout": 0.0, "fusion_droppath": 0.1, "sub_sentence_present": True,
+    "position_embedding": "sine",
+    "pe_temperatureH": 20,
+    "pe_temperatureW": 20,
+    "return_interm_indices": [1, 2, 3],
+    "enc_layers": 6,
+    "dec_layers": 6,
+    "pre_norm": False,
+    "dim_feedforward": 2048,
+    "hidden_dim": 256,
+    "dropout": 0.0,
+    "nheads": 8,
+    "num_queries": 900,
+    "query_dim": 4,
+    "num_patterns": 0,
+    "num_feature_levels": 4,
+    "enc_n_points": 4,
+    "dec_n_points": 4,
+    "two_stage_type": "standard",
+    "two_stage_bbox_embed_share": False,
+    "two_stage_class_embed_share": False,
+    "transformer_activation": "relu",
+    "dec_pred_bbox_embed_share": True,
+    "dn_box_noise_scale": 1.0,
+    "dn_label_noise_ratio": 0.5,
+    "dn_label_coef": 1.0,
+    "dn_bbox_coef": 1.0,
+    "embed_init_tgt": True,
+    "dn_labelbook_size": 2000,
+    "max_text_len": GDINO_MAX_TEXT_LEN,
+    "text_encoder_type": "bert-base-uncased",
+    "use_text_enhancer": True,
+    "use_fusion_layer": True,
+    "use_checkpoint": False,
+    "use_transformer_ckpt": False,
+    "use_text_cross_attention": True,
+    "text_dropout": 0.0,
+    "fusion_dropout": 0.0,
+    "fusion_droppath": 0.1,
+    "sub_sentence_present": True,
 }
 GDINO_CONFIGS: dict[str, dict[str, Any]] = {
-    "swinb": {**_COMMON, "backbone": "swin_B_384_22k", "checkpoint": "groundingdino_swinb_cogcoor.pth"},
+    "swinb": {
+        **_COMMON,
+        "backbone": "swin_B_384_22k",
+        "checkpoint": "groundingdino_swinb_cogcoor.pth",
+    },
     "swint": {**_COMMON, "backbone": "swin_T_224_1k", "checkpoint": "groundingdino_swint_ogc.pth"},
     # Tests: the same classes, small. 'swin' overrides the Swin-T backbone's sizes. hidden_dim stays
     # 256: the text enhancer's sine position embedding is hard-wired to 256 features.
     "test-tiny": {
-        **_COMMON, "backbone": "swin_T_224_1k", "checkpoint": None,
-        "swin": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 7},
-        "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "hidden_dim": 256, "nheads": 8,
-        "num_queries": 20, "num_feature_levels": 4, "fusion_droppath": 0.0,
-        "bert": {"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 32,
-                 "intermediate_size": 64, "max_position_embeddings": 64},
+        **_COMMON,
+        "backbone": "swin_T_224_1k",
+        "checkpoint": None,
+        "swin": {
+            "embed_dim": 16,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 2, 2],
+            "window_size": 7,
+        },
+        "enc_layers": 1,
+        "dec_layers": 2,
+        "dim_feedforward": 64,
+        "hidden_dim": 256,
+        "nheads": 8,
+        "num_queries": 20,
+        "num_feature_levels": 4,
+        "fusion_droppath": 0.0,
+        "bert": {
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
     },
 }
-GDINO_CHECKPOINTS = {c["checkpoint"]: name for name, c in GDINO_CONFIGS.items() if c.get("checkpoint")}
+GDINO_CHECKPOINTS = {
+    c["checkpoint"]: name for name, c in GDINO_CONFIGS.items() if c.get("checkpoint")
+}
 
 
 def _visualizer_placeholder() -> None:
@@ -112,10 +172,19 @@ def _modules():
         from groundingdino.models.GroundingDINO.transformer import build_transformer
         from groundingdino.util import get_tokenlizer, misc
     except ImportError as e:
-        raise ImportError("GroundingDINO is not installed: pip install --no-deps rf-groundingdino, plus "
-                          "addict yapf timm transformers (see docs/box-prompt.md)") from e
-    return SimpleNamespace(gd=gd, bb=bb, pe=pe, sw=sw, build_transformer=build_transformer,
-                           get_tokenlizer=get_tokenlizer, misc=misc)
+        raise ImportError(
+            "GroundingDINO is not installed: pip install --no-deps rf-groundingdino, plus "
+            "addict yapf timm transformers (see docs/box-prompt.md)"
+        ) from e
+    return SimpleNamespace(
+        gd=gd,
+        bb=bb,
+        pe=pe,
+        sw=sw,
+        build_transformer=build_transformer,
+        get_tokenlizer=get_tokenlizer,
+        misc=misc,
+    )
 
 
 def bert_config(**overrides: Any):
@@ -150,7 +219,9 @@ def build_grounding_dino(config: str = "swinb", tokenizer=None, *, seed: int = 0
     if config not in GDINO_CONFIGS:
         raise ValueError(f"config must be one of {sorted(GDINO_CONFIGS)}, got {config!r}")
     if tokenizer is None:
-        raise TokenizerError("a bert-base-uncased tokenizer is needed (models.clap.load_tokenizer('bert', DIR))")
+        raise TokenizerError(
+            "a bert-base-uncased tokenizer is needed (models.clap.load_tokenizer('bert', DIR))"
+        )
     cfg = copy.deepcopy(GDINO_CONFIGS[config])
     bert_over = dict(cfg.pop("bert", {}))
     if config == "test-tiny":
@@ -161,25 +232,38 @@ def build_grounding_dino(config: str = "swinb", tokenizer=None, *, seed: int = 0
     mods = _modules()
     torch.manual_seed(seed)
     position = mods.pe.build_position_encoding(args)
-    swin_kw = dict(out_indices=tuple(args.return_interm_indices), dilation=False, use_checkpoint=False)
+    swin_kw = dict(
+        out_indices=tuple(args.return_interm_indices), dilation=False, use_checkpoint=False
+    )
     size = int(args.backbone.split("_")[-2])
     if "swin" in cfg:
         swin = mods.sw.SwinTransformer(pretrain_img_size=size, **cfg["swin"], **swin_kw)
     else:
         swin = mods.sw.build_swin_transformer(args.backbone, pretrain_img_size=size, **swin_kw)
     backbone = mods.bb.Joiner(swin, position)
-    backbone.num_channels = swin.num_features[4 - len(args.return_interm_indices):]
+    backbone.num_channels = swin.num_features[4 - len(args.return_interm_indices) :]
     transformer = mods.build_transformer(args)
     with _offline_text(mods, tokenizer, bcfg):
         model = mods.gd.GroundingDINO(
-            backbone, transformer, num_queries=args.num_queries, aux_loss=True, iter_update=True,
-            query_dim=4, num_feature_levels=args.num_feature_levels, nheads=args.nheads,
-            dec_pred_bbox_embed_share=args.dec_pred_bbox_embed_share, two_stage_type=args.two_stage_type,
+            backbone,
+            transformer,
+            num_queries=args.num_queries,
+            aux_loss=True,
+            iter_update=True,
+            query_dim=4,
+            num_feature_levels=args.num_feature_levels,
+            nheads=args.nheads,
+            dec_pred_bbox_embed_share=args.dec_pred_bbox_embed_share,
+            two_stage_type=args.two_stage_type,
             two_stage_bbox_embed_share=args.two_stage_bbox_embed_share,
-            two_stage_class_embed_share=args.two_stage_class_embed_share, num_patterns=args.num_patterns,
-            dn_number=0, dn_box_noise_scale=args.dn_box_noise_scale,
-            dn_label_noise_ratio=args.dn_label_noise_ratio, dn_labelbook_size=args.dn_labelbook_size,
-            text_encoder_type=args.text_encoder_type, sub_sentence_present=args.sub_sentence_present,
+            two_stage_class_embed_share=args.two_stage_class_embed_share,
+            num_patterns=args.num_patterns,
+            dn_number=0,
+            dn_box_noise_scale=args.dn_box_noise_scale,
+            dn_label_noise_ratio=args.dn_label_noise_ratio,
+            dn_labelbook_size=args.dn_labelbook_size,
+            text_encoder_type=args.text_encoder_type,
+            sub_sentence_present=args.sub_sentence_present,
             max_text_len=args.max_text_len,
         )
     model.gdino_config = config
@@ -189,11 +273,12 @@ def build_grounding_dino(config: str = "swinb", tokenizer=None, *, seed: int = 0
 def gdino_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights of an official GroundingDINO checkpoint (``{'model': state_dict}``), ``module.`` stripped."""
     sd = load_checkpoint(path)
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-def load_grounding_dino(path: str | Path | None, tokenizer, *, config: str | None = None,
-                        seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+def load_grounding_dino(
+    path: str | Path | None, tokenizer, *, config: str | None = None, seed: int = 0
+) -> tuple[nn.Module, dict[str, Any]]:
     """GroundingDINO with an official checkpoint (strict key check) or seeded random weights.
 
     path: ``groundingdino_swinb_cogcoor.pth`` / ``groundingdino_swint_ogc.pth`` (None: random).
@@ -203,7 +288,11 @@ def load_grounding_dino(path: str | Path | None, tokenizer, *, config: str | Non
     """
     if path is None:
         name = config or "swinb"
-        return build_grounding_dino(name, tokenizer, seed=seed), {"source": "random-init", "seed": seed, "config": name}
+        return build_grounding_dino(name, tokenizer, seed=seed), {
+            "source": "random-init",
+            "seed": seed,
+            "config": name,
+        }
     path = Path(path)
     name = config or GDINO_CHECKPOINTS.get(path.name, "swinb")
     model = build_grounding_dino(name, tokenizer, seed=seed)
@@ -213,7 +302,9 @@ def load_grounding_dino(path: str | Path | None, tokenizer, *, config: str | Non
     try:
         load_strict(model, sd, ignore=ignore, source=str(path))
     except CheckpointError as e:
-        raise CheckpointError(f"{e}\n  (config {name!r}; pass the config that matches the file)") from None
+        raise CheckpointError(
+            f"{e}\n  (config {name!r}; pass the config that matches the file)"
+        ) from None
     return model.eval(), {"path": str(path.resolve()), "sha256": sha256_file(path), "config": name}
 
 
@@ -235,7 +326,8 @@ def encode_caption(model: nn.Module, caption: str) -> dict[str, torch.Tensor]:
     mods = _modules()
     tok = model.tokenizer([caption], padding="longest", return_tensors="pt")
     masks, position_ids, _ = mods.gd.generate_masks_with_special_tokens_and_transfer_map(
-        tok, model.specical_tokens, model.tokenizer)
+        tok, model.specical_tokens, model.tokenizer
+    )
     n = model.max_text_len
     if masks.shape[1] > n:
         masks, position_ids = masks[:, :n, :n], position_ids[:, :n]
@@ -259,7 +351,13 @@ def encode_caption(model: nn.Module, caption: str) -> dict[str, torch.Tensor]:
     }
 
 
-DETECTOR_INPUTS = ("image", "encoded_text", "text_token_mask", "position_ids", "text_self_attention_masks")
+DETECTOR_INPUTS = (
+    "image",
+    "encoded_text",
+    "text_token_mask",
+    "position_ids",
+    "text_self_attention_masks",
+)
 DETECTOR_OUTPUTS = ("scores", "boxes")
 
 
@@ -276,12 +374,20 @@ class GroundingDinoDetector(nn.Module):
         super().__init__()
         self.m = model
 
-    def forward(self, image, encoded_text, text_token_mask, position_ids, text_self_attention_masks):
+    def forward(
+        self, image, encoded_text, text_token_mask, position_ids, text_self_attention_masks
+    ):
         m = self.m
         misc = _modules().misc
-        text_dict = {"encoded_text": encoded_text, "text_token_mask": text_token_mask,
-                     "position_ids": position_ids, "text_self_attention_masks": text_self_attention_masks}
-        pad = torch.zeros(image.shape[0], image.shape[2], image.shape[3], dtype=torch.bool, device=image.device)
+        text_dict = {
+            "encoded_text": encoded_text,
+            "text_token_mask": text_token_mask,
+            "position_ids": position_ids,
+            "text_self_attention_masks": text_self_attention_masks,
+        }
+        pad = torch.zeros(
+            image.shape[0], image.shape[2], image.shape[3], dtype=torch.bool, device=image.device
+        )
         samples = misc.NestedTensor(image, pad)
         features, poss = m.backbone(samples)
         poss = list(poss)
@@ -292,7 +398,9 @@ class GroundingDinoDetector(nn.Module):
             masks.append(mask)
         for lvl in range(len(srcs), m.num_feature_levels):
             src = m.input_proj[lvl](features[-1].tensors if lvl == len(features) else srcs[-1])
-            mask = torch.nn.functional.interpolate(pad[None].float(), size=src.shape[-2:]).to(torch.bool)[0]
+            mask = torch.nn.functional.interpolate(pad[None].float(), size=src.shape[-2:]).to(
+                torch.bool
+            )[0]
             poss.append(m.backbone[1](misc.NestedTensor(src, mask)).to(src.dtype))
             srcs.append(src)
             masks.append(mask)

@@ -169,8 +169,10 @@ def _resolve_checkpoint(cfg: dict[str, Any], checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     if path.is_dir():
         if not cfg.get("checkpoint"):
-            raise ValueError(f"SAM config {cfg['name']!r} has no official checkpoint file name; "
-                             f"pass the .pth file itself, not the folder {path}")
+            raise ValueError(
+                f"SAM config {cfg['name']!r} has no official checkpoint file name; "
+                f"pass the .pth file itself, not the folder {path}"
+            )
         path = path / cfg["checkpoint"]
     if not path.is_file():
         raise FileNotFoundError(f"SAM checkpoint not found: {path}")
@@ -217,7 +219,9 @@ def load_sam(name: str, checkpoint: str | Path | None = None, seed: int = 0) -> 
     path = _resolve_checkpoint(cfg, checkpoint)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise TypeError(f"{path.name}: expected a state dict (mapping of tensors), got {type(state).__name__}")
+        raise TypeError(
+            f"{path.name}: expected a state dict (mapping of tensors), got {type(state).__name__}"
+        )
     state = dict(state)
     for key, expected in (("pixel_mean", cfg["pixel_mean"]), ("pixel_std", cfg["pixel_std"])):
         if key in state:

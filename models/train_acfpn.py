@@ -104,8 +104,15 @@ def prepare_audio(
     """
     path = avsbench.need_file(wav_path, "audio")
     # the runtime's own reader, resampler and chunker: training and serving feed the same input
-    return prepare_audioclip_audio(path, None, CHUNKS, target_rate=rate, chunk_seconds=1.0, tile=int(tile),
-                                   input_scale=float(input_scale))
+    return prepare_audioclip_audio(
+        path,
+        None,
+        CHUNKS,
+        target_rate=rate,
+        chunk_seconds=1.0,
+        tile=int(tile),
+        input_scale=float(input_scale),
+    )
 
 
 def prepare_frames(
@@ -152,7 +159,11 @@ class AVSBenchVideos(Dataset):
         if not self.records:
             raise ValueError(f"no {kind.upper()} videos in split {split!r} under {root}")
         self.kind, self.split = kind, split
-        self.tile, self.input_scale, self.image_size = int(tile), float(input_scale), int(image_size)
+        self.tile, self.input_scale, self.image_size = (
+            int(tile),
+            float(input_scale),
+            int(image_size),
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -163,7 +174,9 @@ class AVSBenchVideos(Dataset):
         audio = prepare_audio(r.wav, tile=self.tile, input_scale=self.input_scale)
         masks = np.stack([avsbench.load_mask(p, r.kind) for p in r.masks]).astype(np.float32)
         if masks.shape[1:] != (self.image_size, self.image_size):
-            raise ValueError(f"{r.masks[0]}: mask is {masks.shape[1:]}, expected {self.image_size}x{self.image_size}")
+            raise ValueError(
+                f"{r.masks[0]}: mask is {masks.shape[1:]}, expected {self.image_size}x{self.image_size}"
+            )
         return {
             "images": torch.from_numpy(images),
             "audio": torch.from_numpy(audio),
@@ -177,7 +190,9 @@ class AVSBenchVideos(Dataset):
 # training pieces
 
 
-def make_optimizer(model: ACFPN, lr: float = 5e-5, backbone_lr_mult: float = 0.1) -> torch.optim.Adam:
+def make_optimizer(
+    model: ACFPN, lr: float = 5e-5, backbone_lr_mult: float = 0.1
+) -> torch.optim.Adam:
     """Adam with the reference's two groups: neck + head at ``lr``, the visual tower at
     ``lr * backbone_lr_mult``; no weight decay; the audio tower is not in the optimizer."""
     groups = model.trained_parameters()
@@ -192,7 +207,9 @@ def make_optimizer(model: ACFPN, lr: float = 5e-5, backbone_lr_mult: float = 0.1
     )
 
 
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, *, paper: bool = False) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, masks: torch.Tensor, *, paper: bool = False
+) -> torch.Tensor:
     """Mean pixel BCE of ``sigmoid(logits)`` against ``masks``.
 
     ``logits``: [N, 1, H, W] float; ``masks``: [N, H, W] or [N, 1, H, W] float in {0, 1}.
@@ -203,7 +220,9 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, *, paper: bool 
     if masks.dim() == 3:
         masks = masks[:, None]
     if logits.shape != masks.shape:
-        raise ValueError(f"logits {list(logits.shape)} and masks {list(masks.shape)} differ in shape")
+        raise ValueError(
+            f"logits {list(logits.shape)} and masks {list(masks.shape)} differ in shape"
+        )
     z, y = logits.float(), masks.float()
     if paper:
         return F.binary_cross_entropy(torch.sigmoid(z), y)
@@ -236,14 +255,16 @@ class AudioCache:
         per = audio.shape[0] // len(names)
         todo = [i for i, n in enumerate(names) if n not in self.store]
         if todo:
-            sel = torch.cat([audio[i * per:(i + 1) * per] for i in todo])
+            sel = torch.cat([audio[i * per : (i + 1) * per] for i in todo])
             emb = model.encode_audio(sel).detach()
             for j, i in enumerate(todo):
-                self.store[names[i]] = emb[j * per:(j + 1) * per]
+                self.store[names[i]] = emb[j * per : (j + 1) * per]
         return torch.cat([self.store[n] for n in names])
 
 
-def _audio_embedding(model: ACFPN, batch: Mapping[str, Any], audio: torch.Tensor, cache: AudioCache | None) -> torch.Tensor:
+def _audio_embedding(
+    model: ACFPN, batch: Mapping[str, Any], audio: torch.Tensor, cache: AudioCache | None
+) -> torch.Tensor:
     with torch.autocast(device_type=audio.device.type, enabled=False):
         if cache is not None and model.audio_mode == "frozen":
             return cache.embed(model, list(batch["name"]), audio.float())
@@ -270,7 +291,11 @@ def train_step(
     device = torch.device(device)
     images, audio, masks, idx = _flatten_batch(batch, device)
     a = _audio_embedding(model, batch, audio, cache)
-    ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    ctx = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else nullcontext()
+    )
     with ctx:
         logits = model(images, a)
     loss = segmentation_loss(logits[idx], masks, paper=paper)
@@ -310,7 +335,11 @@ def evaluate(
         for batch in _bar(loader, progress, desc):
             images, audio, masks, idx = _flatten_batch(batch, device)
             a = _audio_embedding(model, batch, audio, cache)
-            ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+            ctx = (
+                torch.autocast(device_type=device.type, dtype=amp_dtype)
+                if amp_dtype is not None
+                else nullcontext()
+            )
             with ctx:
                 logits = model(images, a)
             z = logits[idx][:, 0].float().cpu().numpy()
@@ -349,31 +378,68 @@ def seed_everything(seed: int) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The CLI (see module docstring); ``argv`` None reads ``sys.argv``."""
-    p = argparse.ArgumentParser(prog="python -m models.train_acfpn", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", required=True, help="AVSBench data folder (holding Single-source/, Multi-sources/)")
+    p = argparse.ArgumentParser(
+        prog="python -m models.train_acfpn", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--data-root",
+        required=True,
+        help="AVSBench data folder (holding Single-source/, Multi-sources/)",
+    )
     p.add_argument("--split-kind", choices=avsbench.KINDS, default="s4")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="AudioCLIP-Full-Training.pt (or its folder) for both towers; omitted: random init")
-    p.add_argument("--fusion", default="hadamard", help=f"one of {sorted(FUSIONS)} (or reference names)")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="AudioCLIP-Full-Training.pt (or its folder) for both towers; omitted: random init",
+    )
+    p.add_argument(
+        "--fusion", default="hadamard", help=f"one of {sorted(FUSIONS)} (or reference names)"
+    )
     p.add_argument("--config", default="audioclip", choices=list_configs())
     p.add_argument("--epochs", type=int, default=None, help="default 70 (S4) / 200 (MS3)")
     p.add_argument("--batch-size", type=int, default=4, help="videos per batch (x5 frames)")
-    p.add_argument("--lr", type=float, default=5e-5, help="neck + head LR; the visual tower gets lr x backbone mult")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=5e-5,
+        help="neck + head LR; the visual tower gets lr x backbone mult",
+    )
     p.add_argument("--backbone-lr-mult", type=float, default=0.1)
-    p.add_argument("--out", required=True, help="output folder: best.pt, last.pt, history.jsonl, test_metrics.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: best.pt, last.pt, history.jsonl, test_metrics.json",
+    )
     p.add_argument("--resume", default=None, help="a last.pt written by this script")
-    p.add_argument("--paper", action="store_true",
-                   help="reference quirks: audio BN in train mode, no x32768 input scale, audio grads computed")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="reference quirks: audio BN in train mode, no x32768 input scale, audio grads computed",
+    )
     p.add_argument("--max-videos", type=int, default=None, help="use at most N videos per split")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"], default="auto",
-                   help="autocast on CUDA (auto = fp16 + GradScaler); always off on CPU")
-    p.add_argument("--audio-tile", type=int, default=DEFAULT_TILE,
-                   help="times each 1-s chunk is repeated (5 = the reference's 5-s clips)")
-    p.add_argument("--no-audio-cache", action="store_true", help="recompute frozen audio embeddings every epoch")
-    p.add_argument("--neck-channels", type=int, default=None, help=argparse.SUPPRESS)  # tests: narrow decoder
+    p.add_argument(
+        "--amp",
+        choices=["auto", "off", "fp16", "bf16"],
+        default="auto",
+        help="autocast on CUDA (auto = fp16 + GradScaler); always off on CPU",
+    )
+    p.add_argument(
+        "--audio-tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help="times each 1-s chunk is repeated (5 = the reference's 5-s clips)",
+    )
+    p.add_argument(
+        "--no-audio-cache",
+        action="store_true",
+        help="recompute frozen audio embeddings every epoch",
+    )
+    p.add_argument(
+        "--neck-channels", type=int, default=None, help=argparse.SUPPRESS
+    )  # tests: narrow decoder
     p.add_argument("--head-channels", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--skip-test", action="store_true", help="no final test-split evaluation")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
@@ -423,14 +489,22 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_model(args: argparse.Namespace) -> ACFPN:
     """ACFPN for the CLI arguments, towers from ``--checkpoint-dir`` or random (seed ``--seed``)."""
-    model = ACFPN(args.fusion, args.config, seed=args.seed, audio_mode="paper" if args.paper else "frozen",
-                  neck_channels=args.neck_channels, head_channels=args.head_channels)
+    model = ACFPN(
+        args.fusion,
+        args.config,
+        seed=args.seed,
+        audio_mode="paper" if args.paper else "frozen",
+        neck_channels=args.neck_channels,
+        head_channels=args.head_channels,
+    )
     if args.checkpoint_dir:
         model.load_audioclip(args.checkpoint_dir)
     return model
 
 
-def _loader(ds: Dataset, batch: int, shuffle: bool, args, device, epoch_seed: int | None = None) -> DataLoader:
+def _loader(
+    ds: Dataset, batch: int, shuffle: bool, args, device, epoch_seed: int | None = None
+) -> DataLoader:
     g = None
     if shuffle:
         g = torch.Generator()
@@ -452,11 +526,17 @@ def _resume(path: str, model: ACFPN, optimizer, scaler, args) -> dict:
         raise CheckpointError(f"{path}: not a training checkpoint of this script (last.pt)")
     pay = info["payload"]
     if canonical_fusion(info["fusion"]) != model.fusion:
-        raise CheckpointError(f"{path} was trained with fusion {info['fusion']!r}, not {model.fusion!r}")
+        raise CheckpointError(
+            f"{path} was trained with fusion {info['fusion']!r}, not {model.fusion!r}"
+        )
     if info["config"] != model.config_name:
-        raise CheckpointError(f"{path} was trained with config {info['config']!r}, not {model.config_name!r}")
+        raise CheckpointError(
+            f"{path} was trained with config {info['config']!r}, not {model.config_name!r}"
+        )
     if info["audio_mode"] != model.audio_mode:
-        raise CheckpointError(f"{path} was trained with audio mode {info['audio_mode']!r}; pass --paper accordingly")
+        raise CheckpointError(
+            f"{path} was trained with audio mode {info['audio_mode']!r}; pass --paper accordingly"
+        )
     want = info["towers"].get("audio", {})
     have = model.tower_provenance["audio"]
     if want.get("sha256") != have.get("sha256") or want.get("seed") != have.get("seed"):
@@ -470,7 +550,10 @@ def _resume(path: str, model: ACFPN, optimizer, scaler, args) -> dict:
 
 
 def _json_safe(d: Mapping[str, Any]) -> dict:
-    return {k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for k, v in d.items()}
+    return {
+        k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
+        for k, v in d.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -498,59 +581,116 @@ def main(argv: Sequence[str] | None = None) -> dict:
         start = int(pay["epoch"]) + 1
         best, best_epoch = float(pay.get("best_miou", -1.0)), int(pay.get("best_epoch", -1))
         history = list(pay.get("history", []))
-    run_info = {"args": _json_safe(vars(args)), "device": str(device),
-                "amp": str(amp_dtype) if amp_dtype else "off", "towers": model.tower_provenance}
+    run_info = {
+        "args": _json_safe(vars(args)),
+        "device": str(device),
+        "amp": str(amp_dtype) if amp_dtype else "off",
+        "towers": model.tower_provenance,
+    }
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
-    print(f"AC-FPN {model.fusion} ({FUSIONS[model.fusion]}), {args.config}, audio {model.audio_mode}, "
-          f"{len(train_ds)} train / {len(val_ds)} val videos, epochs {start}..{args.epochs - 1}, "
-          f"device {device}, amp {run_info['amp']}", flush=True)
+    print(
+        f"AC-FPN {model.fusion} ({FUSIONS[model.fusion]}), {args.config}, audio {model.audio_mode}, "
+        f"{len(train_ds)} train / {len(val_ds)} val videos, epochs {start}..{args.epochs - 1}, "
+        f"device {device}, amp {run_info['amp']}",
+        flush=True,
+    )
 
     val_loader = _loader(val_ds, 1, False, args, device)
     for epoch in range(start, args.epochs):
         model.train()
         t0 = time.time()
         losses = []
-        loader = _loader(train_ds, args.batch_size, True, args, device, epoch_seed=args.seed + epoch)
+        loader = _loader(
+            train_ds, args.batch_size, True, args, device, epoch_seed=args.seed + epoch
+        )
         bar = _bar(loader, progress, f"epoch {epoch}")
         for batch in bar:
-            loss = train_step(model, batch, optimizer, paper=args.paper, device=device,
-                              scaler=scaler, amp_dtype=amp_dtype, cache=cache)
+            loss = train_step(
+                model,
+                batch,
+                optimizer,
+                paper=args.paper,
+                device=device,
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                cache=cache,
+            )
             if not math.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}: the loss is {loss}")
             losses.append(loss)
             if progress:
                 bar.set_postfix(loss=f"{loss:.4f}")
-        val = evaluate(model, val_loader, device=device, amp_dtype=amp_dtype, cache=cache,
-                       progress=progress, desc=f"val {epoch}")
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": val["miou"],
-               "seconds": round(time.time() - t0, 2)}
+        val = evaluate(
+            model,
+            val_loader,
+            device=device,
+            amp_dtype=amp_dtype,
+            cache=cache,
+            progress=progress,
+            desc=f"val {epoch}",
+        )
+        rec = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "val_miou": val["miou"],
+            "seconds": round(time.time() - t0, 2),
+        }
         improved = val["miou"] > best
         if improved:
             best, best_epoch = val["miou"], epoch
-            save_acfpn(model, out / "best.pt", extra={"epoch": epoch, "val_miou": best, "seed": args.seed})
+            save_acfpn(
+                model, out / "best.pt", extra={"epoch": epoch, "val_miou": best, "seed": args.seed}
+            )
         rec["best_miou"] = best
         history.append(rec)
-        save_acfpn(model, out / "last.pt", extra={
-            "epoch": epoch, "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "best_miou": best, "best_epoch": best_epoch, "history": history, "seed": args.seed,
-        })
+        save_acfpn(
+            model,
+            out / "last.pt",
+            extra={
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "best_miou": best,
+                "best_epoch": best_epoch,
+                "history": history,
+                "seed": args.seed,
+            },
+        )
         with open(out / "history.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-        print(f"epoch {epoch}: loss {rec['loss']:.4f}, val mIoU {val['miou']:.4f} "
-              f"(best {best:.4f} @ {best_epoch}){' *' if improved else ''}, {rec['seconds']} s", flush=True)
+        print(
+            f"epoch {epoch}: loss {rec['loss']:.4f}, val mIoU {val['miou']:.4f} "
+            f"(best {best:.4f} @ {best_epoch}){' *' if improved else ''}, {rec['seconds']} s",
+            flush=True,
+        )
 
-    summary: dict[str, Any] = {"best_val_miou": best, "best_epoch": best_epoch, "epochs": args.epochs,
-                               "history": history, "out": str(out)}
+    summary: dict[str, Any] = {
+        "best_val_miou": best,
+        "best_epoch": best_epoch,
+        "epochs": args.epochs,
+        "history": history,
+        "out": str(out),
+    }
     if not args.skip_test and (out / "best.pt").is_file():
         info = read_acfpn_checkpoint(out / "best.pt")
         model.load_trained_state_dict(info["state_dict"], source=str(out / "best.pt"))
         test_ds = AVSBenchVideos(args.data_root, args.split_kind, "test", **common)
-        test = evaluate(model, _loader(test_ds, 1, False, args, device), device=device, fscore=True,
-                        amp_dtype=amp_dtype, cache=cache, progress=progress, desc="test")
+        test = evaluate(
+            model,
+            _loader(test_ds, 1, False, args, device),
+            device=device,
+            fscore=True,
+            amp_dtype=amp_dtype,
+            cache=cache,
+            progress=progress,
+            desc="test",
+        )
         summary["test"] = test
         (out / "test_metrics.json").write_text(json.dumps(test, indent=2))
-        print(f"test: mIoU {test['miou']:.4f}, F {test['fscore']:.4f} ({test['videos']} videos)", flush=True)
+        print(
+            f"test: mIoU {test['miou']:.4f}, F {test['fscore']:.4f} ({test['videos']} videos)",
+            flush=True,
+        )
     return summary
 
 

@@ -24,12 +24,17 @@ from PIL import Image
 from runtime.bundle import Bundle
 from runtime.errors import BundleError
 
-__all__ = ["REFERENCE_RATE", "REFERENCE_TILE", "reference_audio", "reference_frames", "reference_logits",
-           "reference_model"]
+__all__ = [
+    "REFERENCE_RATE",
+    "REFERENCE_TILE",
+    "reference_audio",
+    "reference_frames",
+    "reference_logits",
+    "reference_model",
+]
 
 REFERENCE_RATE = 44100  # librosa.load(sr=44100) in the reference loader
 REFERENCE_TILE = 5  # each 1-s chunk repeated to a 5-s clip
-
 
 
 def reference_model(bundle: Bundle | str | Path):
@@ -53,10 +58,14 @@ def reference_model(bundle: Bundle | str | Path):
     wa = weights.get("audioclip", {})
     w = weights.get("acfpn")
     if w is None:
-        raise BundleError(f"bundle {b.root}: the manifest records no provenance for the acfpn weights")
+        raise BundleError(
+            f"bundle {b.root}: the manifest records no provenance for the acfpn weights"
+        )
     ac_path = wa.get("path")
     if w.get("source") == "random-init":
-        clip, _ = load_audioclip(ac_path, config=wa["config"], with_text=False, seed=int(wa.get("seed", 0)))
+        clip, _ = load_audioclip(
+            ac_path, config=wa["config"], with_text=False, seed=int(wa.get("seed", 0))
+        )
         if wa.get("source") == "random-init":
             randomize_batchnorm(clip, int(wa.get("seed", 0)))
         model = ACFPN(w["fusion"], wa["config"], seed=int(w["seed"]))
@@ -65,19 +74,31 @@ def reference_model(bundle: Bundle | str | Path):
     else:
         path = w.get("path")
         if not path or not Path(path).is_file():
-            raise BundleError(f"bundle {b.root}: the AC-FPN checkpoint {path!r} it was built from is not found")
+            raise BundleError(
+                f"bundle {b.root}: the AC-FPN checkpoint {path!r} it was built from is not found"
+            )
         model = load_acfpn(path, fusion=w.get("fusion"), audioclip=ac_path)
         got = (model.checkpoint_provenance or {}).get("sha256")
         if w.get("sha256") and got != w["sha256"]:
-            raise BundleError(f"{path} has changed since bundle {b.root} was built (sha256 {str(got)[:12]}...)")
+            raise BundleError(
+                f"{path} has changed since bundle {b.root} was built (sha256 {str(got)[:12]}...)"
+            )
     scale = b.graphs["acfpn"].get("audio_input_scale")
     if scale is not None and float(scale) != model.audio_input_scale:
-        raise BundleError(f"bundle {b.root}: acfpn audio_input_scale {scale} differs from the model's {model.audio_input_scale}")
+        raise BundleError(
+            f"bundle {b.root}: acfpn audio_input_scale {scale} differs from the model's {model.audio_input_scale}"
+        )
     return model.eval()
 
 
-def reference_frames(frames: Sequence[Any], *, size: int = 224, antialias: bool = True,
-                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
+def reference_frames(
+    frames: Sequence[Any],
+    *,
+    size: int = 224,
+    antialias: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
     """The reference's image transform: float32 [N, 3, size, size], CLIP-normalised.
 
     ``frames``: image paths or uint8 RGB [H, W, 3] arrays (read with PIL ``convert("RGB")``);
@@ -89,12 +110,14 @@ def reference_frames(frames: Sequence[Any], *, size: int = 224, antialias: bool 
 
     from models.registry import CLIP_MEAN, CLIP_STD
 
-    tf = T.Compose([
-        T.ToTensor(),
-        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=antialias),
-        T.CenterCrop(size),
-        T.Normalize(mean or CLIP_MEAN, std or CLIP_STD),
-    ])
+    tf = T.Compose(
+        [
+            T.ToTensor(),
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=antialias),
+            T.CenterCrop(size),
+            T.Normalize(mean or CLIP_MEAN, std or CLIP_STD),
+        ]
+    )
     out = []
     for f in frames:
         if isinstance(f, np.ndarray):
@@ -108,8 +131,14 @@ def reference_frames(frames: Sequence[Any], *, size: int = 224, antialias: bool 
     return torch.stack(out)
 
 
-def reference_audio(wav: str | Path, num_frames: int = 5, *, input_scale: float = 1.0,
-                    rate: int = REFERENCE_RATE, tile: int = REFERENCE_TILE) -> torch.Tensor:
+def reference_audio(
+    wav: str | Path,
+    num_frames: int = 5,
+    *,
+    input_scale: float = 1.0,
+    rate: int = REFERENCE_RATE,
+    tile: int = REFERENCE_TILE,
+) -> torch.Tensor:
     """The reference's audio loader generalised to N frames: float32 [N, tile * rate].
 
     ``librosa.load(wav, sr=rate)`` (mono, soxr_hq), forced to N seconds (longer: truncated;
@@ -135,8 +164,12 @@ def reference_audio(wav: str | Path, num_frames: int = 5, *, input_scale: float 
     return (clips * float(input_scale)).float() if input_scale != 1.0 else clips.float()
 
 
-def reference_logits(model, images: torch.Tensor, waveforms: torch.Tensor,
-                     frame_sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+def reference_logits(
+    model,
+    images: torch.Tensor,
+    waveforms: torch.Tensor,
+    frame_sizes: Sequence[tuple[int, int]] | None = None,
+) -> list[np.ndarray]:
     """Eval-mode forward (audio tower on the clips, then visual + fusion + neck + head) -> logits.
 
     ``images``: [N, 3, 224, 224] from :func:`reference_frames`; ``waveforms``: [N, T] from
@@ -148,7 +181,9 @@ def reference_logits(model, images: torch.Tensor, waveforms: torch.Tensor,
         z = model(images, emb)
         if frame_sizes is None:
             return [z[i, 0].numpy() for i in range(z.shape[0])]
-        return [F.interpolate(z[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0, 0].numpy()
-                for i, s in enumerate(frame_sizes)]
-
-
+        return [
+            F.interpolate(z[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[
+                0, 0
+            ].numpy()
+            for i, s in enumerate(frame_sizes)
+        ]

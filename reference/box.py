@@ -39,8 +39,14 @@ def reference_models(manifest: dict[str, Any], tokenizers: str | Path | None) ->
     return {"clap": clap, "rtok": rt, "gdino": gd, "sam": sam}
 
 
-def reference_box_pipeline(m: dict[str, Any], frames: list[np.ndarray], audio_path, labels: list[str],
-                           k: int, pre: dict[str, Any]) -> list[dict[str, Any]]:
+def reference_box_pipeline(
+    m: dict[str, Any],
+    frames: list[np.ndarray],
+    audio_path,
+    labels: list[str],
+    k: int,
+    pre: dict[str, Any],
+) -> list[dict[str, Any]]:
     """The reference's Box-Prompt per frame in PyTorch. frames: uint8 [H, W, 3] RGB; audio_path: a WAV
     (loaded and chunked with the runtime's loader, which matches librosa's). Returns per frame the
     chosen labels, the boxes (x0, y0, x1, y1 pixels, float32 [K, 4]) and the mask (bool [H, W])."""
@@ -52,20 +58,31 @@ def reference_box_pipeline(m: dict[str, Any], frames: list[np.ndarray], audio_pa
 
     clap, gd = m["clap"], m["gdino"]
     with torch.no_grad():
-        tok = m["rtok"](labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-        text = clap.get_text_embedding({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
+        tok = m["rtok"](
+            labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+        )
+        text = clap.get_text_embedding(
+            {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+        )
         text = text / text.norm(dim=-1, keepdim=True)
         chunks = chunk_per_frame(load_audio(audio_path, None, 48000), 48000, len(frames))
         data = []
         for c in chunks:
-            w = torch.from_numpy(((np.clip(c, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0).astype(np.float32))
+            w = torch.from_numpy(
+                ((np.clip(c, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0).astype(np.float32)
+            )
             n = int(480000 / len(w))
             w = torch.nn.functional.pad(w.repeat(n), (0, 480000 - n * len(w)))
             data.append({"waveform": w, "longer": torch.tensor([False])})
         aud = clap.get_audio_embedding(data)
         aud = aud / aud.norm(dim=-1, keepdim=True)
-    tr = T.Compose([T.RandomResize([pre["short_side"]], max_size=pre["max_size"]), T.ToTensor(),
-                    T.Normalize(pre["mean"], pre["std"])])
+    tr = T.Compose(
+        [
+            T.RandomResize([pre["short_side"]], max_size=pre["max_size"]),
+            T.ToTensor(),
+            T.Normalize(pre["mean"], pre["std"]),
+        ]
+    )
     predictor = SamPredictor(m["sam"])
     out = []
     for i, frame in enumerate(frames):
@@ -90,10 +107,9 @@ def reference_box_pipeline(m: dict[str, Any], frames: list[np.ndarray], audio_pa
             predictor.set_image(frame)
             tb = predictor.transform.apply_boxes_torch(bx, frame.shape[:2])
             with torch.no_grad():
-                masks, _, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=tb,
-                                                      multimask_output=False)
+                masks, _, _ = predictor.predict_torch(
+                    point_coords=None, point_labels=None, boxes=tb, multimask_output=False
+                )
             mask = masks[:, 0].any(0).numpy()
         out.append({"labels": [labels[j] for j in indices.tolist()], "boxes": xyxy, "mask": mask})
     return out
-
-

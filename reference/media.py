@@ -15,7 +15,6 @@ DEMO_FRAMES = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "ligh
 DEMO_WAV = "cat_3-95694-A-5.wav"
 
 
-
 def write_wav16(path: Path, x: np.ndarray, rate: int) -> None:
     s = np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2")
     with wave.open(str(path), "wb") as w:
@@ -25,8 +24,15 @@ def write_wav16(path: Path, x: np.ndarray, rate: int) -> None:
         w.writeframes(s.tobytes())
 
 
-def make_demo_clip(demo_dir: str | Path, out_dir: str | Path, *, size: int = 224, rate: int = 16000,
-                   frames: Sequence[str] = DEMO_FRAMES, wav: str = DEMO_WAV) -> tuple[list[Path], Path]:
+def make_demo_clip(
+    demo_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    size: int = 224,
+    rate: int = 16000,
+    frames: Sequence[str] = DEMO_FRAMES,
+    wav: str = DEMO_WAV,
+) -> tuple[list[Path], Path]:
     """An AVSBench-like clip from the real demo media: (frame PNG paths, wav path).
 
     Frames: the photos squashed to ``size`` x ``size`` (PIL bicubic, aspect ratio not kept, like
@@ -50,5 +56,3 @@ def make_demo_clip(demo_dir: str | Path, out_dir: str | Path, *, size: int = 224
     wav_out = out_dir / f"audio_{rate // 1000}k.wav"
     write_wav16(wav_out, y, rate)
     return paths, wav_out
-
-

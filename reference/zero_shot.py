@@ -57,8 +57,10 @@ from torchvision import transforms
 IMAGE_SIZE = 224
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-THRESHOLDS = {"s4": {"point-local": 0.6, "point-dense": 0.85, "heatmap-box": 0.55},
-              "ms3": {"point-local": 0.65, "point-dense": 0.7, "heatmap-box": 0.55}}
+THRESHOLDS = {
+    "s4": {"point-local": 0.6, "point-dense": 0.85, "heatmap-box": 0.55},
+    "ms3": {"point-local": 0.65, "point-dense": 0.7, "heatmap-box": 0.55},
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ def load_reference_models(bundle_dir: str | Path) -> ReferenceModels:
 
     m = json.loads((Path(bundle_dir) / "manifest.json").read_text())
     wa = m["weights"]["audioclip"]
-    aclp, _ = load_audioclip(wa.get("path"), config=wa["config"], with_text=False, seed=wa.get("seed", 0))
+    aclp, _ = load_audioclip(
+        wa.get("path"), config=wa["config"], with_text=False, seed=wa.get("seed", 0)
+    )
     if wa.get("source") == "random-init":
         randomize_batchnorm(aclp, wa.get("seed", 0))
     ws = m["weights"]["sam"]
@@ -132,12 +136,13 @@ def _force_length(track: np.ndarray, sr: int, seconds: int) -> np.ndarray:
     elif track.shape[0] < max_length:
         second = track.shape[0] // sr
         last_second = track[-sr:]
-        track = np.concatenate((track[0:second * sr], np.tile(last_second, seconds - second)))
+        track = np.concatenate((track[0 : second * sr], np.tile(last_second, seconds - second)))
     return track
 
 
-def reference_audio_44k(audio, sample_rate: int | None = None, *, num_frames: int = 5,
-                        input_scale: float = 1.0) -> torch.Tensor:
+def reference_audio_44k(
+    audio, sample_rate: int | None = None, *, num_frames: int = 5, input_scale: float = 1.0
+) -> torch.Tensor:
     """The point/box scripts' audio: [num_frames, 1, 220500] float32 (tiled 1-s chunks) x scale."""
     sr = 44100
     track = _force_length(_librosa_load(audio, sample_rate, sr), sr, num_frames)
@@ -145,8 +150,9 @@ def reference_audio_44k(audio, sample_rate: int | None = None, *, num_frames: in
     return t.repeat((1, 1, 5)) * input_scale
 
 
-def reference_audio_48k_1s(audio, sample_rate: int | None = None, *, num_frames: int = 5,
-                           input_scale: float = 1.0) -> torch.Tensor:
+def reference_audio_48k_1s(
+    audio, sample_rate: int | None = None, *, num_frames: int = 5, input_scale: float = 1.0
+) -> torch.Tensor:
     """No-Prompt's audio: [num_frames, 1, 48000] float32, int16 round trip, untiled, x scale."""
     sr = 48000
     track = _force_length(_librosa_load(audio, sample_rate, sr), sr, num_frames)
@@ -167,16 +173,24 @@ def audio_features(models: ReferenceModels, wave: torch.Tensor) -> torch.Tensor:
 
 def image_transform(antialias: bool) -> transforms.Compose:
     """The scripts' CLIP transform on a PIL image (tensor resize, antialias as configured)."""
-    return transforms.Compose([
-        transforms.ToTensor(),
-        transforms.Resize(IMAGE_SIZE, interpolation=transforms.InterpolationMode.BICUBIC, antialias=antialias),
-        transforms.CenterCrop(IMAGE_SIZE),
-        transforms.Normalize(IMAGE_MEAN, IMAGE_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.ToTensor(),
+            transforms.Resize(
+                IMAGE_SIZE, interpolation=transforms.InterpolationMode.BICUBIC, antialias=antialias
+            ),
+            transforms.CenterCrop(IMAGE_SIZE),
+            transforms.Normalize(IMAGE_MEAN, IMAGE_STD),
+        ]
+    )
 
 
-def get_similarity_score(audio_feature: torch.Tensor, redundant_feature: torch.Tensor,
-                         region_feature: torch.Tensor, reverse: bool) -> np.ndarray:
+def get_similarity_score(
+    audio_feature: torch.Tensor,
+    redundant_feature: torch.Tensor,
+    region_feature: torch.Tensor,
+    reverse: bool,
+) -> np.ndarray:
     """The heatmap of one frame: float32 [224, 224] (NaN where the original divides 0 by 0)."""
     audio_feature = audio_feature - redundant_feature
     region_feature = region_feature / region_feature.norm(dim=1, keepdim=True)
@@ -190,11 +204,21 @@ def get_similarity_score(audio_feature: torch.Tensor, redundant_feature: torch.T
     return sm.squeeze(0).squeeze(0).cpu().numpy()
 
 
-def reference_heatmaps(models: ReferenceModels, frames: list[np.ndarray], audio,
-                       sample_rate: int | None = None, *, cfg: RefConfig) -> list[np.ndarray]:
+def reference_heatmaps(
+    models: ReferenceModels,
+    frames: list[np.ndarray],
+    audio,
+    sample_rate: int | None = None,
+    *,
+    cfg: RefConfig,
+) -> list[np.ndarray]:
     """Heatmaps of every frame (squashed to 224 x 224), one ``encode_image`` call per frame as the scripts."""
-    feats = audio_features(models, reference_audio_44k(audio, sample_rate, num_frames=len(frames),
-                                                       input_scale=cfg.audio_input_scale))
+    feats = audio_features(
+        models,
+        reference_audio_44k(
+            audio, sample_rate, num_frames=len(frames), input_scale=cfg.audio_input_scale
+        ),
+    )
     redundant = torch.zeros_like(feats[0])  # --noise none
     tf = image_transform(cfg.antialias)
     out = []
@@ -202,7 +226,9 @@ def reference_heatmaps(models: ReferenceModels, frames: list[np.ndarray], audio,
         for i, frame in enumerate(frames):
             x = tf(Image.fromarray(squash(frame, cfg.antialias)).convert("RGB")).unsqueeze(0)
             region = models.aclp.visual.forward_features(x)["surgery_dense"]
-            out.append(get_similarity_score(feats[i].reshape(1, -1), redundant, region, cfg.reverse))
+            out.append(
+                get_similarity_score(feats[i].reshape(1, -1), redundant, region, cfg.reverse)
+            )
     return out
 
 
@@ -227,11 +253,11 @@ def get_peak_points(similarity: np.ndarray, t: float, quirk: bool = True):
     result; otherwise pixel centres (col + 0.5, row + 0.5)."""
     padded = np.pad(similarity, [(2, 2), (2, 2)], mode="constant")
     h, w = padded.shape
-    center = padded[1:h - 1, 1:w - 1]
-    left = padded[1:h - 1, 2:w]
-    right = padded[1:h - 1, 0:w - 2]
-    up = padded[2:h, 1:w - 1]
-    down = padded[0:h - 2, 1:w - 1]
+    center = padded[1 : h - 1, 1 : w - 1]
+    left = padded[1 : h - 1, 2:w]
+    right = padded[1 : h - 1, 0 : w - 2]
+    up = padded[2:h, 1 : w - 1]
+    down = padded[0 : h - 2, 1 : w - 1]
     pos_peaks = (center > left) & (center > right) & (center > up) & (center > down)
     neg_peaks = (center < left) & (center < right) & (center < up) & (center < down)
     try_pos = pos_peaks & (center > t)
@@ -240,8 +266,8 @@ def get_peak_points(similarity: np.ndarray, t: float, quirk: bool = True):
     try_neg = neg_peaks & (center < 1 - t)
     if sum(try_neg.reshape(-1)) == 0:
         try_neg = center == center.min()
-    pos = try_pos[1:center.shape[0] - 1, 1:center.shape[1] - 1]
-    neg = try_neg[1:center.shape[0] - 1, 1:center.shape[1] - 1]
+    pos = try_pos[1 : center.shape[0] - 1, 1 : center.shape[1] - 1]
+    neg = try_neg[1 : center.shape[0] - 1, 1 : center.shape[1] - 1]
     pos_points = np.argwhere(pos)
     neg_points = np.argwhere(neg)
     points = np.concatenate([pos_points, neg_points], axis=0)
@@ -279,7 +305,13 @@ def _connected_components_with_stats(image: np.ndarray):
     for lab in range(n + 1):
         ys, xs = np.nonzero(labels == lab)
         if ys.size:
-            stats[lab] = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1, areas[lab]]
+            stats[lab] = [
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+                areas[lab],
+            ]
     return n + 1, labels, stats
 
 
@@ -307,7 +339,9 @@ def squash(frame: np.ndarray, antialias: bool) -> np.ndarray:
     if frame.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE):
         return frame
     x = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=antialias)
+    y = F.interpolate(
+        x, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=antialias
+    )
     return torch.round(y).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
 
 
@@ -318,8 +352,15 @@ def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return (F.interpolate(m, tuple(hw), mode="nearest-exact")[0, 0] > 0.5).numpy()
 
 
-def reference_prompt_masks(models: ReferenceModels, frames: list[np.ndarray], maps: list[np.ndarray],
-                           strategy: str, *, cfg: RefConfig, t: float | None = None) -> tuple[list, list]:
+def reference_prompt_masks(
+    models: ReferenceModels,
+    frames: list[np.ndarray],
+    maps: list[np.ndarray],
+    strategy: str,
+    *,
+    cfg: RefConfig,
+    t: float | None = None,
+) -> tuple[list, list]:
     """SAM masks of every frame from its heatmap, the scripts' per-frame loop.
 
     Returns (masks bool [H, W] per frame, prompts per frame: dict of points/labels or box in the
@@ -360,19 +401,29 @@ def reference_prompt_masks(models: ReferenceModels, frames: list[np.ndarray], ma
                 box = np.array([[b[0] * sx, b[1] * sy, (b[2] + 1) * sx - 1, (b[3] + 1) * sy - 1]])
         predictor.set_image(image)
         if box is not None:
-            sam_masks, scores, _ = predictor.predict(point_coords=None, point_labels=None,
-                                                     box=box[0][None, :], multimask_output=True)
+            sam_masks, scores, _ = predictor.predict(
+                point_coords=None, point_labels=None, box=box[0][None, :], multimask_output=True
+            )
         else:
-            sam_masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels,
-                                                     multimask_output=True)
+            sam_masks, scores, _ = predictor.predict(
+                point_coords=points, point_labels=labels, multimask_output=True
+            )
         masks.append(_to_frame(sam_masks[scores.argmax()], (h, w)))
         prompts.append({"points": points, "labels": labels, "box": None if box is None else box[0]})
     return masks, prompts
 
 
-def reference_point_prompt(models: ReferenceModels, frames: list[np.ndarray], audio,
-                           sample_rate: int | None = None, *, strategy: str, preset: str = "sam4avs",
-                           t: float | None = None, dataset: str = "s4") -> list[np.ndarray]:
+def reference_point_prompt(
+    models: ReferenceModels,
+    frames: list[np.ndarray],
+    audio,
+    sample_rate: int | None = None,
+    *,
+    strategy: str,
+    preset: str = "sam4avs",
+    t: float | None = None,
+    dataset: str = "s4",
+) -> list[np.ndarray]:
     """A whole point / box script run on one clip: heatmaps, prompts, SAM; masks bool [H, W]."""
     cfg = ref_config(preset)
     if t is None and strategy != "point-global":
@@ -403,8 +454,13 @@ def _crop_box(bbox, quirk: bool):
     return [x, y, x + w + 1, y + h + 1]
 
 
-def retrieve(models: ReferenceModels, elements: list[Image.Image], audio_feature: torch.Tensor,
-             antialias: bool, logit_scale: float = 100.0) -> torch.Tensor | None:
+def retrieve(
+    models: ReferenceModels,
+    elements: list[Image.Image],
+    audio_feature: torch.Tensor,
+    antialias: bool,
+    logit_scale: float = 100.0,
+) -> torch.Tensor | None:
     """``retriev``: softmax over the non-empty crops of 100 * cos(crop, audio); None if none.
 
     ``logit_scale`` is the original's constant 100 unless changed (tests sharpen it).
@@ -426,9 +482,16 @@ def retrieve(models: ReferenceModels, elements: list[Image.Image], audio_feature
     return probs[:, 0].softmax(dim=0)
 
 
-def reference_select(models: ReferenceModels, frame: np.ndarray, records: list[dict], audio_feature: torch.Tensor,
-                     *, cfg: RefConfig, logit_scale: float = 100.0,
-                     score_threshold: float = 0.5) -> tuple[np.ndarray, list[int], torch.Tensor | None]:
+def reference_select(
+    models: ReferenceModels,
+    frame: np.ndarray,
+    records: list[dict],
+    audio_feature: torch.Tensor,
+    *,
+    cfg: RefConfig,
+    logit_scale: float = 100.0,
+    score_threshold: float = 0.5,
+) -> tuple[np.ndarray, list[int], torch.Tensor | None]:
     """Crops, retrieval and union for one frame's automatic masks: (mask, selected indices, scores).
 
     ``logit_scale`` (100) and ``score_threshold`` (0.5) are the original's constants by default.
@@ -457,17 +520,29 @@ def reference_select(models: ReferenceModels, frame: np.ndarray, records: list[d
     return pred.bool().numpy(), selected, scores
 
 
-def reference_no_prompt(models: ReferenceModels, frames: list[np.ndarray], audio, sample_rate: int | None = None,
-                        *, preset: str = "sam4avs", amg: dict | None = None, logit_scale: float = 100.0,
-                        score_threshold: float = 0.5) -> tuple[list[np.ndarray], list[dict]]:
+def reference_no_prompt(
+    models: ReferenceModels,
+    frames: list[np.ndarray],
+    audio,
+    sample_rate: int | None = None,
+    *,
+    preset: str = "sam4avs",
+    amg: dict | None = None,
+    logit_scale: float = 100.0,
+    score_threshold: float = 0.5,
+) -> tuple[list[np.ndarray], list[dict]]:
     """The No-Prompt script on one clip: masks bool [H, W] per frame and per-frame details
     (records, selected indices, scores). ``amg``: SamAutomaticMaskGenerator arguments (its
     defaults, as the original, when None)."""
     cfg = ref_config(preset)
     if cfg.quirks:
-        wave = reference_audio_48k_1s(audio, sample_rate, num_frames=len(frames), input_scale=cfg.audio_input_scale)
+        wave = reference_audio_48k_1s(
+            audio, sample_rate, num_frames=len(frames), input_scale=cfg.audio_input_scale
+        )
     else:
-        wave = reference_audio_44k(audio, sample_rate, num_frames=len(frames), input_scale=cfg.audio_input_scale)
+        wave = reference_audio_44k(
+            audio, sample_rate, num_frames=len(frames), input_scale=cfg.audio_input_scale
+        )
     with torch.no_grad():
         feats = models.aclp.audio(wave)
     generator = SamAutomaticMaskGenerator(models.sam, **(amg or {}))
@@ -475,9 +550,21 @@ def reference_no_prompt(models: ReferenceModels, frames: list[np.ndarray], audio
     for i, frame in enumerate(frames):
         image = squash(frame, cfg.antialias) if cfg.quirks else frame
         records = generator.generate(image)
-        mask, selected, scores = reference_select(models, image, records, feats[i], cfg=cfg,
-                                                  logit_scale=logit_scale, score_threshold=score_threshold)
+        mask, selected, scores = reference_select(
+            models,
+            image,
+            records,
+            feats[i],
+            cfg=cfg,
+            logit_scale=logit_scale,
+            score_threshold=score_threshold,
+        )
         masks.append(_to_frame(mask, frame.shape[:2]))
-        info.append({"records": records, "selected": selected,
-                     "scores": None if scores is None else scores.numpy()})
+        info.append(
+            {
+                "records": records,
+                "selected": selected,
+                "scores": None if scores is None else scores.numpy(),
+            }
+        )
     return masks, info

@@ -17,7 +17,17 @@ from runtime.bundle import Bundle
 from runtime.errors import AVSError, BundleError, InputError, ProviderError
 from runtime.pipeline import Pipeline, SegmentResult
 
-__all__ = ["load", "segment", "Pipeline", "SegmentResult", "Bundle", "AVSError", "BundleError", "InputError", "ProviderError"]
+__all__ = [
+    "load",
+    "segment",
+    "Pipeline",
+    "SegmentResult",
+    "Bundle",
+    "AVSError",
+    "BundleError",
+    "InputError",
+    "ProviderError",
+]
 __version__ = "0.1.0"
 
 
@@ -39,12 +49,27 @@ def load(
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
-    return Pipeline(bundle, providers=providers, provider_options=provider_options, threads=threads, preset=preset,
-                    cache_mb=cache_mb)
+    return Pipeline(
+        bundle,
+        providers=providers,
+        provider_options=provider_options,
+        threads=threads,
+        preset=preset,
+        cache_mb=cache_mb,
+    )
 
 
-def segment(bundle_dir: str | Path, frames=None, audio=None, sample_rate: int | None = None, *, video: str | Path | None = None,
-            mode: str | None = None, preset: str | None = None, **params) -> SegmentResult:
+def segment(
+    bundle_dir: str | Path,
+    frames=None,
+    audio=None,
+    sample_rate: int | None = None,
+    *,
+    video: str | Path | None = None,
+    mode: str | None = None,
+    preset: str | None = None,
+    **params,
+) -> SegmentResult:
     """One-call convenience: ``load(bundle_dir, preset=preset).segment(frames, audio, ...)``, or with
     ``video=path`` ``load(...).segment_video(path, audio=audio, ...)`` (frames and audio from the file;
     ``audio`` only replaces a missing track; ``params`` may include the video options)."""

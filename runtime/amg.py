@@ -102,20 +102,34 @@ class AmgConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise InputError(f"{name} must be a non-negative int, got {v!r}")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-                     "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio", "mask_threshold"):
+        for name in (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+            "mask_threshold",
+        ):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(float(v)):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.integer, np.floating))
+                or not math.isfinite(float(v))
+            ):
                 raise InputError(f"{name} must be a finite number, got {v!r}")
         if self.min_mask_region_area > 0:
-            raise InputError("min_mask_region_area > 0 (small-region removal) is not supported; use 0 "
-                             "(SAM's default, the one Sam4AVS uses)")
+            raise InputError(
+                "min_mask_region_area > 0 (small-region removal) is not supported; use 0 "
+                "(SAM's default, the one Sam4AVS uses)"
+            )
         if self.output_mode != "binary_mask":
             raise InputError(f"output_mode must be 'binary_mask', got {self.output_mode!r}")
-        if int(self.points_per_side / self.crop_n_points_downscale_factor ** self.crop_n_layers) < 1:
-            raise InputError("points_per_side / crop_n_points_downscale_factor ** crop_n_layers must "
-                             "leave at least one point per side")
+        if int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers) < 1:
+            raise InputError(
+                "points_per_side / crop_n_points_downscale_factor ** crop_n_layers must "
+                "leave at least one point per side"
+            )
 
 
 # --- geometry --------------------------------------------------------------------------------------
@@ -123,7 +137,11 @@ class AmgConfig:
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
     """Regular grid of cell centres in [0, 1]^2: float64 [n^2, 2] (x, y), x varying fastest."""
-    if isinstance(n_per_side, bool) or not isinstance(n_per_side, (int, np.integer)) or n_per_side < 1:
+    if (
+        isinstance(n_per_side, bool)
+        or not isinstance(n_per_side, (int, np.integer))
+        or n_per_side < 1
+    ):
         raise InputError(f"n_per_side must be a positive int, got {n_per_side!r}")
     off = 1.0 / (2 * n_per_side)
     side = np.linspace(off, 1.0 - off, n_per_side)
@@ -132,8 +150,9 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
 
 
-def generate_crop_boxes(image_hw: tuple[int, int], n_layers: int,
-                        overlap_ratio: float) -> tuple[list[CropBox], list[int]]:
+def generate_crop_boxes(
+    image_hw: tuple[int, int], n_layers: int, overlap_ratio: float
+) -> tuple[list[CropBox], list[int]]:
     """Crop boxes (x0, y0, x1, y1), exclusive ends, image pixels, and their layer index.
 
     Layer 0 is the whole image; layer i >= 1 has 2^i x 2^i crops overlapping by
@@ -220,16 +239,21 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndar
             others = rest[1:]
             if others.size == 0:
                 break
-            ww = np.maximum(np.float32(0), np.minimum(x1[i], x1[others]) - np.maximum(x0[i], x0[others]))
-            hh = np.maximum(np.float32(0), np.minimum(y1[i], y1[others]) - np.maximum(y0[i], y0[others]))
+            ww = np.maximum(
+                np.float32(0), np.minimum(x1[i], x1[others]) - np.maximum(x0[i], x0[others])
+            )
+            hh = np.maximum(
+                np.float32(0), np.minimum(y1[i], y1[others]) - np.maximum(y0[i], y0[others])
+            )
             inter = ww * hh
             iou = inter / (areas[i] + areas[others] - inter)
             rest = others[~(iou.astype(np.float64) > thr)]
     return np.asarray(keep, dtype=np.int64)
 
 
-def _near_crop_edge(boxes: np.ndarray, crop_box: CropBox, image_hw: tuple[int, int],
-                    atol: float = 20.0) -> np.ndarray:
+def _near_crop_edge(
+    boxes: np.ndarray, crop_box: CropBox, image_hw: tuple[int, int], atol: float = 20.0
+) -> np.ndarray:
     """Boxes (crop coordinates, XYXY) within atol of a crop edge that is not an image edge: bool [K]."""
     x0, y0 = crop_box[0], crop_box[1]
     b = boxes.astype(np.float64) + np.array([x0, y0, x0, y0], dtype=np.float64)
@@ -268,18 +292,27 @@ def _check_batch_outputs(raw, iou, b: int) -> tuple[np.ndarray, np.ndarray]:
     raw = np.asarray(raw)
     iou = np.asarray(iou)
     if iou.ndim != 2 or iou.shape[0] != b or iou.dtype.kind != "f":
-        raise InputError(f"predict_fn must return iou float [{b}, M], got dtype {iou.dtype}, shape {iou.shape}")
+        raise InputError(
+            f"predict_fn must return iou float [{b}, M], got dtype {iou.dtype}, shape {iou.shape}"
+        )
     if raw.ndim < 3 or raw.shape[:2] != iou.shape or raw.dtype.kind != "f":
-        raise InputError(f"predict_fn must return float mask logits [{b}, {iou.shape[1]}, ...], "
-                         f"got dtype {raw.dtype}, shape {raw.shape}")
+        raise InputError(
+            f"predict_fn must return float mask logits [{b}, {iou.shape[1]}, ...], "
+            f"got dtype {raw.dtype}, shape {raw.shape}"
+        )
     return raw, iou
 
 
 _CHUNK_ELEMENTS = 1 << 25  # upscaled float32 logits held at once: 128 MiB
 
 
-def _filter_masks(cfg: AmgConfig, crop_box: CropBox, image_hw: tuple[int, int], raw: np.ndarray,
-                  upscale_fn: UpscaleFn | None) -> tuple[np.ndarray, ...]:
+def _filter_masks(
+    cfg: AmgConfig,
+    crop_box: CropBox,
+    image_hw: tuple[int, int],
+    raw: np.ndarray,
+    upscale_fn: UpscaleFn | None,
+) -> tuple[np.ndarray, ...]:
     """Stability filter, binarisation, boxes and crop-edge filter for masks that passed the IoU filter.
 
     raw: [K, ...] decoder output of the survivors. Returns (index into raw, packed masks uint8
@@ -291,11 +324,13 @@ def _filter_masks(cfg: AmgConfig, crop_box: CropBox, image_hw: tuple[int, int], 
     step = max(1, _CHUNK_ELEMENTS // (ch * cw))
     idx, packed, boxes, stabs = [], [], [], []
     for a in range(0, raw.shape[0], step):
-        part = raw[a:a + step]
+        part = raw[a : a + step]
         logits = np.asarray(part if upscale_fn is None else upscale_fn(part))
         if logits.shape != (part.shape[0], ch, cw) or logits.dtype.kind != "f":
-            raise InputError(f"mask logits must be float [K, {ch}, {cw}] (the crop's size), got "
-                             f"dtype {logits.dtype}, shape {logits.shape}")
+            raise InputError(
+                f"mask logits must be float [K, {ch}, {cw}] (the crop's size), got "
+                f"dtype {logits.dtype}, shape {logits.shape}"
+            )
         stab = stability_score(logits, thr, cfg.stability_score_offset)
         keep = np.ones(part.shape[0], dtype=bool)
         if cfg.stability_score_thresh > 0.0:
@@ -309,34 +344,47 @@ def _filter_masks(cfg: AmgConfig, crop_box: CropBox, image_hw: tuple[int, int], 
         packed.append(np.packbits(binary[inner].reshape(int(inner.sum()), ch * cw), axis=1))
         boxes.append(bx[inner])
         stabs.append(stab[keep][inner])
-    return (np.concatenate(idx), np.concatenate(packed), np.concatenate(boxes),
-            np.concatenate(stabs))
+    return (
+        np.concatenate(idx),
+        np.concatenate(packed),
+        np.concatenate(boxes),
+        np.concatenate(stabs),
+    )
 
 
-def _grid_points(cfg: AmgConfig, crop_box: CropBox, layer: int,
-                 point_filter: PointFilter | None) -> np.ndarray:
+def _grid_points(
+    cfg: AmgConfig, crop_box: CropBox, layer: int, point_filter: PointFilter | None
+) -> np.ndarray:
     """The crop's prompt points, float64 [N, 2] (x, y) crop pixels, after ``point_filter``."""
     cx0, cy0, cx1, cy1 = crop_box
-    n_side = int(cfg.points_per_side / cfg.crop_n_points_downscale_factor ** layer)
+    n_side = int(cfg.points_per_side / cfg.crop_n_points_downscale_factor**layer)
     points = build_point_grid(n_side) * np.array([[cx1 - cx0, cy1 - cy0]], dtype=np.float64)
     if point_filter is None:
         return points
     keep = np.asarray(point_filter(points + np.array([[cx0, cy0]], dtype=np.float64)))
     if keep.shape != (points.shape[0],) or keep.dtype != bool:
-        raise InputError(f"point_filter must return bool [{points.shape[0]}] (one flag per grid point), "
-                         f"got dtype {keep.dtype}, shape {keep.shape}")
+        raise InputError(
+            f"point_filter must return bool [{points.shape[0]}] (one flag per grid point), "
+            f"got dtype {keep.dtype}, shape {keep.shape}"
+        )
     return points[keep]
 
 
-def _process_crop(cfg: AmgConfig, crop_box: CropBox, layer: int, image_hw: tuple[int, int],
-                  predict_fn: PredictFn, upscale_fn: UpscaleFn | None,
-                  point_filter: PointFilter | None = None) -> _CropMasks:
+def _process_crop(
+    cfg: AmgConfig,
+    crop_box: CropBox,
+    layer: int,
+    image_hw: tuple[int, int],
+    predict_fn: PredictFn,
+    upscale_fn: UpscaleFn | None,
+    point_filter: PointFilter | None = None,
+) -> _CropMasks:
     cx0, cy0, cx1, cy1 = crop_box
     ch, cw = cy1 - cy0, cx1 - cx0
     points = _grid_points(cfg, crop_box, layer, point_filter)
     packed, boxes, ious, stabs, pts = [], [], [], [], []
     for a in range(0, points.shape[0], cfg.points_per_batch):
-        p = points[a:a + cfg.points_per_batch]
+        p = points[a : a + cfg.points_per_batch]
         b = p.shape[0]
         raw, iou = predict_fn(p[:, None, :].copy(), np.ones((b, 1), dtype=np.int64))
         raw, iou = _check_batch_outputs(raw, iou, b)
@@ -357,8 +405,14 @@ def _process_crop(cfg: AmgConfig, crop_box: CropBox, layer: int, image_hw: tuple
         pts.append(p_rep[idx])
     boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
     if boxes_a.shape[0] == 0:
-        return _CropMasks(np.zeros((0, (ch * cw + 7) // 8), np.uint8), boxes_a, np.zeros(0, np.float32),
-                          np.zeros(0, np.float32), np.zeros((0, 2), np.float64), (ch, cw))
+        return _CropMasks(
+            np.zeros((0, (ch * cw + 7) // 8), np.uint8),
+            boxes_a,
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 2), np.float64),
+            (ch, cw),
+        )
     ious_a = np.concatenate(ious)
     keep = box_nms(boxes_a, ious_a, cfg.box_nms_thresh)
     offset = np.array([cx0, cy0], dtype=np.int64)
@@ -376,16 +430,22 @@ def _check_image_hw(image_hw) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in image_hw)
     except (TypeError, ValueError):
-        raise InputError(f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}") from None
+        raise InputError(
+            f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}"
+        ) from None
     if h < 1 or w < 1:
-        raise InputError(f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}")
+        raise InputError(
+            f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}"
+        )
     return h, w
 
 
-def generate_masks(image_hw: tuple[int, int],
-                   predictor_for_crop: Callable[[CropBox], tuple[PredictFn, UpscaleFn | None]],
-                   config: AmgConfig | None = None,
-                   point_filter: PointFilter | None = None) -> list[dict[str, Any]]:
+def generate_masks(
+    image_hw: tuple[int, int],
+    predictor_for_crop: Callable[[CropBox], tuple[PredictFn, UpscaleFn | None]],
+    config: AmgConfig | None = None,
+    point_filter: PointFilter | None = None,
+) -> list[dict[str, Any]]:
     """Automatic masks of an image of size ``image_hw`` = (H, W), through any SAM decoder.
 
     predictor_for_crop(crop_box) is called once per crop box (x0, y0, x1, y1 image pixels, exclusive
@@ -414,8 +474,12 @@ def generate_masks(image_hw: tuple[int, int],
     per_crop: list[tuple[CropBox, _CropMasks]] = []
     for crop_box, layer in zip(crop_boxes, layers, strict=True):
         predict_fn, upscale_fn = predictor_for_crop(crop_box)
-        per_crop.append((crop_box, _process_crop(cfg, crop_box, layer, (h, w), predict_fn, upscale_fn,
-                                                 point_filter)))
+        per_crop.append(
+            (
+                crop_box,
+                _process_crop(cfg, crop_box, layer, (h, w), predict_fn, upscale_fn, point_filter),
+            )
+        )
 
     # Flatten in crop order.
     entries = [(cb, cm, i) for cb, cm in per_crop for i in range(cm.boxes.shape[0])]
@@ -424,7 +488,9 @@ def generate_masks(image_hw: tuple[int, int],
     if len(crop_boxes) > 1:
         boxes = np.concatenate([cm.boxes for _, cm in per_crop])
         crop_xyxy = np.array([cb for cb, _, _ in entries], dtype=np.int64)
-        area = ((crop_xyxy[:, 2] - crop_xyxy[:, 0]) * (crop_xyxy[:, 3] - crop_xyxy[:, 1])).astype(np.float32)
+        area = ((crop_xyxy[:, 2] - crop_xyxy[:, 0]) * (crop_xyxy[:, 3] - crop_xyxy[:, 1])).astype(
+            np.float32
+        )
         keep = box_nms(boxes, np.float32(1.0) / area, cfg.crop_nms_thresh)
         entries = [entries[i] for i in keep]
 
@@ -436,15 +502,17 @@ def generate_masks(image_hw: tuple[int, int],
             full = np.zeros((h, w), dtype=bool)
             full[y0:y1, x0:x1] = seg
             seg = full
-        records.append({
-            "segmentation": seg,
-            "area": int(np.count_nonzero(seg)),
-            "bbox": _xyxy_to_xywh(cm.boxes[i]),
-            "predicted_iou": float(cm.iou[i]),
-            "point_coords": [cm.points[i].tolist()],
-            "stability_score": float(cm.stability[i]),
-            "crop_box": _xyxy_to_xywh(cb),
-        })
+        records.append(
+            {
+                "segmentation": seg,
+                "area": int(np.count_nonzero(seg)),
+                "bbox": _xyxy_to_xywh(cm.boxes[i]),
+                "predicted_iou": float(cm.iou[i]),
+                "point_coords": [cm.points[i].tolist()],
+                "stability_score": float(cm.stability[i]),
+                "crop_box": _xyxy_to_xywh(cb),
+            }
+        )
     return records
 
 
@@ -489,7 +557,9 @@ class AutomaticMaskGenerator:
 
             def predict_fn(coords: np.ndarray, labels: np.ndarray):
                 # SamPredictor.predict_torch, multimask: the three masks of tokens 1..3
-                iou, low = runner.predict_low_res(emb, crop_hw, coords, labels, multimask_output=True)
+                iou, low = runner.predict_low_res(
+                    emb, crop_hw, coords, labels, multimask_output=True
+                )
                 return low, iou
 
             def upscale_fn(low: np.ndarray) -> np.ndarray:
@@ -499,19 +569,30 @@ class AutomaticMaskGenerator:
 
         return for_crop
 
-    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None,
-                 point_filter: PointFilter | None = None) -> list[dict[str, Any]]:
+    def generate(
+        self,
+        image: np.ndarray,
+        embedding: np.ndarray | None = None,
+        point_filter: PointFilter | None = None,
+    ) -> list[dict[str, Any]]:
         """Masks of one uint8 [H, W, 3] RGB frame; SAM's records (module docstring), [] if none.
 
         embedding: the frame's own SAM embedding (float32 [1, C, g, g] from ``runner.embed``) when
         already computed; the whole-frame crop then reuses it instead of encoding the frame again.
         point_filter: which grid points to prompt (see :func:`generate_masks`); None: all.
         """
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-                or image.shape[2] != 3:
-            raise InputError(f"image must be a uint8 array [H, W, 3] (RGB), got "
-                             f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            raise InputError(
+                f"image must be a uint8 array [H, W, 3] (RGB), got "
+                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+            )
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise InputError(f"image must have a non-zero size, got shape {image.shape}")
-        return generate_masks(image.shape[:2], self._predictor_for(image, embedding), self.config,
-                              point_filter)
+        return generate_masks(
+            image.shape[:2], self._predictor_for(image, embedding), self.config, point_filter
+        )

@@ -32,7 +32,9 @@ def _wav_header(f, p: Path, file_size: int) -> tuple[int, int, int, int, int, in
     data offset, data bytes)."""
     head = f.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise InputError(f"{p}: not a RIFF/WAVE file (only .wav is read; decode other formats first)")
+        raise InputError(
+            f"{p}: not a RIFF/WAVE file (only .wav is read; decode other formats first)"
+        )
     pos, fmt, data = 12, None, None
     while pos + 8 <= file_size:
         f.seek(pos)
@@ -96,7 +98,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             raise InputError(
                 f"{p}: inconsistent WAV header: block align {block} bytes, but {channels} channel(s) x "
                 f"{bits} bits per sample need {channels * ((bits + 7) // 8)} bytes; the file is damaged or "
-                f"mislabelled (re-encode it, e.g. ffmpeg -i in.wav -c:a pcm_s16le out.wav)")
+                f"mislabelled (re-encode it, e.g. ffmpeg -i in.wav -c:a pcm_s16le out.wav)"
+            )
         if _decode(b"", tag, block // channels) is None:
             raise InputError(f"{p}: unsupported WAV encoding (format tag {tag}, {bits} bits)")
         n = nbytes // block
@@ -105,8 +108,10 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         if rate < 1:
             raise InputError(f"{p}: bad WAV header (sample rate {rate})")
         if n / rate > MAX_SECONDS:
-            raise InputError(f"{p}: audio of {n / rate:.0f} s (from the WAV header) is longer than the "
-                             f"{MAX_SECONDS:.0f} s limit; cut it first")
+            raise InputError(
+                f"{p}: audio of {n / rate:.0f} s (from the WAV header) is longer than the "
+                f"{MAX_SECONDS:.0f} s limit; cut it first"
+            )
         out = np.empty((channels, n), dtype=np.float32)
         f.seek(offset)
         done = 0
@@ -116,7 +121,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             k = len(raw) // block
             if k == 0:
                 break
-            out[:, done : done + k] = _decode(raw[: k * block], tag, block // channels).reshape(k, channels).T
+            out[:, done : done + k] = (
+                _decode(raw[: k * block], tag, block // channels).reshape(k, channels).T
+            )
             done += k
     if done == 0:
         raise InputError(f"{p}: the WAV file is empty (its data chunk holds 0 audio frames)")
@@ -130,7 +137,9 @@ def to_mono_float(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     Channels are averaged (librosa's ``mono=True``).
     """
     if not isinstance(audio, np.ndarray):
-        raise InputError(f"{name}: expected a numpy array or a WAV path, got {type(audio).__name__}")
+        raise InputError(
+            f"{name}: expected a numpy array or a WAV path, got {type(audio).__name__}"
+        )
     a = audio
     if a.dtype == np.int16:
         a = a.astype(np.float32) / 32768.0
@@ -145,15 +154,20 @@ def to_mono_float(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
             raise InputError(
                 f"{name}: float audio must lie in [-1, 1] (peaks up to {MAX_FLOAT_PEAK:g} are tolerated), "
                 f"got a peak of {peak:.4g}; int16-scaled samples as floats? divide them by 32768 "
-                f"(or pass the int16 array itself, which is converted)")
+                f"(or pass the int16 array itself, which is converted)"
+            )
     else:
-        raise InputError(f"{name}: unsupported dtype {a.dtype}; expected float32/64 in [-1, 1] or int16/int32/uint8 PCM")
+        raise InputError(
+            f"{name}: unsupported dtype {a.dtype}; expected float32/64 in [-1, 1] or int16/int32/uint8 PCM"
+        )
     if a.size == 0:
         raise InputError(f"{name}: the waveform is empty (0 samples)")
     if a.ndim == 2:
         ch_axis = 0 if a.shape[0] <= a.shape[1] else 1
         if a.shape[ch_axis] > 8:
-            raise InputError(f"{name}: shape {audio.shape} looks like neither [C, T] nor [T, C] with C <= 8")
+            raise InputError(
+                f"{name}: shape {audio.shape} looks like neither [C, T] nor [T, C] with C <= 8"
+            )
         a = a.mean(axis=ch_axis, dtype=np.float64).astype(np.float32)
     elif a.ndim != 1:
         raise InputError(f"{name}: expected shape [T], [C, T] or [T, C], got {audio.shape}")
@@ -164,7 +178,9 @@ def to_mono_float(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     return a
 
 
-def load_audio(audio: np.ndarray | str | Path, sample_rate: int | None, target_rate: int) -> np.ndarray:
+def load_audio(
+    audio: np.ndarray | str | Path, sample_rate: int | None, target_rate: int
+) -> np.ndarray:
     """Mono float32 [T'] at ``target_rate`` from a WAV path or an array with its ``sample_rate``.
 
     Resampling uses soxr at "HQ" quality, as librosa's default ``res_type="soxr_hq"``.
@@ -172,7 +188,9 @@ def load_audio(audio: np.ndarray | str | Path, sample_rate: int | None, target_r
     if isinstance(audio, str | Path):
         wav, rate = read_wav(audio)
         if sample_rate is not None and sample_rate != rate:
-            raise InputError(f"sample_rate={sample_rate} given, but {audio} is at {rate} Hz; leave sample_rate out for files")
+            raise InputError(
+                f"sample_rate={sample_rate} given, but {audio} is at {rate} Hz; leave sample_rate out for files"
+            )
         x = to_mono_float(wav)
     else:
         if sample_rate is None:
@@ -180,9 +198,13 @@ def load_audio(audio: np.ndarray | str | Path, sample_rate: int | None, target_r
         rate = sample_rate
         x = to_mono_float(audio)
     if not isinstance(rate, int | np.integer) or not MIN_RATE <= int(rate) <= MAX_RATE:
-        raise InputError(f"sample rate must be an integer in [{MIN_RATE}, {MAX_RATE}] Hz, got {rate!r}")
+        raise InputError(
+            f"sample rate must be an integer in [{MIN_RATE}, {MAX_RATE}] Hz, got {rate!r}"
+        )
     if x.size / rate > MAX_SECONDS:
-        raise InputError(f"audio of {x.size / rate:.0f} s is longer than the {MAX_SECONDS:.0f} s limit")
+        raise InputError(
+            f"audio of {x.size / rate:.0f} s is longer than the {MAX_SECONDS:.0f} s limit"
+        )
     if int(rate) != target_rate:
         y = soxr.resample(x, int(rate), target_rate, quality="HQ").astype(np.float32)
         # librosa's output length: ceil(T * ratio) in float64, zero-padded or cut to it
@@ -201,14 +223,24 @@ def short_clip_policy(preset) -> str:
     otherwise."""
     p = preset.get("short_clip")
     if p is None:
-        p = "refuse" if preset.get("zero_shot_quirks", preset.get("name") == "sam4avs") else "repeat"
+        p = (
+            "refuse"
+            if preset.get("zero_shot_quirks", preset.get("name") == "sam4avs")
+            else "repeat"
+        )
     if p not in SHORT_CLIP_POLICIES:
         raise InputError(f"preset short_clip must be one of {SHORT_CLIP_POLICIES}, got {p!r}")
     return p
 
 
-def chunk_per_frame(x: np.ndarray, rate: int, num_frames: int, *, chunk_seconds: float = 1.0,
-                    short_clip: str = "repeat") -> np.ndarray:
+def chunk_per_frame(
+    x: np.ndarray,
+    rate: int,
+    num_frames: int,
+    *,
+    chunk_seconds: float = 1.0,
+    short_clip: str = "repeat",
+) -> np.ndarray:
     """Split a mono waveform into ``num_frames`` chunks of ``chunk_seconds`` -> float32 [F, S].
 
     The AVSBench convention: the clip is forced to F chunks; a longer clip is truncated; a shorter
@@ -235,7 +267,8 @@ def chunk_per_frame(x: np.ndarray, rate: int, num_frames: int, *, chunk_seconds:
                 f"short clip, an audio input of {x.size} instead of {s} samples per chunk, which the "
                 f"exported fixed-length audio graphs cannot take, so the original's result cannot be "
                 f"reproduced. Use preset 'default' (it repeats the clip to fill the chunk) or a clip of "
-                f"at least {chunk_seconds:g} s")
+                f"at least {chunk_seconds:g} s"
+            )
         x = np.tile(x, -(-s // x.size))[:s]
     total = s * num_frames
     if x.size >= total:
@@ -265,5 +298,7 @@ def prepare_audioclip_audio(
     ``short_clip``: a clip under one chunk, see :func:`chunk_per_frame`.
     """
     x = load_audio(audio, sample_rate, target_rate)
-    chunks = chunk_per_frame(x, target_rate, num_frames, chunk_seconds=chunk_seconds, short_clip=short_clip)
+    chunks = chunk_per_frame(
+        x, target_rate, num_frames, chunk_seconds=chunk_seconds, short_clip=short_clip
+    )
     return (np.tile(chunks, (1, tile)) * np.float32(input_scale)).astype(np.float32)

@@ -19,6 +19,7 @@ from runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
 
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -62,7 +63,9 @@ class Bundle:
         """Read ``root/manifest.json``, check the schema and (``verify``) every file's sha256."""
         root = Path(root)
         if not root.is_dir():
-            raise BundleError(f"bundle folder not found: {root} (build one with `python export/build_engines.py`)")
+            raise BundleError(
+                f"bundle folder not found: {root} (build one with `python export/build_engines.py`)"
+            )
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
@@ -122,14 +125,18 @@ class Bundle:
         """The named preset's constants (default: the bundle's default preset)."""
         name = name or self.contract.default_preset
         if name not in self.contract.presets:
-            raise BundleError(f"unknown preset {name!r}; this bundle has {sorted(self.contract.presets)}")
+            raise BundleError(
+                f"unknown preset {name!r}; this bundle has {sorted(self.contract.presets)}"
+            )
         return self.contract.presets[name]
 
     def section(self, name: str) -> Any:
         """A preprocessing section as its typed contract class (``runtime.contract.SECTIONS``)."""
         if name not in self.contract.sections:
-            raise BundleError(f"bundle {self.root} has no preprocessing section {name!r} (it has "
-                              f"{sorted(self.contract.sections)}); rebuild it with the graphs that need it")
+            raise BundleError(
+                f"bundle {self.root} has no preprocessing section {name!r} (it has "
+                f"{sorted(self.contract.sections)}); rebuild it with the graphs that need it"
+            )
         return self.contract.sections[name]
 
     def graph_bytes(self, graph: str) -> bytes:
@@ -152,7 +159,10 @@ class Bundle:
                 self._check_file(extra, True)
         elif "unverified" not in self._warned:
             self._warned.add("unverified")
-            log.warning("bundle %s was loaded with verify=False: its graphs run without a checksum check", self.root)
+            log.warning(
+                "bundle %s was loaded with verify=False: its graphs run without a checksum check",
+                self.root,
+            )
         return data
 
     @property

@@ -22,7 +22,13 @@ __all__ = ["EmbeddingCache", "array_key"]
 def array_key(graph: str, x: np.ndarray, *extra: Any) -> tuple:
     """Cache key of one graph input: (graph, blake2b-128 of the bytes, shape, dtype, *extra)."""
     a = np.ascontiguousarray(x)
-    return (graph, hashlib.blake2b(a.data, digest_size=16).hexdigest(), a.shape, a.dtype.str, *extra)
+    return (
+        graph,
+        hashlib.blake2b(a.data, digest_size=16).hexdigest(),
+        a.shape,
+        a.dtype.str,
+        *extra,
+    )
 
 
 def _nbytes(value: Any) -> int:
@@ -39,8 +45,14 @@ class EmbeddingCache:
     """LRU cache bounded in bytes: ``max_bytes`` (0 disables it). Values are stored read-only."""
 
     def __init__(self, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
-            raise InputError(f"cache size must be a non-negative number of bytes, got {max_bytes!r}")
+        if (
+            isinstance(max_bytes, bool)
+            or not isinstance(max_bytes, (int, np.integer))
+            or max_bytes < 0
+        ):
+            raise InputError(
+                f"cache size must be a non-negative number of bytes, got {max_bytes!r}"
+            )
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
@@ -74,7 +86,7 @@ class EmbeddingCache:
         size = _nbytes(value)
         if size > self.max_bytes:
             return
-        for v in (value.values() if isinstance(value, dict) else [value]):
+        for v in value.values() if isinstance(value, dict) else [value]:
             if isinstance(v, np.ndarray):
                 v.setflags(write=False)
         with self._lock:

@@ -34,8 +34,16 @@ class RequestRejected(ClientError, ValueError):
     """The server answered the request with an error; the message is the server's."""
 
 
-_UNAVAILABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "Deadline Exceeded",
-                "failed to connect", "Connection refused", "Socket closed")
+_UNAVAILABLE = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+    "ABORTED",
+    "Deadline Exceeded",
+    "failed to connect",
+    "Connection refused",
+    "Socket closed",
+)
 
 
 def _import(protocol: str):
@@ -46,14 +54,16 @@ def _import(protocol: str):
             import tritonclient.grpc as mod
         from tritonclient.utils import InferenceServerException
     except ImportError as e:
-        raise ClientError('runtime.client needs tritonclient: pip install "tritonclient[http,grpc]"') from e
+        raise ClientError(
+            'runtime.client needs tritonclient: pip install "tritonclient[http,grpc]"'
+        ) from e
     return mod, InferenceServerException
 
 
 def _strip_scheme(url: str) -> str:
     for prefix in ("http://", "https://", "grpc://"):
         if url.startswith(prefix):
-            url = url[len(prefix):]
+            url = url[len(prefix) :]
     return url.rstrip("/")
 
 
@@ -63,8 +73,14 @@ def _bytes_array(values: list[bytes]) -> np.ndarray:
     return a
 
 
-def encode_request(frames, audio, sample_rate: int | None = None, *, mode: str | None = None,
-                   params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+def encode_request(
+    frames,
+    audio,
+    sample_rate: int | None = None,
+    *,
+    mode: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
     """The wire inputs of one request (name -> numpy array), as :mod:`runtime.serving.wire` defines them.
 
     ``frames``: uint8 [N, H, W, 3] array, a list of frame arrays (any :func:`runtime.image.load_frame`
@@ -79,7 +95,9 @@ def encode_request(frames, audio, sample_rate: int | None = None, *, mode: str |
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         frames = list(frames)
     if isinstance(frames, str | Path | np.ndarray) or not hasattr(frames, "__iter__"):
-        raise InputError("frames must be a sequence of frames (arrays or image paths), or an [N, H, W, 3] array")
+        raise InputError(
+            "frames must be a sequence of frames (arrays or image paths), or an [N, H, W, 3] array"
+        )
     frames = list(frames)
     if not frames:
         raise InputError("no frames given")
@@ -88,8 +106,10 @@ def encode_request(frames, audio, sample_rate: int | None = None, *, mode: str |
     else:
         arrs = [load_frame(f, name=f"frame {i}") for i, f in enumerate(frames)]
         if len({a.shape for a in arrs}) != 1:
-            raise InputError(f"frames: all frames must have one size to be sent as UINT8 [N, H, W, 3]; "
-                             f"got {sorted({a.shape[:2] for a in arrs})}")
+            raise InputError(
+                f"frames: all frames must have one size to be sent as UINT8 [N, H, W, 3]; "
+                f"got {sorted({a.shape[:2] for a in arrs})}"
+            )
         out["frames"] = np.ascontiguousarray(np.stack(arrs))
     if isinstance(audio, str | Path):
         if sample_rate is not None:
@@ -126,10 +146,16 @@ def decode_response(masks: np.ndarray, info_bytes: bytes) -> SegmentResult:
         else:
             scores.append(np.zeros(0, np.float32))
     res = SegmentResult(
-        mode=info["mode"], preset=info["preset"], masks=[np.asarray(m, dtype=bool) for m in masks],
-        scores=scores, prompts=[f.get("prompt", {}) for f in frames], timings=info.get("timings", {}),
-        providers=info.get("providers", {}), random_weights=bool(info.get("random_weights", False)),
-        precision=info.get("precision", {}), agreement=info.get("agreement", {}),
+        mode=info["mode"],
+        preset=info["preset"],
+        masks=[np.asarray(m, dtype=bool) for m in masks],
+        scores=scores,
+        prompts=[f.get("prompt", {}) for f in frames],
+        timings=info.get("timings", {}),
+        providers=info.get("providers", {}),
+        random_weights=bool(info.get("random_weights", False)),
+        precision=info.get("precision", {}),
+        agreement=info.get("agreement", {}),
     )
     res.info_json = info  # the server's info as sent
     return res
@@ -143,24 +169,38 @@ class TritonClient:
     included) before :class:`ServerUnavailable`. ``model``: model name (default "avs").
     """
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", *, timeout: float = 60.0,
-                 model: str = wire.MODEL_NAME):
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8000",
+        protocol: str = "http",
+        *,
+        timeout: float = 60.0,
+        model: str = wire.MODEL_NAME,
+    ):
         if protocol not in ("http", "grpc"):
             raise InputError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         if not timeout or timeout <= 0:
             raise InputError(f"timeout must be > 0 seconds, got {timeout}")
-        self.url, self.protocol, self.timeout, self.model = _strip_scheme(url), protocol, float(timeout), model
+        self.url, self.protocol, self.timeout, self.model = (
+            _strip_scheme(url),
+            protocol,
+            float(timeout),
+            model,
+        )
         self._mod, self._exc = _import(protocol)
         if protocol == "http":
             self._client = self._mod.InferenceServerClient(
-                self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
+                self.url, connection_timeout=self.timeout, network_timeout=self.timeout
+            )
         else:
             self._client = self._mod.InferenceServerClient(self.url)
 
     def _unavailable(self, e: Exception) -> ServerUnavailable:
-        return ServerUnavailable(f"no answer from Triton at {self.url} over {self.protocol} within "
-                                 f"{self.timeout:.0f} s ({type(e).__name__}: {e}); is the server "
-                                 "(`avs serve BUNDLE`) running and ready?")
+        return ServerUnavailable(
+            f"no answer from Triton at {self.url} over {self.protocol} within "
+            f"{self.timeout:.0f} s ({type(e).__name__}: {e}); is the server "
+            "(`avs serve BUNDLE`) running and ready?"
+        )
 
     def _call(self, fn, *args, **kw):
         try:
@@ -174,7 +214,13 @@ class TritonClient:
         except (OSError, TimeoutError, ConnectionError) as e:
             raise self._unavailable(e) from e
         except Exception as e:  # gevent / grpc raise their own types for a vanished server
-            if type(e).__module__.split(".")[0] in ("gevent", "geventhttpclient", "grpc", "socket", "ssl"):
+            if type(e).__module__.split(".")[0] in (
+                "gevent",
+                "geventhttpclient",
+                "grpc",
+                "socket",
+                "ssl",
+            ):
                 raise self._unavailable(e) from e
             raise
 
@@ -183,7 +229,8 @@ class TritonClient:
         try:
             kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
             return bool(self._call(self._client.is_server_ready, **kw)) and bool(
-                self._call(self._client.is_model_ready, self.model, **kw))
+                self._call(self._client.is_model_ready, self.model, **kw)
+            )
         except ClientError:
             return False
 
@@ -210,8 +257,15 @@ class TritonClient:
             raise InputError(f"dtype {dtype} has no Triton equivalent")
         return name
 
-    def segment(self, frames, audio, sample_rate: int | None = None, *, mode: str | None = None,
-                **params: Any) -> SegmentResult:
+    def segment(
+        self,
+        frames,
+        audio,
+        sample_rate: int | None = None,
+        *,
+        mode: str | None = None,
+        **params: Any,
+    ) -> SegmentResult:
         """Segment a clip on the server; arguments as :meth:`runtime.Pipeline.segment`.
 
         Returns a :class:`SegmentResult` (``masks``: N bool [H, W] arrays). Raises

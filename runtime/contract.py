@@ -76,46 +76,95 @@ def _t(name: str, *shape: int | str, dtype: str = "float32") -> TensorSpec:
 _WAVEFORM = (_t("waveform", "batch", "num_samples"),)
 _EMBEDDING = (_t("embedding", "batch", "dim"),)
 
-GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
-    GraphSpec("audioclip_audio", _WAVEFORM, _EMBEDDING,
-              "AudioCLIP audio tower: waveform (int16 units x preset scale, preprocessing.audio rate) -> embedding",
-              ("num_samples",)),
-    GraphSpec("audioclip_audio_1s", _WAVEFORM, _EMBEDDING,
-              "AudioCLIP audio tower for untiled 1-s clips (No-Prompt's reference input)",
-              ("num_samples", "sample_rate")),
-    GraphSpec("acfpn_audio", _WAVEFORM, _EMBEDDING,
-              "the AC-FPN checkpoint's own audio tower (same input as audioclip_audio)", ("num_samples",)),
-    GraphSpec("audioclip_image", (_t("image", "batch", 3, "size", "size"),),
-              (_t("global", "batch", "dim"), _t("dense", "batch", "dim", "grid", "grid"),
-               _t("surgery_dense", "batch", "dim", "grid", "grid")),
-              "CLIP RN50 visual tower: normalised image -> global, dense and CLIP-Surgery dense tokens"),
-    GraphSpec("acfpn", (_t("image", "batch", 3, "size", "size"), _t("audio_embedding", "batch", "dim")),
-              (_t("logits", "batch", 1, "size", "size"),),
-              "supervised AC-FPN: image + audio embedding -> mask logits"),
-    GraphSpec("sam_image_encoder", (_t("image", "batch", 3, "sam_size", "sam_size"),),
-              (_t("image_embeddings", "batch", "channels", "grid", "grid"),),
-              "SAM image encoder: normalised, padded image -> embedding"),
-    GraphSpec("sam_prompt_decoder",
-              (_t("image_embeddings", 1, "channels", "grid", "grid"), _t("point_coords", "prompts", "points", 2),
-               _t("point_labels", "prompts", "points"), _t("mask_input", "prompts", 1, "low", "low"),
-               _t("has_mask_input", 1)),
-              (_t("iou_predictions", "prompts", 4), _t("low_res_masks", "prompts", 4, "low", "low")),
-              "SAM prompt decoder: one embedding + P prompt sets -> IoU predictions and low-res logits of 4 masks"),
-    GraphSpec("sam_point_decoder",
-              (_t("image_embeddings", 1, "channels", "grid", "grid"), _t("point_coords", "prompts", "points", 2),
-               _t("point_labels", "prompts", "points")),
-              (_t("iou_predictions", "prompts", 4), _t("low_res_masks", "prompts", 4, "low", "low")),
-              "SAM prompt decoder without mask input (the image side shared by the P prompt sets; optional)"),
-    GraphSpec("clap_audio", _WAVEFORM, _EMBEDDING,
-              "CLAP audio tower (HTSAT): 48 kHz waveform -> embedding", ("num_samples", "sample_rate")),
-    GraphSpec("detector",
-              (_t("image", "batch", 3, "height", "width"), _t("encoded_text", "batch", "tokens", "width"),
-               _t("text_token_mask", "batch", "tokens", dtype="bool"),
-               _t("position_ids", "batch", "tokens", dtype="int64"),
-               _t("text_self_attention_masks", "batch", "tokens", "tokens", dtype="bool")),
-              (_t("scores", "batch", "queries"), _t("boxes", "batch", "queries", 4)),
-              "GroundingDINO: image + one label's text tensors -> query scores and normalised cxcywh boxes"),
-)}
+GRAPHS: dict[str, GraphSpec] = {
+    g.name: g
+    for g in (
+        GraphSpec(
+            "audioclip_audio",
+            _WAVEFORM,
+            _EMBEDDING,
+            "AudioCLIP audio tower: waveform (int16 units x preset scale, preprocessing.audio rate) -> embedding",
+            ("num_samples",),
+        ),
+        GraphSpec(
+            "audioclip_audio_1s",
+            _WAVEFORM,
+            _EMBEDDING,
+            "AudioCLIP audio tower for untiled 1-s clips (No-Prompt's reference input)",
+            ("num_samples", "sample_rate"),
+        ),
+        GraphSpec(
+            "acfpn_audio",
+            _WAVEFORM,
+            _EMBEDDING,
+            "the AC-FPN checkpoint's own audio tower (same input as audioclip_audio)",
+            ("num_samples",),
+        ),
+        GraphSpec(
+            "audioclip_image",
+            (_t("image", "batch", 3, "size", "size"),),
+            (
+                _t("global", "batch", "dim"),
+                _t("dense", "batch", "dim", "grid", "grid"),
+                _t("surgery_dense", "batch", "dim", "grid", "grid"),
+            ),
+            "CLIP RN50 visual tower: normalised image -> global, dense and CLIP-Surgery dense tokens",
+        ),
+        GraphSpec(
+            "acfpn",
+            (_t("image", "batch", 3, "size", "size"), _t("audio_embedding", "batch", "dim")),
+            (_t("logits", "batch", 1, "size", "size"),),
+            "supervised AC-FPN: image + audio embedding -> mask logits",
+        ),
+        GraphSpec(
+            "sam_image_encoder",
+            (_t("image", "batch", 3, "sam_size", "sam_size"),),
+            (_t("image_embeddings", "batch", "channels", "grid", "grid"),),
+            "SAM image encoder: normalised, padded image -> embedding",
+        ),
+        GraphSpec(
+            "sam_prompt_decoder",
+            (
+                _t("image_embeddings", 1, "channels", "grid", "grid"),
+                _t("point_coords", "prompts", "points", 2),
+                _t("point_labels", "prompts", "points"),
+                _t("mask_input", "prompts", 1, "low", "low"),
+                _t("has_mask_input", 1),
+            ),
+            (_t("iou_predictions", "prompts", 4), _t("low_res_masks", "prompts", 4, "low", "low")),
+            "SAM prompt decoder: one embedding + P prompt sets -> IoU predictions and low-res logits of 4 masks",
+        ),
+        GraphSpec(
+            "sam_point_decoder",
+            (
+                _t("image_embeddings", 1, "channels", "grid", "grid"),
+                _t("point_coords", "prompts", "points", 2),
+                _t("point_labels", "prompts", "points"),
+            ),
+            (_t("iou_predictions", "prompts", 4), _t("low_res_masks", "prompts", 4, "low", "low")),
+            "SAM prompt decoder without mask input (the image side shared by the P prompt sets; optional)",
+        ),
+        GraphSpec(
+            "clap_audio",
+            _WAVEFORM,
+            _EMBEDDING,
+            "CLAP audio tower (HTSAT): 48 kHz waveform -> embedding",
+            ("num_samples", "sample_rate"),
+        ),
+        GraphSpec(
+            "detector",
+            (
+                _t("image", "batch", 3, "height", "width"),
+                _t("encoded_text", "batch", "tokens", "width"),
+                _t("text_token_mask", "batch", "tokens", dtype="bool"),
+                _t("position_ids", "batch", "tokens", dtype="int64"),
+                _t("text_self_attention_masks", "batch", "tokens", "tokens", dtype="bool"),
+            ),
+            (_t("scores", "batch", "queries"), _t("boxes", "batch", "queries", 4)),
+            "GroundingDINO: image + one label's text tensors -> query scores and normalised cxcywh boxes",
+        ),
+    )
+}
 KNOWN_GRAPHS = tuple(GRAPHS)
 
 # Output names of audioclip_image, by role.
@@ -130,6 +179,8 @@ BOX_PROMPT_LABELS = "box_prompt"
 def detector_bank(input_name: str) -> str:
     """The bank holding the per-label values of detector input ``input_name`` ([N, L, ...], padded)."""
     return f"detector_{input_name}"
+
+
 _GRAPH_FIELDS = ("file", "sha256", "inputs", "outputs", "opset", "precision")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # ``graphs.<name>.agreement`` of a graph not in fp32: the minimum cosine between its outputs and the fp32
@@ -233,14 +284,38 @@ class DetectorSection:
 # section name -> (dataclass, field -> check, graphs that need the section)
 SECTIONS: dict[str, tuple[type, dict[str, str], tuple[str, ...]]] = {
     "image": (ImageSection, {"size": "pos_int", "mean": "triple", "std": "pos_triple"}, ()),
-    "audio": (AudioSection, {"sample_rate": "pos_int", "chunk_seconds": "pos_number", "tile": "pos_int"}, ()),
-    "sam": (SamSection, {"image_size": "pos_int", "patch_size": "pos_int", "pixel_mean": "triple",
-                         "pixel_std": "pos_triple", "mask_threshold": "number"},
-            ("sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder")),
-    "clap": (ClapSection, {"sample_rate": "pos_int", "chunk_seconds": "pos_number", "clip_samples": "pos_int"},
-             ("clap_audio",)),
-    "detector": (DetectorSection, {"short_side": "pos_int", "max_size": "pos_int_or_null", "mean": "triple",
-                                   "std": "pos_triple", "box_threshold": "unit"}, ("detector",)),
+    "audio": (
+        AudioSection,
+        {"sample_rate": "pos_int", "chunk_seconds": "pos_number", "tile": "pos_int"},
+        (),
+    ),
+    "sam": (
+        SamSection,
+        {
+            "image_size": "pos_int",
+            "patch_size": "pos_int",
+            "pixel_mean": "triple",
+            "pixel_std": "pos_triple",
+            "mask_threshold": "number",
+        },
+        ("sam_image_encoder", "sam_prompt_decoder", "sam_point_decoder"),
+    ),
+    "clap": (
+        ClapSection,
+        {"sample_rate": "pos_int", "chunk_seconds": "pos_number", "clip_samples": "pos_int"},
+        ("clap_audio",),
+    ),
+    "detector": (
+        DetectorSection,
+        {
+            "short_side": "pos_int",
+            "max_size": "pos_int_or_null",
+            "mean": "triple",
+            "std": "pos_triple",
+            "box_threshold": "unit",
+        },
+        ("detector",),
+    ),
 }
 REQUIRED_SECTIONS = ("image", "audio")
 
@@ -280,8 +355,11 @@ class Preset:
 
 
 PRESET_CONSTANTS: dict[str, str] = {
-    "audio_input_scale": "pos_number", "heatmap_reverse": "bool", "image_antialias": "bool",
-    "zero_shot_quirks": "bool", "short_clip": "short_clip",
+    "audio_input_scale": "pos_number",
+    "heatmap_reverse": "bool",
+    "image_antialias": "bool",
+    "zero_shot_quirks": "bool",
+    "short_clip": "short_clip",
 }
 PRESET_NAMES = ("default", "sam4avs")  # the presets build_engines writes; a bundle may add others
 
@@ -290,7 +368,9 @@ PRESET_NAMES = ("default", "sam4avs")  # the presets build_engines writes; a bun
 
 
 def _fail(where: str, field_path: str, msg: str) -> BundleError:
-    return BundleError(f"{where}: field {field_path!r} {msg}; rebuild the bundle with export/build_engines.py")
+    return BundleError(
+        f"{where}: field {field_path!r} {msg}; rebuild the bundle with export/build_engines.py"
+    )
 
 
 def _check(where: str, path: str, value: Any, kind: str) -> None:
@@ -301,7 +381,11 @@ def _check(where: str, path: str, value: Any, kind: str) -> None:
 
 def _check_tensors(where: str, path: str, got: Any, want: tuple[TensorSpec, ...]) -> None:
     if not isinstance(got, list) or len(got) != len(want):
-        raise _fail(where, path, f"must be a list of {len(want)} tensor specs {[t.name for t in want]}, got {got!r}")
+        raise _fail(
+            where,
+            path,
+            f"must be a list of {len(want)} tensor specs {[t.name for t in want]}, got {got!r}",
+        )
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         p = f"{path}[{i}]"
         if not isinstance(g, dict):
@@ -311,9 +395,19 @@ def _check_tensors(where: str, path: str, got: Any, want: tuple[TensorSpec, ...]
         if "dtype" in g and g["dtype"] != w.dtype:
             raise _fail(where, f"{p}.dtype", f"must be {w.dtype!r}, got {g['dtype']!r}")
         shape = g.get("shape")
-        if not isinstance(shape, list) or len(shape) != len(w.shape) \
-                or not all((isinstance(d, int) and not isinstance(d, bool) and d > 0) or isinstance(d, str) for d in shape):
-            raise _fail(where, f"{p}.shape", f"must be a list of {len(w.shape)} dims (positive ints or names), got {shape!r}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) != len(w.shape)
+            or not all(
+                (isinstance(d, int) and not isinstance(d, bool) and d > 0) or isinstance(d, str)
+                for d in shape
+            )
+        ):
+            raise _fail(
+                where,
+                f"{p}.shape",
+                f"must be a list of {len(w.shape)} dims (positive ints or names), got {shape!r}",
+            )
         for d, wd in zip(shape, w.shape, strict=True):
             if isinstance(wd, int) and isinstance(d, int) and d != wd:
                 raise _fail(where, f"{p}.shape", f"must be {list(w.shape)}, got {shape!r}")
@@ -332,15 +426,23 @@ def validate_graph_entry(where: str, name: str, g: Any, graphs: Mapping[str, Any
     if not isinstance(g["file"], str) or not g["file"]:
         raise _fail(where, f"{path}.file", f"must be a file name, got {g['file']!r}")
     if not isinstance(g["sha256"], str) or len(g["sha256"]) != 64:
-        raise _fail(where, f"{path}.sha256", f"must be a 64-character hex digest, got {g['sha256']!r}")
+        raise _fail(
+            where, f"{path}.sha256", f"must be a 64-character hex digest, got {g['sha256']!r}"
+        )
     _check(where, f"{path}.opset", g["opset"], "pos_int")
     if g["precision"] not in PRECISIONS:
-        raise _fail(where, f"{path}.precision", f"must be one of {list(PRECISIONS)}, got {g['precision']!r}")
+        raise _fail(
+            where, f"{path}.precision", f"must be one of {list(PRECISIONS)}, got {g['precision']!r}"
+        )
     if g["precision"] != "fp32" or "agreement" in g:
         agr = g.get("agreement")
         if not isinstance(agr, dict):
-            raise _fail(where, f"{path}.agreement", f"must be an object {sorted(AGREEMENT_FIELDS)} (the measured "
-                        f"agreement of this {g['precision']} graph with fp32), got {agr!r}")
+            raise _fail(
+                where,
+                f"{path}.agreement",
+                f"must be an object {sorted(AGREEMENT_FIELDS)} (the measured "
+                f"agreement of this {g['precision']} graph with fp32), got {agr!r}",
+            )
         for f, kind in AGREEMENT_FIELDS.items():
             _check(where, f"{path}.agreement.{f}", agr.get(f), kind)
     spec = GRAPHS[name]
@@ -351,7 +453,9 @@ def validate_graph_entry(where: str, name: str, g: Any, graphs: Mapping[str, Any
     if name == "acfpn":
         ag = g.get("audio_graph", "audioclip_audio")
         if ag not in ("audioclip_audio", "acfpn_audio") or ag not in graphs:
-            raise _fail(where, f"{path}.audio_graph", f"must name an audio graph of the bundle, got {ag!r}")
+            raise _fail(
+                where, f"{path}.audio_graph", f"must name an audio graph of the bundle, got {ag!r}"
+            )
         s = g.get("audio_input_scale")
         if s is not None:
             _check(where, f"{path}.audio_input_scale", s, "pos_number")
@@ -376,14 +480,23 @@ def _preset(where: str, name: str, raw: Any) -> Preset:
     path = f"presets.{name}"
     if not isinstance(raw, dict):
         raise _fail(where, path, f"must be an object, got {raw!r}")
-    raw = {"zero_shot_quirks": name == "sam4avs", **raw}  # bundles built before these constants existed
+    raw = {
+        "zero_shot_quirks": name == "sam4avs",
+        **raw,
+    }  # bundles built before these constants existed
     raw = {"short_clip": "refuse" if raw["zero_shot_quirks"] is True else "repeat", **raw}
     for key, kind in PRESET_CONSTANTS.items():
         if key not in raw:
             raise _fail(where, f"{path}.{key}", "is missing")
         _check(where, f"{path}.{key}", raw[key], kind)
-    return Preset(name, float(raw["audio_input_scale"]), raw["heatmap_reverse"], raw["image_antialias"],
-                  raw["zero_shot_quirks"], raw["short_clip"])
+    return Preset(
+        name,
+        float(raw["audio_input_scale"]),
+        raw["heatmap_reverse"],
+        raw["image_antialias"],
+        raw["zero_shot_quirks"],
+        raw["short_clip"],
+    )
 
 
 @dataclass(frozen=True)
@@ -409,10 +522,16 @@ def validate_manifest(m: Any, where: str) -> Contract:
         raise _fail(where, "schema", f"must be {SCHEMA!r}, got {m['schema']!r}")
     v = m["schema_version"]
     if not isinstance(v, int) or isinstance(v, bool):
-        raise _fail(where, "schema_version", f"must be an integer (this runtime reads {SCHEMA_VERSION}), got {v!r}")
+        raise _fail(
+            where,
+            "schema_version",
+            f"must be an integer (this runtime reads {SCHEMA_VERSION}), got {v!r}",
+        )
     if v != SCHEMA_VERSION:
-        raise BundleError(f"{where}: schema_version {v} is not supported by this runtime (it reads "
-                          f"{SCHEMA_VERSION}); rebuild the bundle with export/build_engines.py")
+        raise BundleError(
+            f"{where}: schema_version {v} is not supported by this runtime (it reads "
+            f"{SCHEMA_VERSION}); rebuild the bundle with export/build_engines.py"
+        )
     graphs = m["graphs"]
     if not isinstance(graphs, dict) or not graphs:
         raise _fail(where, "graphs", f"must be a non-empty object of graph entries, got {graphs!r}")
@@ -427,26 +546,47 @@ def validate_manifest(m: Any, where: str) -> Contract:
         if name in pre:
             sections[name] = _section(where, name, pre[name])
         elif required:
-            raise _fail(where, f"preprocessing.{name}", "is missing"
-                        + (f" (graphs {[g for g in needed_by if g in graphs]} need it)" if needed_by else ""))
+            raise _fail(
+                where,
+                f"preprocessing.{name}",
+                "is missing"
+                + (
+                    f" (graphs {[g for g in needed_by if g in graphs]} need it)"
+                    if needed_by
+                    else ""
+                ),
+            )
     presets = m["presets"]
     if not isinstance(presets, dict) or not presets:
         raise _fail(where, "presets", f"must be a non-empty object of presets, got {presets!r}")
     typed = {name: _preset(where, name, p) for name, p in presets.items()}
     default = m.get("default_preset", "default")
     if default not in typed:
-        raise _fail(where, "default_preset", f"must name one of the presets {sorted(typed)}, got {default!r}")
+        raise _fail(
+            where,
+            "default_preset",
+            f"must name one of the presets {sorted(typed)}, got {default!r}",
+        )
     if not isinstance(m["weights"], dict):
         raise _fail(where, "weights", f"must be an object, got {m['weights']!r}")
     for key in ("banks", "labels"):
         if key in m and not isinstance(m[key], dict):
             raise _fail(where, key, f"must be an object, got {m[key]!r}")
     for name, b in m.get("banks", {}).items():
-        if not isinstance(b, dict) or not isinstance(b.get("file"), str) or not isinstance(b.get("sha256"), str):
-            raise _fail(where, f"banks.{name}", f"must be an object with file and sha256, got {b!r}")
+        if (
+            not isinstance(b, dict)
+            or not isinstance(b.get("file"), str)
+            or not isinstance(b.get("sha256"), str)
+        ):
+            raise _fail(
+                where, f"banks.{name}", f"must be an object with file and sha256, got {b!r}"
+            )
     for name, lab in m.get("labels", {}).items():
-        if not isinstance(lab, dict) or not isinstance(lab.get("names"), list) \
-                or not all(isinstance(x, str) for x in lab["names"]):
+        if (
+            not isinstance(lab, dict)
+            or not isinstance(lab.get("names"), list)
+            or not all(isinstance(x, str) for x in lab["names"])
+        ):
             raise _fail(where, f"labels.{name}.names", "must be a list of strings")
     return Contract(sections, typed, default)
 

@@ -32,7 +32,9 @@ def audio_image_heatmap(
     if dense.ndim != 4:
         raise InputError(f"dense tokens must be [N, D, h, w], got shape {dense.shape}")
     if audio_embedding.ndim != 2 or audio_embedding.shape != dense.shape[:2]:
-        raise InputError(f"audio embedding must be [N, D] = {dense.shape[:2]}, got {audio_embedding.shape}")
+        raise InputError(
+            f"audio embedding must be [N, D] = {dense.shape[:2]}, got {audio_embedding.shape}"
+        )
     n, d, h, w = dense.shape
     r = l2_normalize(dense.reshape(n, d, h * w), axis=1)
     a = l2_normalize(audio_embedding, axis=1)

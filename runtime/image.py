@@ -30,7 +30,9 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
         return a
     if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "L", "1", "RGB", "RGBX", "F"):
         if img.mode == "F":
-            raise InputError("32-bit float image files are not supported; save frames as 8- or 16-bit")
+            raise InputError(
+                "32-bit float image files are not supported; save frames as 8- or 16-bit"
+            )
         return np.asarray(img.convert("RGB"))
     return np.asarray(img.convert("RGB"))
 
@@ -61,7 +63,9 @@ def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
     elif isinstance(frame, np.ndarray):
         arr = frame
     else:
-        raise InputError(f"{name}: expected a uint8 HxWx3 array or an image path, got {type(frame).__name__}")
+        raise InputError(
+            f"{name}: expected a uint8 HxWx3 array or an image path, got {type(frame).__name__}"
+        )
     if arr.dtype == np.uint16:
         arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     elif arr.dtype != np.uint8:
@@ -72,7 +76,9 @@ def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise InputError(f"{name}: expected shape [H, W, 3] (or [H, W], [H, W, 1], [H, W, 4]), got {arr.shape}")
+        raise InputError(
+            f"{name}: expected shape [H, W, 3] (or [H, W], [H, W, 1], [H, W, 4]), got {arr.shape}"
+        )
     _check_size(arr.shape[0], arr.shape[1], name)
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
@@ -83,7 +89,9 @@ def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
 
 def _check_size(h: int, w: int, name: str) -> None:
     if min(h, w) < MIN_SIDE:
-        raise InputError(f"{name}: frame of {h}x{w} px is too small (each side must be >= {MIN_SIDE} px)")
+        raise InputError(
+            f"{name}: frame of {h}x{w} px is too small (each side must be >= {MIN_SIDE} px)"
+        )
     if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
         raise InputError(
             f"{name}: frame of {h}x{w} px is too large (limit {MAX_SIDE} px per side and "
@@ -96,8 +104,10 @@ def load_frames(frames: Sequence[FrameLike] | np.ndarray) -> list[np.ndarray]:
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         frames = list(frames)
     if isinstance(frames, str | Path | np.ndarray) or not isinstance(frames, Iterable):
-        raise InputError("frames must be a sequence of frames (uint8 [H, W, 3] arrays or image paths), "
-                         f"or an [N, H, W, 3] array; got {type(frames).__name__}")
+        raise InputError(
+            "frames must be a sequence of frames (uint8 [H, W, 3] arrays or image paths), "
+            f"or an [N, H, W, 3] array; got {type(frames).__name__}"
+        )
     frames = list(frames)
     if not frames:
         raise InputError("no frames given")
@@ -142,8 +152,12 @@ def clip_preprocess(
     m = np.asarray(mean, np.float32).reshape(3, 1, 1)
     s = np.asarray(std, np.float32).reshape(3, 1, 1)
     for i, f in enumerate(frames):
-        if not (isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3):
-            raise InputError(f"frame {i}: expected uint8 [H, W, 3], got {getattr(f, 'dtype', type(f))} {getattr(f, 'shape', '')}")
+        if not (
+            isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3
+        ):
+            raise InputError(
+                f"frame {i}: expected uint8 [H, W, 3], got {getattr(f, 'dtype', type(f))} {getattr(f, 'shape', '')}"
+            )
         x = f.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
         h, w = x.shape[1:]
         rh, rw = shorter_side_size(h, w, size)

@@ -59,13 +59,20 @@ def encoder_bytes_per_frame(entry: Mapping[str, Any]) -> int:
     n = 1
     for d in shape:
         if not isinstance(d, int) or d < 1:
-            raise InputError(f"cannot estimate the encoder's memory: input shape {shape} is not fixed")
+            raise InputError(
+                f"cannot estimate the encoder's memory: input shape {shape} is not fixed"
+            )
         n *= d
     return FALLBACK_BYTES_PER_INPUT_BYTE * 4 * n
 
 
-def encoder_batch(bytes_per_frame: int, available_bytes: int | None, *, cap: int,
-                  fraction: float = BUDGET_FRACTION) -> int:
+def encoder_batch(
+    bytes_per_frame: int,
+    available_bytes: int | None,
+    *,
+    cap: int,
+    fraction: float = BUDGET_FRACTION,
+) -> int:
     """Frames per encoder call: the largest batch <= ``cap`` whose activations
     (``bytes_per_frame`` each) fit in ``fraction`` of ``available_bytes``; at least 1.
 

@@ -66,7 +66,9 @@ def _as_nhw(a, name: str) -> np.ndarray:
         except Exception as e:  # pragma: no cover - exotic inputs
             raise InputError(f"{name}: expected an array [N, H, W], got {type(a).__name__}") from e
     if a.dtype == object or not (
-        a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+        a.dtype == np.bool_
+        or np.issubdtype(a.dtype, np.integer)
+        or np.issubdtype(a.dtype, np.floating)
     ):
         raise InputError(
             f"{name}: expected a real numeric or bool array [N, H, W], got dtype {a.dtype}"

@@ -72,8 +72,10 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool = False) -> Path:
         raise OutputError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise OutputError(f"output folder {out} is not empty; choose another or pass --overwrite "
-                              "(overwrite=True), which replaces an earlier run's outputs")
+            raise OutputError(
+                f"output folder {out} is not empty; choose another or pass --overwrite "
+                "(overwrite=True), which replaces an earlier run's outputs"
+            )
         for name in OUTPUT_NAMES:
             for p in (out / name, _part(out / name)):
                 if p.is_dir() and not p.is_symlink():
@@ -147,7 +149,9 @@ def heatmap_image(score_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return _colormap(_nearest(m, hw))
 
 
-def draw_prompts(image: Image.Image, prompt: dict[str, Any], *, scale: tuple[float, float] = (1.0, 1.0)) -> None:
+def draw_prompts(
+    image: Image.Image, prompt: dict[str, Any], *, scale: tuple[float, float] = (1.0, 1.0)
+) -> None:
     """Draw a mode's prompts on ``image`` (frame pixels times ``scale`` (sx, sy)): ``points`` [K, 2]
     (x, y) with ``labels`` [K] (1 foreground: green, 0 background: red), ``box`` [4] and
     ``boxes_xyxy`` [[x0, y0, x1, y1], ...] (yellow), ``boxes`` [[x, y, w, h], ...] (thin yellow).
@@ -168,8 +172,12 @@ def draw_prompts(image: Image.Image, prompt: dict[str, Any], *, scale: tuple[flo
         labels = np.ones(len(pts)) if labels is None else np.asarray(labels).reshape(-1)
         for (x, y), lab in zip(pts, labels, strict=False):
             cx, cy = x * sx, y * sy
-            d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=FG if int(lab) == 1 else BG,
-                      outline=(255, 255, 255), width=max(1, lw))
+            d.ellipse(
+                [cx - r, cy - r, cx + r, cy + r],
+                fill=FG if int(lab) == 1 else BG,
+                outline=(255, 255, 255),
+                width=max(1, lw),
+            )
     xyxy = prompt.get("boxes_xyxy")
     if xyxy is not None and len(xyxy):
         for b in np.asarray(xyxy, np.float64).reshape(-1, 4):
@@ -182,15 +190,28 @@ def draw_prompts(image: Image.Image, prompt: dict[str, Any], *, scale: tuple[flo
             rect((x, y, x + w, y + h), lw)
 
 
-def render_overlay(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any] | None = None, *,
-                   score_map: np.ndarray | None = None, label: str | None = None,
-                   alpha: float = 0.5) -> np.ndarray:
+def render_overlay(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    prompt: dict[str, Any] | None = None,
+    *,
+    score_map: np.ndarray | None = None,
+    label: str | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
     """The frame (uint8 RGB [H, W, 3]) with ``mask`` (bool [h, w]; nearest-resized to H x W when
     different) tinted over it and outlined, the prompts drawn (:func:`draw_prompts`, frame pixels),
     ``score_map`` (float [h, w]) as an inset in the top-right corner, and ``label`` written at the
     top left. Returns uint8 RGB [H, W, 3]."""
-    if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
-        raise InputError(f"frame: expected uint8 [H, W, 3], got {getattr(frame, 'dtype', type(frame))} {getattr(frame, 'shape', '')}")
+    if not (
+        isinstance(frame, np.ndarray)
+        and frame.dtype == np.uint8
+        and frame.ndim == 3
+        and frame.shape[2] == 3
+    ):
+        raise InputError(
+            f"frame: expected uint8 [H, W, 3], got {getattr(frame, 'dtype', type(frame))} {getattr(frame, 'shape', '')}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     h, w = frame.shape[:2]
@@ -222,8 +243,14 @@ def render_overlay(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any] |
     return np.asarray(img)
 
 
-def figure(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any], *, heatmap: np.ndarray | None = None,
-           title: str = "") -> np.ndarray:
+def figure(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    prompt: dict[str, Any],
+    *,
+    heatmap: np.ndarray | None = None,
+    title: str = "",
+) -> np.ndarray:
     """A figure for one frame: [frame + prompts | heatmap + prompts (if given) | overlay], each panel
     captioned, ``title`` above. ``heatmap``: float [h, w] over the whole frame (stretched to it).
     Returns uint8 RGB [H', W', 3]."""
@@ -231,13 +258,25 @@ def figure(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any], *, heatm
     panels: list[tuple[str, Image.Image]] = []
     a = Image.fromarray(frame)
     draw_prompts(a, prompt)
-    drawn = any(prompt.get(k) is not None and len(prompt.get(k)) for k in ("points", "box", "boxes_xyxy", "boxes"))
-    panels.append(("frame + prompts (green +, red -, yellow box)" if drawn else "frame (this mode uses no prompt)", a))
+    drawn = any(
+        prompt.get(k) is not None and len(prompt.get(k))
+        for k in ("points", "box", "boxes_xyxy", "boxes")
+    )
+    panels.append(
+        (
+            "frame + prompts (green +, red -, yellow box)"
+            if drawn
+            else "frame (this mode uses no prompt)",
+            a,
+        )
+    )
     if heatmap is not None:
         b = Image.fromarray(heatmap_image(heatmap, (h, w)))
         draw_prompts(b, prompt)
         panels.append(("audio-image heatmap (blue low, red high)", b))
-    panels.append(("mask tinted over the frame", Image.fromarray(render_overlay(frame, mask, prompt))))
+    panels.append(
+        ("mask tinted over the frame", Image.fromarray(render_overlay(frame, mask, prompt)))
+    )
     pad, cap, top = 8, 18, 22 if title else 4
     W = len(panels) * (w + pad) + pad
     H = top + h + cap + pad
@@ -262,9 +301,17 @@ class VideoWriter:
     """Encode RGB frames (uint8 [H, W, 3], all the same size) to an MP4/MKV at ``fps``, optionally
     with mono or stereo float audio (``add_audio``). Odd sizes are padded by one edge pixel for H.264."""
 
-    def __init__(self, path: str | Path, fps: Fraction | float, *, audio_rate: int | None = None,
-                 audio_channels: int = 1, codec: str | None = None, pix_fmt: str = "yuv420p",
-                 format: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        fps: Fraction | float,
+        *,
+        audio_rate: int | None = None,
+        audio_channels: int = 1,
+        codec: str | None = None,
+        pix_fmt: str = "yuv420p",
+        format: str | None = None,
+    ):
         av = require_av()
         self.path = Path(path)
         self._c = av.open(str(self.path), "w", format=format)
@@ -281,7 +328,12 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         av = require_av()
-        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
+        if not (
+            isinstance(frame, np.ndarray)
+            and frame.dtype == np.uint8
+            and frame.ndim == 3
+            and frame.shape[2] == 3
+        ):
             raise InputError("VideoWriter.write: expected uint8 [H, W, 3]")
         if self._pix == "yuv420p":
             ph, pw = frame.shape[0] % 2, frame.shape[1] % 2
@@ -294,8 +346,10 @@ class VideoWriter:
             if self._codec == "libx264":
                 self._v.options = {"crf": "20", "preset": "veryfast"}
         elif (frame.shape[1], frame.shape[0]) != (self._v.width, self._v.height):
-            raise InputError(f"VideoWriter.write: frame {frame.shape[1]}x{frame.shape[0]} differs from the "
-                             f"first, {self._v.width}x{self._v.height}")
+            raise InputError(
+                f"VideoWriter.write: frame {frame.shape[1]}x{frame.shape[0]} differs from the "
+                f"first, {self._v.width}x{self._v.height}"
+            )
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self._n
         vf.time_base = Fraction(1) / self._fps
@@ -311,7 +365,9 @@ class VideoWriter:
         x = np.asarray(x, np.float32)
         x = x[None] if x.ndim == 1 else x
         if x.shape[0] != self._achannels:
-            raise InputError(f"add_audio: expected {self._achannels} channel(s), got shape {x.shape}")
+            raise InputError(
+                f"add_audio: expected {self._achannels} channel(s), got shape {x.shape}"
+            )
         for i in range(0, x.shape[1], 4096):
             chunk = np.ascontiguousarray(np.clip(x[:, i : i + 4096], -1, 1))
             af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._a.layout.name)
@@ -339,14 +395,29 @@ class VideoWriter:
         self.close()
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fraction, *,
-                audio: np.ndarray | None = None, sample_rate: int | None = None, codec: str | None = None,
-                pix_fmt: str = "yuv420p", format: str | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float | Fraction,
+    *,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    format: str | None = None,
+) -> Path:
     """Write frames (uint8 RGB [H, W, 3]) and optional audio (float32 [T] or [C, T] in [-1, 1] at
     ``sample_rate``) to a video file (container from the suffix or ``format``)."""
     ch = 1 if audio is None or np.ndim(audio) == 1 else int(np.shape(audio)[0])
-    with VideoWriter(path, fps, audio_rate=sample_rate if audio is not None else None, audio_channels=ch,
-                     codec=codec, pix_fmt=pix_fmt, format=format) as w:
+    with VideoWriter(
+        path,
+        fps,
+        audio_rate=sample_rate if audio is not None else None,
+        audio_channels=ch,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        format=format,
+    ) as w:
         for f in frames:
             w.write(f)
         if audio is not None:
@@ -444,14 +515,29 @@ def _label(res, mode: str, j: int, t: float) -> str:
     return f"{mode}  #{j}  t={t:.2f}s{tag}"
 
 
-def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: str | None = None,
-                            sampling: str = "avsbench", fps: float | None = None, start: float = 0.0,
-                            duration: float | None = None, audio=None, sample_rate: int | None = None,
-                            overwrite: bool = False, overlay: bool = True, masks: bool = True,
-                            jsonl: bool = True, figure_png: bool = True, figure_sample: int | None = None,
-                            window_seconds: float = 4.0, max_window_frames: int = 32,
-                            progress: Callable[[int, int], Any] | None = None,
-                            **params: Any) -> dict[str, Any]:
+def segment_video_to_folder(
+    pipe,
+    video: str | Path,
+    out: str | Path,
+    *,
+    mode: str | None = None,
+    sampling: str = "avsbench",
+    fps: float | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio=None,
+    sample_rate: int | None = None,
+    overwrite: bool = False,
+    overlay: bool = True,
+    masks: bool = True,
+    jsonl: bool = True,
+    figure_png: bool = True,
+    figure_sample: int | None = None,
+    window_seconds: float = 4.0,
+    max_window_frames: int = 32,
+    progress: Callable[[int, int], Any] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Segment a video and write the outputs (module docstring) into ``out``, window by window.
 
     Everything is checked before inference (mode, parameters names, the video, the sampling, the
@@ -463,14 +549,21 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
     info: VideoInfo = probe(video)
     plan: FramePlan = plan_frames(info, sampling=sampling, fps=fps, start=start, duration=duration)
     if audio is None and not info.has_audio:
-        raise InputError(f"{video} has no audio track; pass the audio separately (audio= a WAV path, or "
-                         "an array with sample_rate=; CLI: --audio file.wav)")
+        raise InputError(
+            f"{video} has no audio track; pass the audio separately (audio= a WAV path, or "
+            "an array with sample_rate=; CLI: --audio file.wav)"
+        )
     total = len(plan)
     fig_j = total // 2 if figure_sample is None else int(figure_sample)
     if not 0 <= fig_j < total:
         raise InputError(f"figure_sample must be in [0, {total}), got {figure_sample}")
     out = prepare_output_dir(out, overwrite=overwrite)
-    paths = {"overlay": out / OVERLAY, "masks": out / MASKS, "jsonl": out / JSONL, "figure": out / FIGURE}
+    paths = {
+        "overlay": out / OVERLAY,
+        "masks": out / MASKS,
+        "jsonl": out / JSONL,
+        "figure": out / FIGURE,
+    }
     mask_tmp, jsonl_tmp = _part(paths["masks"]), _part(paths["jsonl"])
     video_tmp = out / ".overlay-video-only.mp4.part"
     overlay_tmp = _part(paths["overlay"])
@@ -489,46 +582,110 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
         if overlay:
             writer = VideoWriter(video_tmp, plan.out_fps, format="mp4")
         header_done = False
-        for win, res in iter_segment_video(pipe, video, mode=mode, info=info, plan=plan, audio=audio,
-                                           sample_rate=sample_rate, window_seconds=window_seconds,
-                                           max_window_frames=max_window_frames, progress=progress, **params):
+        for win, res in iter_segment_video(
+            pipe,
+            video,
+            mode=mode,
+            info=info,
+            plan=plan,
+            audio=audio,
+            sample_rate=sample_rate,
+            window_seconds=window_seconds,
+            max_window_frames=max_window_frames,
+            progress=progress,
+            **params,
+        ):
             info_d = res.info()
             if jf is not None and not header_done:
-                jf.write(json.dumps({
-                    "type": "video", "file": str(video), "width": info.width, "height": info.height,
-                    "fps": float(info.fps), "num_frames": info.num_frames, "sampling": plan.sampling,
-                    "sample_fps": float(plan.out_fps), "samples": total, "mode": res.mode, "preset": res.preset,
-                    "params": jsonable(params), "random_weights": bool(res.random_weights),
-                    "providers": res.providers, "precision": info_d["precision"],
-                    "rle": "COCO, column-major, counts as the pycocotools compact string",
-                }) + "\n")
+                jf.write(
+                    json.dumps(
+                        {
+                            "type": "video",
+                            "file": str(video),
+                            "width": info.width,
+                            "height": info.height,
+                            "fps": float(info.fps),
+                            "num_frames": info.num_frames,
+                            "sampling": plan.sampling,
+                            "sample_fps": float(plan.out_fps),
+                            "samples": total,
+                            "mode": res.mode,
+                            "preset": res.preset,
+                            "params": jsonable(params),
+                            "random_weights": bool(res.random_weights),
+                            "providers": res.providers,
+                            "precision": info_d["precision"],
+                            "rle": "COCO, column-major, counts as the pycocotools compact string",
+                        }
+                    )
+                    + "\n"
+                )
                 header_done = True
             for i, j in enumerate(win.positions):
                 frame, mask, prompt = win.frames[i], res.masks[i], res.prompts[i]
                 score = res.scores[i] if i < len(res.scores) else None
                 smap = score if score is not None and score.ndim == 2 else None
                 if writer is not None:
-                    writer.write(render_overlay(frame, mask, prompt, score_map=smap,
-                                                label=_label(res, res.mode, j, win.times[i])))
+                    writer.write(
+                        render_overlay(
+                            frame,
+                            mask,
+                            prompt,
+                            score_map=smap,
+                            label=_label(res, res.mode, j, win.times[i]),
+                        )
+                    )
                 if masks:
                     full = _nearest(mask, frame.shape[:2])
                     save_png_atomic(mask_tmp / f"{j:06d}.png", full.astype(np.uint8) * 255)
                 if jf is not None:
-                    rec = {"type": "frame", "sample": j, "video_frame": win.indices[i], "time": win.times[i],
-                           **info_d["frames"][i], "rle": rle.encode(mask)}
+                    rec = {
+                        "type": "frame",
+                        "sample": j,
+                        "video_frame": win.indices[i],
+                        "time": win.times[i],
+                        **info_d["frames"][i],
+                        "rle": rle.encode(mask),
+                    }
                     jf.write(json.dumps(rec) + "\n")
                 if figure_png and j == fig_j:
-                    fig_data = (frame, mask, dict(prompt), smap, win.audio[i * win.sample_rate : (i + 1) * win.sample_rate],
-                                win.sample_rate, res.random_weights, res.mode, win.times[i])
+                    fig_data = (
+                        frame,
+                        mask,
+                        dict(prompt),
+                        smap,
+                        win.audio[i * win.sample_rate : (i + 1) * win.sample_rate],
+                        win.sample_rate,
+                        res.random_weights,
+                        res.mode,
+                        win.times[i],
+                    )
             for k, v in res.timings.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if jf is not None:
-                jf.write(json.dumps({"type": "window", "samples": [win.positions[0], win.positions[-1]],
-                                     "timings_ms": jsonable(res.timings)}) + "\n")
+                jf.write(
+                    json.dumps(
+                        {
+                            "type": "window",
+                            "samples": [win.positions[0], win.positions[-1]],
+                            "timings_ms": jsonable(res.timings),
+                        }
+                    )
+                    + "\n"
+                )
         seconds = time.perf_counter() - t_start
         if jf is not None:
-            jf.write(json.dumps({"type": "summary", "samples": total, "seconds": seconds,
-                                 "timings_ms": jsonable(sums)}) + "\n")
+            jf.write(
+                json.dumps(
+                    {
+                        "type": "summary",
+                        "samples": total,
+                        "seconds": seconds,
+                        "timings_ms": jsonable(sums),
+                    }
+                )
+                + "\n"
+            )
             jf.close()
             jf = None
             os.replace(jsonl_tmp, paths["jsonl"])
@@ -547,7 +704,9 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
             if audio is None:
                 with _open(video) as c:
                     vs = c.streams.video[0]
-                    origin = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+                    origin = (
+                        float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+                    )
                 track = _source_audio(video, t0, t1, origin)
             else:
                 from runtime.video import _external_audio
@@ -563,8 +722,9 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
             heat = smap
             if heat is None and mname != "heatmap":
                 heat = _heatmap_of(pipe, frame, wav, rate)
-            title = (f"{Path(str(video)).name}  sample {fig_j} (t = {t:.2f} s)  mode {mname}"
-                     + ("  -- RANDOM WEIGHTS: the mask and heatmap mean nothing" if rnd else ""))
+            title = f"{Path(str(video)).name}  sample {fig_j} (t = {t:.2f} s)  mode {mname}" + (
+                "  -- RANDOM WEIGHTS: the mask and heatmap mean nothing" if rnd else ""
+            )
             save_png_atomic(paths["figure"], figure(frame, mask, prompt, heatmap=heat, title=title))
             written["figure"] = str(paths["figure"])
     finally:
@@ -580,5 +740,13 @@ def segment_video_to_folder(pipe, video: str | Path, out: str | Path, *, mode: s
                 shutil.rmtree(p, ignore_errors=True)
             elif p.exists():
                 p.unlink()
-    return {"out": str(out), "files": written, "samples": total, "seconds": time.perf_counter() - t_start,
-            "mode": mode, "sampling": plan.sampling, "video": info.describe(), "random_weights": random_weights}
+    return {
+        "out": str(out),
+        "files": written,
+        "samples": total,
+        "seconds": time.perf_counter() - t_start,
+        "mode": mode,
+        "sampling": plan.sampling,
+        "video": info.describe(),
+        "random_weights": random_weights,
+    }

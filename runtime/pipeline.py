@@ -61,8 +61,14 @@ class Pipeline:
         self._lock = threading.RLock()
         self._sam: SamRunner | None = None
         self._banks: dict[str, np.ndarray] = {}
-        if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) or not 0 <= cache_mb < 1e7:
-            raise InputError(f"cache_mb must be a number of MiB >= 0 (0 disables the cache), got {cache_mb!r}")
+        if (
+            isinstance(cache_mb, bool)
+            or not isinstance(cache_mb, (int, float))
+            or not 0 <= cache_mb < 1e7
+        ):
+            raise InputError(
+                f"cache_mb must be a number of MiB >= 0 (0 disables the cache), got {cache_mb!r}"
+            )
         self.cache = EmbeddingCache(int(cache_mb * 2**20))
         self._calls = threading.local()  # per-thread cache hits of the running segment call
 
@@ -80,21 +86,28 @@ class Pipeline:
             data = self.bundle.graph_bytes(graph)
             try:
                 sess, info = create_session(
-                    data, graph=graph, providers=self._providers,
-                    provider_options=self._provider_options, threads=self._threads,
+                    data,
+                    graph=graph,
+                    providers=self._providers,
+                    provider_options=self._provider_options,
+                    threads=self._threads,
                 )
             except Exception as e:  # onnxruntime raises its own types for a damaged model
                 if type(e).__module__.startswith("onnxruntime"):
-                    raise BundleError(f"graph {graph!r} of bundle {self.bundle.root} cannot be loaded by "
-                                      f"onnxruntime ({type(e).__name__}: {str(e)[:300]}); rebuild the bundle") from e
+                    raise BundleError(
+                        f"graph {graph!r} of bundle {self.bundle.root} cannot be loaded by "
+                        f"onnxruntime ({type(e).__name__}: {str(e)[:300]}); rebuild the bundle"
+                    ) from e
                 raise
             spec = GRAPHS[graph]
             got_in = [i.name for i in sess.get_inputs()]
             got_out = [o.name for o in sess.get_outputs()]
             if got_in != list(spec.input_names) or not set(spec.output_names) <= set(got_out):
-                raise BundleError(f"graph {graph!r} of bundle {self.bundle.root} takes {got_in} and gives "
-                                  f"{got_out}; the contract says {list(spec.input_names)} -> "
-                                  f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle")
+                raise BundleError(
+                    f"graph {graph!r} of bundle {self.bundle.root} takes {got_in} and gives "
+                    f"{got_out}; the contract says {list(spec.input_names)} -> "
+                    f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle"
+                )
             self._sessions[graph] = sess
             self.session_info[graph] = info
             return sess
@@ -137,8 +150,10 @@ class Pipeline:
             if name not in self._banks:
                 banks = self.manifest.get("banks", {})
                 if name not in banks:
-                    raise InputError(f"bundle {self.bundle.root} has no bank {name!r}; rebuild it with the "
-                                     "graphs that need it (e.g. the Box-Prompt graphs)")
+                    raise InputError(
+                        f"bundle {self.bundle.root} has no bank {name!r}; rebuild it with the "
+                        "graphs that need it (e.g. the Box-Prompt graphs)"
+                    )
                 arr = np.load(self.bundle.root / banks[name]["file"], allow_pickle=False)
                 arr.setflags(write=False)
                 self._banks[name] = arr
@@ -148,7 +163,9 @@ class Pipeline:
         """A label list of the bundle (``manifest.labels.<name>.names``), in bank order."""
         entry = self.manifest.get("labels", {}).get(name)
         if not entry:
-            raise InputError(f"bundle {self.bundle.root} has no label list {name!r} (manifest labels.{name})")
+            raise InputError(
+                f"bundle {self.bundle.root} has no label list {name!r} (manifest labels.{name})"
+            )
         return list(entry["names"])
 
     # --- shared stages -------------------------------------------------------------------------
@@ -159,13 +176,22 @@ class Pipeline:
         """
         spec = GRAPHS[graph]
         if len(inputs) != len(spec.inputs):
-            raise InputError(f"graph {graph!r} takes {len(spec.inputs)} inputs {list(spec.input_names)}, "
-                             f"got {len(inputs)}")
+            raise InputError(
+                f"graph {graph!r} takes {len(spec.inputs)} inputs {list(spec.input_names)}, "
+                f"got {len(inputs)}"
+            )
         feeds = dict(zip(spec.input_names, inputs, strict=True))
         return self.session(graph).run(list(spec.output_names), feeds)
 
-    def audioclip_audio_input(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None,
-                              graph: str = "audioclip_audio") -> np.ndarray:
+    def audioclip_audio_input(
+        self,
+        audio,
+        sample_rate: int | None,
+        num_frames: int,
+        *,
+        input_scale: float | None = None,
+        graph: str = "audioclip_audio",
+    ) -> np.ndarray:
         """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest).
 
         audio: WAV path, or an array (see :func:`runtime.audio.load_audio`) with ``sample_rate`` in Hz;
@@ -173,22 +199,40 @@ class Pipeline:
         """
         a = self.section("audio")
         x = prepare_audioclip_audio(
-            audio, sample_rate, num_frames, target_rate=a.sample_rate, chunk_seconds=a.chunk_seconds,
-            tile=a.tile, input_scale=float(self.preset_value("audio_input_scale", input_scale)),
+            audio,
+            sample_rate,
+            num_frames,
+            target_rate=a.sample_rate,
+            chunk_seconds=a.chunk_seconds,
+            tile=a.tile,
+            input_scale=float(self.preset_value("audio_input_scale", input_scale)),
             short_clip=short_clip_policy(self.preset),
         )
         t = self.graph_input_shape(graph)[1]
         if isinstance(t, int) and x.shape[1] != t:
-            raise InputError(f"audio graph was exported for T={t} samples, preprocessing gives {x.shape[1]}")
+            raise InputError(
+                f"audio graph was exported for T={t} samples, preprocessing gives {x.shape[1]}"
+            )
         return x
 
-    def audio_embeddings(self, audio, sample_rate: int | None, num_frames: int, *, input_scale: float | None = None,
-                         graph: str = "audioclip_audio") -> np.ndarray:
+    def audio_embeddings(
+        self,
+        audio,
+        sample_rate: int | None,
+        num_frames: int,
+        *,
+        input_scale: float | None = None,
+        graph: str = "audioclip_audio",
+    ) -> np.ndarray:
         """AudioCLIP embeddings of a clip, one per frame: float32 [F, D] (not normalised)."""
-        x = self.audioclip_audio_input(audio, sample_rate, num_frames, input_scale=input_scale, graph=graph)
+        x = self.audioclip_audio_input(
+            audio, sample_rate, num_frames, input_scale=input_scale, graph=graph
+        )
         return self.run(graph, x)[0]
 
-    def clip_images(self, frames: list[np.ndarray], *, antialias: bool | None = None, squash: bool = False) -> np.ndarray:
+    def clip_images(
+        self, frames: list[np.ndarray], *, antialias: bool | None = None, squash: bool = False
+    ) -> np.ndarray:
         """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std.
 
         frames: uint8 [H, W, 3] RGB. ``squash``: first resize each frame to S x S ignoring its aspect
@@ -199,7 +243,9 @@ class Pipeline:
         aa = bool(self.preset_value("image_antialias", antialias))
         if squash:
             frames = [squash_to_square(f, im.size, antialias=aa) for f in frames]
-        return clip_preprocess(frames, size=im.size, mean=list(im.mean), std=list(im.std), antialias=aa)
+        return clip_preprocess(
+            frames, size=im.size, mean=list(im.mean), std=list(im.std), antialias=aa
+        )
 
     def _cached(self, graph: str, items: Sequence[np.ndarray], compute) -> list:
         """Per-item results of ``compute(missing items) -> list`` through the embedding cache."""
@@ -226,7 +272,10 @@ class Pipeline:
 
         def compute(batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
             outs = self.run("audioclip_image", np.stack(batch))
-            return [{n: o[j:j + 1].copy() for n, o in zip(names, outs, strict=True)} for j in range(len(batch))]
+            return [
+                {n: o[j : j + 1].copy() for n, o in zip(names, outs, strict=True)}
+                for j in range(len(batch))
+            ]
 
         per = self._cached("audioclip_image", list(np.asarray(images)), compute)
         return {n: np.concatenate([p[n] for p in per]) for n in names}
@@ -239,17 +288,26 @@ class Pipeline:
         speed) whose activations (the manifest's measured bytes per frame) fit in half of
         ``MemAvailable``. Given on a later call it changes the runner's batch.
         """
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        if max_batch is not None and (
+            isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
+        ):
             raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
         with self._lock:
             if self._sam is None:
                 sam = self.section("sam")
                 enc = self.session("sam_image_encoder")
                 self._sam = SamRunner(
-                    enc, self.session("sam_prompt_decoder"), sam.image_size, sam.pixel_mean, sam.pixel_std,
-                    patch_size=sam.patch_size, mask_threshold=sam.mask_threshold,
+                    enc,
+                    self.session("sam_prompt_decoder"),
+                    sam.image_size,
+                    sam.pixel_mean,
+                    sam.pixel_std,
+                    patch_size=sam.patch_size,
+                    mask_threshold=sam.mask_threshold,
                     max_batch=max_batch or self.default_sam_batch(),
-                    point_decoder=self.session("sam_point_decoder") if self.bundle.has("sam_point_decoder") else None,
+                    point_decoder=self.session("sam_point_decoder")
+                    if self.bundle.has("sam_point_decoder")
+                    else None,
                 )
             elif max_batch is not None:
                 self._sam.max_batch = max_batch
@@ -259,7 +317,9 @@ class Pipeline:
         """The encoder batch :meth:`sam_runner` picks by default (see there); reads /proc/meminfo now."""
         gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
         per_frame = encoder_bytes_per_frame(self.bundle.graphs["sam_image_encoder"])
-        return encoder_batch(per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH)
+        return encoder_batch(
+            per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
+        )
 
     def sam_embeddings(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame (read-only),
@@ -268,7 +328,9 @@ class Pipeline:
         return self._cached("sam_image_encoder", list(frames), lambda fs: runner.embed(fs))
 
     # --- the one call ---------------------------------------------------------------------------
-    def check_mode(self, mode: str | None, params: Mapping[str, Any]) -> tuple[ModeSpec, dict[str, Any]]:
+    def check_mode(
+        self, mode: str | None, params: Mapping[str, Any]
+    ) -> tuple[ModeSpec, dict[str, Any]]:
         """The mode ``segment`` would run (None: the bundle's best) and every parameter value, checked
         against the bundle's graphs and the mode's declared types and ranges; InputError otherwise.
         Costs no inference: callers use it to refuse bad input before decoding or loading anything."""
@@ -278,7 +340,9 @@ class Pipeline:
         spec = get_mode(mode)
         missing = [g for g in spec.graphs if not self.bundle.has(g)]
         if missing:
-            raise InputError(f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks")
+            raise InputError(
+                f"mode {mode!r} needs graphs {missing}, which bundle {self.bundle.root} lacks"
+            )
         return spec, spec.check_params(params)
 
     def segment(
@@ -306,16 +370,23 @@ class Pipeline:
             frames = load_frames(frames)
         outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
         if len(outputs) != len(frames) or not all(isinstance(o, FrameOutput) for o in outputs):
-            raise RuntimeError(f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames")
+            raise RuntimeError(
+                f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames"
+            )
         used = [g for g in (*spec.graphs, *spec.optional_graphs) if g in self.session_info]
         return SegmentResult.from_frames(
-            mode, self.preset.name, outputs,
+            mode,
+            self.preset.name,
+            outputs,
             timings={**timings, "total": sum(timings.values())},
             providers={g: self.session_info[g].provider for g in used},
             random_weights=self.bundle.random_weights,
             precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
-            agreement={g: {k: self.bundle.graphs[g]["agreement"][k] for k in AGREEMENT_FIELDS}
-                       for g in used if "agreement" in self.bundle.graphs[g]},
+            agreement={
+                g: {k: self.bundle.graphs[g]["agreement"][k] for k in AGREEMENT_FIELDS}
+                for g in used
+                if "agreement" in self.bundle.graphs[g]
+            },
             cache_hits=self._calls.hits,
         )
 

@@ -59,11 +59,14 @@ DENSE_CELL = 7  # the reference's ``downsample``: one dense cell per 7x7 heatmap
 def _check_map(sm, name: str = "sm", min_side: int = 1) -> np.ndarray:
     """A 2-D finite float heatmap -> float32 [H, W] (a copy only if the dtype changes)."""
     if not isinstance(sm, np.ndarray):
-        raise InputError(f"{name} must be a 2-D numpy float array [H, W] (the heatmap), "
-                         f"got {type(sm).__name__}")
+        raise InputError(
+            f"{name} must be a 2-D numpy float array [H, W] (the heatmap), got {type(sm).__name__}"
+        )
     if sm.dtype.kind != "f":
-        raise InputError(f"{name} must be a float array [H, W] (heatmap values, normally 0..1), "
-                         f"got dtype {sm.dtype}")
+        raise InputError(
+            f"{name} must be a float array [H, W] (heatmap values, normally 0..1), "
+            f"got dtype {sm.dtype}"
+        )
     if sm.ndim != 2:
         raise InputError(f"{name} must be 2-D [H, W], got shape {sm.shape}")
     if sm.shape[0] < min_side or sm.shape[1] < min_side:
@@ -200,13 +203,16 @@ def dense_points(sm, t: float, max_points: int | None = None) -> tuple[np.ndarra
     n_cells = gh * gw
     if max_points is None:
         max_points = n_cells // 2
-    if isinstance(max_points, (bool, np.bool_)) or not isinstance(max_points, (int, np.integer)) \
-            or max_points < 1:
+    if (
+        isinstance(max_points, (bool, np.bool_))
+        or not isinstance(max_points, (int, np.integer))
+        or max_points < 1
+    ):
         raise InputError(f"max_points must be a positive int or None, got {max_points!r}")
     flat = grid.reshape(-1)
     rank = np.argsort(flat, kind="stable")
     num = max(1, min(int(np.count_nonzero(flat >= np.float32(t))), int(max_points)))
-    idx = np.concatenate([rank[n_cells - num:], rank[:num]])
+    idx = np.concatenate([rank[n_cells - num :], rank[:num]])
     h, w = sm.shape
     sx, sy = w / gw, h / gh
     coords = np.stack([(idx % gw + 0.5) * sx, (idx // gw + 0.5) * sy], axis=1)
@@ -216,8 +222,9 @@ def dense_points(sm, t: float, max_points: int | None = None) -> tuple[np.ndarra
 # --- 4.4 heatmap box -------------------------------------------------------------------------------
 
 
-def heatmap_point_filter(sm, image_hw: tuple[int, int], *, keep: float | None = None,
-                         threshold: float | None = None):
+def heatmap_point_filter(
+    sm, image_hw: tuple[int, int], *, keep: float | None = None, threshold: float | None = None
+):
     """Which automatic-mask grid points the audio points at: a ``point_filter`` for :mod:`runtime.amg`.
 
     sm: float [S, S] heatmap (normally 0..1) of the image squashed to S x S: heatmap pixel (row, col)
@@ -230,7 +237,9 @@ def heatmap_point_filter(sm, image_hw: tuple[int, int], *, keep: float | None = 
     m = _check_map(sm)
     h, w = (int(v) for v in image_hw)
     if h < 1 or w < 1:
-        raise InputError(f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}")
+        raise InputError(
+            f"image_hw must be a (height, width) pair of positive ints, got {image_hw!r}"
+        )
     if (keep is None) == (threshold is None):
         raise InputError("give exactly one of keep (a fraction of the grid points) and threshold")
     if keep is not None:
@@ -251,7 +260,7 @@ def heatmap_point_filter(sm, image_hw: tuple[int, int], *, keep: float | None = 
             return flags
         order = np.argsort(-vals, kind="stable")
         if keep is not None:
-            flags[order[:max(1, int(round(keep * vals.size)))]] = True
+            flags[order[: max(1, int(round(keep * vals.size)))]] = True
         else:
             flags[vals >= np.float32(threshold)] = True
             flags[order[0]] = True
@@ -274,14 +283,16 @@ def connected_components(mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     b = np.asarray(mask)
     if b.ndim != 2 or b.dtype.kind not in "biu":
-        raise InputError(f"mask must be a 2-D bool array [H, W], got dtype {b.dtype}, shape {b.shape}")
+        raise InputError(
+            f"mask must be a 2-D bool array [H, W], got dtype {b.dtype}, shape {b.shape}"
+        )
     b = b.astype(bool)
     h, w = b.shape
     labels = np.zeros((h, w), dtype=np.int32)
     if not b.any():
         return labels, np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
     padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:w + 1] = b
+    padded[:, 1 : w + 1] = b
     d = np.diff(padded, axis=1)  # [H, W + 1]
     rows, starts = np.nonzero(d == 1)  # run starts at column `starts` (raster order)
     _, ends = np.nonzero(d == -1)  # exclusive end columns, same order
@@ -353,8 +364,9 @@ def heatmap_box(sm, t: float = 0.55) -> np.ndarray | None:
 BOX_STRATEGIES = ("single_maxarea", "single_maxscore", "multi_box", "total_box")
 
 
-def heatmap_boxes(sm, t: float = 0.55, strategy: str = "single_maxarea", *,
-                  quirk: bool = False) -> np.ndarray:
+def heatmap_boxes(
+    sm, t: float = 0.55, strategy: str = "single_maxarea", *, quirk: bool = False
+) -> np.ndarray:
     """Heatmap-based Box-Prompt with any of the reference's box strategies (``--point_strategy`` of
     ``test_heatmap_prompt_box.py``; spec 4.4 and 4.8).
 
@@ -429,11 +441,15 @@ def _check_masks_scores(masks, scores) -> tuple[np.ndarray, np.ndarray]:
     mk = np.asarray(masks)
     sc = np.asarray(scores)
     if mk.ndim != 3 or mk.dtype != bool or mk.shape[0] < 1:
-        raise InputError(f"masks must be a bool array [M, H, W] with M >= 1, got dtype {mk.dtype}, "
-                         f"shape {mk.shape}")
+        raise InputError(
+            f"masks must be a bool array [M, H, W] with M >= 1, got dtype {mk.dtype}, "
+            f"shape {mk.shape}"
+        )
     if sc.ndim != 1 or sc.shape[0] != mk.shape[0] or sc.dtype.kind not in "fiu":
-        raise InputError(f"scores must be a real array [M] = [{mk.shape[0]}], got dtype {sc.dtype}, "
-                         f"shape {sc.shape}")
+        raise InputError(
+            f"scores must be a real array [M] = [{mk.shape[0]}], got dtype {sc.dtype}, "
+            f"shape {sc.shape}"
+        )
     if not np.all(np.isfinite(sc)):
         raise InputError("scores must be finite (no NaN/inf)")
     return mk, sc
@@ -458,7 +474,9 @@ def select_max_area(masks, scores=None) -> tuple[np.ndarray, int]:
     """
     mk = np.asarray(masks)
     if mk.ndim != 3 or mk.dtype != bool or mk.shape[0] < 1:
-        raise InputError(f"masks must be a bool array [M, H, W] with M >= 1, got dtype {mk.dtype}, "
-                         f"shape {mk.shape}")
+        raise InputError(
+            f"masks must be a bool array [M, H, W] with M >= 1, got dtype {mk.dtype}, "
+            f"shape {mk.shape}"
+        )
     i = int(np.argmax(mk.reshape(mk.shape[0], -1).sum(axis=1)))
     return mk[i], i

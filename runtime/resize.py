@@ -27,7 +27,9 @@ def _triangle(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def resize_matrix(in_size: int, out_size: int, mode: str = "bilinear", antialias: bool = False) -> np.ndarray:
+def resize_matrix(
+    in_size: int, out_size: int, mode: str = "bilinear", antialias: bool = False
+) -> np.ndarray:
     """[out_size, in_size] float64 matrix M with ``out = M @ in`` along one axis.
 
     ``mode``: "bilinear" or "bicubic"; ``align_corners`` is False (pixel centres at i + 0.5).
@@ -92,6 +94,11 @@ def resize(
     mh = resize_matrix(h, oh, mode, antialias).astype(dtype)
     mw = resize_matrix(w, ow, mode, antialias).astype(dtype)
     xf = x.astype(dtype, copy=False)
-    if (oh, ow) == (h, w) and not antialias and np.array_equal(mh, np.eye(h)) and np.array_equal(mw, np.eye(w)):
+    if (
+        (oh, ow) == (h, w)
+        and not antialias
+        and np.array_equal(mh, np.eye(h))
+        and np.array_equal(mw, np.eye(w))
+    ):
         return xf.copy()
     return np.matmul(np.matmul(mh, xf), mw.T)

@@ -75,27 +75,52 @@ class SegmentResult:
     cache_hits: int = 0
 
     @classmethod
-    def from_frames(cls, mode: str, preset: str, outputs: list[FrameOutput], **kw: Any) -> SegmentResult:
+    def from_frames(
+        cls, mode: str, preset: str, outputs: list[FrameOutput], **kw: Any
+    ) -> SegmentResult:
         """Assemble a result from a mode's per-frame outputs."""
         logits = [o.logits for o in outputs] if all(o.logits is not None for o in outputs) else []
-        return cls(mode, preset, [o.mask for o in outputs], [o.score for o in outputs],
-                   [o.prompt for o in outputs], logits=logits, **kw)
+        return cls(
+            mode,
+            preset,
+            [o.mask for o in outputs],
+            [o.score for o in outputs],
+            [o.prompt for o in outputs],
+            logits=logits,
+            **kw,
+        )
 
     def summary(self) -> str:
         """A short human-readable table of the result."""
-        lines = [f"mode {self.mode} (preset {self.preset})"
-                 + ("  [RANDOM WEIGHTS: masks are meaningless]" if self.random_weights else "")]
+        lines = [
+            f"mode {self.mode} (preset {self.preset})"
+            + ("  [RANDOM WEIGHTS: masks are meaningless]" if self.random_weights else "")
+        ]
         for i, m in enumerate(self.masks):
             why = self.prompts[i].get(EMPTY_REASON) if i < len(self.prompts) else None
-            lines.append(f"  frame {i}: {m.shape[1]}x{m.shape[0]} px, mask covers {100.0 * m.mean():5.1f} %"
-                         + (f" ({why})" if why else ""))
-        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items())
-                     + (f" ({self.cache_hits} embeddings from the cache)" if self.cache_hits else ""))
+            lines.append(
+                f"  frame {i}: {m.shape[1]}x{m.shape[0]} px, mask covers {100.0 * m.mean():5.1f} %"
+                + (f" ({why})" if why else "")
+            )
+        lines.append(
+            "  timings: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings.items())
+            + (f" ({self.cache_hits} embeddings from the cache)" if self.cache_hits else "")
+        )
         lines.append("  providers: " + ", ".join(f"{k}={v}" for k, v in self.providers.items()))
         if any(p != "fp32" for p in self.precision.values()):
-            lines.append("  precision: " + ", ".join(
-                f"{k}={p}" + (f" (cosine >= {self.agreement[k]['cosine_min']:.4f} vs fp32)" if k in self.agreement else "")
-                for k, p in self.precision.items()))
+            lines.append(
+                "  precision: "
+                + ", ".join(
+                    f"{k}={p}"
+                    + (
+                        f" (cosine >= {self.agreement[k]['cosine_min']:.4f} vs fp32)"
+                        if k in self.agreement
+                        else ""
+                    )
+                    for k, p in self.precision.items()
+                )
+            )
         return "\n".join(lines)
 
     def info(self, *, max_score_values: int = 1024) -> dict[str, Any]:
@@ -111,18 +136,30 @@ class SegmentResult:
             if s.size <= max_score_values:
                 score: Any = {"values": jsonable(s), "shape": list(s.shape)}
             else:
-                score = {"shape": list(s.shape), "min": float(s.min()), "max": float(s.max()),
-                         "mean": float(s.mean())}
-            frames.append({
-                "hw": [int(m.shape[0]), int(m.shape[1])],
-                "coverage": float(m.mean()) if m.size else 0.0,
-                "score": score,
-                "prompt": jsonable(self.prompts[i] if i < len(self.prompts) else {}),
-            })
+                score = {
+                    "shape": list(s.shape),
+                    "min": float(s.min()),
+                    "max": float(s.max()),
+                    "mean": float(s.mean()),
+                }
+            frames.append(
+                {
+                    "hw": [int(m.shape[0]), int(m.shape[1])],
+                    "coverage": float(m.mean()) if m.size else 0.0,
+                    "score": score,
+                    "prompt": jsonable(self.prompts[i] if i < len(self.prompts) else {}),
+                }
+            )
         return {
-            "mode": self.mode, "preset": self.preset, "random_weights": bool(self.random_weights),
-            "timings": jsonable(self.timings), "providers": dict(self.providers),
-            "precision": dict(self.precision), "agreement": jsonable(self.agreement), "cache_hits": int(self.cache_hits), "frames": frames,
+            "mode": self.mode,
+            "preset": self.preset,
+            "random_weights": bool(self.random_weights),
+            "timings": jsonable(self.timings),
+            "providers": dict(self.providers),
+            "precision": dict(self.precision),
+            "agreement": jsonable(self.agreement),
+            "cache_hits": int(self.cache_hits),
+            "frames": frames,
         }
 
 

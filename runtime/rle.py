@@ -85,7 +85,9 @@ def string_to_counts(s: str | bytes) -> list[int]:
                 raise InputError("RLE counts string ends inside a number (truncated?)")
             c = ord(s[p]) - 48
             if not 0 <= c < 64:
-                raise InputError(f"RLE counts string holds {s[p]!r} at {p}; expected characters '0'..'o'")
+                raise InputError(
+                    f"RLE counts string holds {s[p]!r} at {p}; expected characters '0'..'o'"
+                )
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
             p += 1
@@ -109,7 +111,9 @@ def decode(rle: dict[str, Any]) -> np.ndarray:
         raise InputError(f"RLE size must be [H, W] with H, W >= 0, got {size}")
     h, w = int(size[0]), int(size[1])
     counts = rle["counts"]
-    counts = string_to_counts(counts) if isinstance(counts, str | bytes) else [int(c) for c in counts]
+    counts = (
+        string_to_counts(counts) if isinstance(counts, str | bytes) else [int(c) for c in counts]
+    )
     if any(c < 0 for c in counts):
         raise InputError("RLE counts must be >= 0")
     if sum(counts) != h * w:

@@ -54,14 +54,20 @@ def _check_hw(hw, name: str) -> tuple[int, int]:
         h, w = (int(v) for v in hw)
         ok = all(float(v) == int(v) for v in hw)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a (height, width) pair of positive ints, got {hw!r}") from None
+        raise InputError(
+            f"{name} must be a (height, width) pair of positive ints, got {hw!r}"
+        ) from None
     if not ok or h < 1 or w < 1:
         raise InputError(f"{name} must be a (height, width) pair of positive ints, got {hw!r}")
     return h, w
 
 
 def _check_image_size(image_size) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < 1
+    ):
         raise InputError(f"image_size must be a positive int, got {image_size!r}")
     return int(image_size)
 
@@ -110,14 +116,22 @@ def apply_boxes(boxes, orig_hw: tuple[int, int], image_size: int) -> np.ndarray:
 
 def _check_frame(image, patch_size: int, name: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise InputError(f"{name} must be a numpy uint8 array of shape (H, W, 3) (RGB), got {type(image).__name__}")
+        raise InputError(
+            f"{name} must be a numpy uint8 array of shape (H, W, 3) (RGB), got {type(image).__name__}"
+        )
     if image.dtype != np.uint8:
-        raise InputError(f"{name} must be uint8 (H, W, 3) RGB with values 0..255, got dtype {image.dtype}")
+        raise InputError(
+            f"{name} must be uint8 (H, W, 3) RGB with values 0..255, got dtype {image.dtype}"
+        )
     if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"{name} must have shape (H, W, 3) (RGB, channels last), got {image.shape}")
+        raise InputError(
+            f"{name} must have shape (H, W, 3) (RGB, channels last), got {image.shape}"
+        )
     if image.shape[0] < patch_size or image.shape[1] < patch_size:
-        raise InputError(f"{name} is {image.shape[0]}x{image.shape[1]}: both sides must be at least "
-                         f"the patch size {patch_size}")
+        raise InputError(
+            f"{name} is {image.shape[0]}x{image.shape[1]}: both sides must be at least "
+            f"the patch size {patch_size}"
+        )
     return np.ascontiguousarray(image)
 
 
@@ -128,8 +142,15 @@ def _const3(v, name: str) -> np.ndarray:
     return a
 
 
-def preprocess(image: np.ndarray, image_size: int, pixel_mean, pixel_std, *,
-               patch_size: int = 16, out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def preprocess(
+    image: np.ndarray,
+    image_size: int,
+    pixel_mean,
+    pixel_std,
+    *,
+    patch_size: int = 16,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Frame -> encoder input, exactly as ``SamPredictor.set_image`` + ``Sam.preprocess``.
 
     image: uint8 [H, W, 3] RGB, 0..255, both sides >= ``patch_size``.
@@ -145,8 +166,10 @@ def preprocess(image: np.ndarray, image_size: int, pixel_mean, pixel_std, *,
     std = _const3(pixel_std, "pixel_std")
     new_h, new_w = get_preprocess_shape(img.shape[0], img.shape[1], s)
     if new_h < 1 or new_w < 1:
-        raise InputError(f"image of {img.shape[0]}x{img.shape[1]} is too elongated: its short side "
-                         f"would be 0 pixels at image size {s}")
+        raise InputError(
+            f"image of {img.shape[0]}x{img.shape[1]} is too elongated: its short side "
+            f"would be 0 pixels at image size {s}"
+        )
     resized = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.Resampling.BILINEAR))
     if out is None:
         x = np.zeros((1, 3, s, s), dtype=np.float32)
@@ -229,8 +252,9 @@ def _resample(masks: np.ndarray, plan_y, plan_x, out: np.ndarray | None = None) 
     return out
 
 
-def postprocess_masks(masks: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
-                      image_size: int) -> np.ndarray:
+def postprocess_masks(
+    masks: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], image_size: int
+) -> np.ndarray:
     """Mask logits -> logits at the frame's size, as ``Sam.postprocess_masks`` (before thresholding).
 
     masks: float [..., h, w] logits on the padded square input (the decoder's low-res output,
@@ -244,7 +268,9 @@ def postprocess_masks(masks: np.ndarray, input_hw: tuple[int, int], orig_hw: tup
     oh, ow = _check_hw(orig_hw, "orig_hw")
     m = np.asarray(masks)
     if m.dtype.kind != "f" or m.ndim < 2:
-        raise InputError(f"masks must be a float array [..., h, w] of logits, got dtype {m.dtype}, shape {m.shape}")
+        raise InputError(
+            f"masks must be a float array [..., h, w] of logits, got dtype {m.dtype}, shape {m.shape}"
+        )
     if ih > s or iw > s:
         raise InputError(f"input_hw {input_hw} exceeds the image size {s}")
     m = m.astype(np.float32, copy=False)
@@ -256,8 +282,15 @@ def postprocess_masks(masks: np.ndarray, input_hw: tuple[int, int], orig_hw: tup
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None, point_labels=None,
-                   boxes=None, *, boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def encode_prompts(
+    orig_hw: tuple[int, int],
+    image_size: int,
+    point_coords=None,
+    point_labels=None,
+    boxes=None,
+    *,
+    boxes_inside: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """SAM's decoder prompt inputs for P prompt sets, as ``SamPredictor.predict_torch`` builds them.
 
     The one place where points and boxes become decoder inputs (every mode and the automatic mask
@@ -278,7 +311,9 @@ def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None,
         raise InputError("point_labels given without point_coords")
     if point_coords is not None:
         if point_labels is None:
-            raise InputError("point_labels must be given with point_coords (1 foreground, 0 background)")
+            raise InputError(
+                "point_labels must be given with point_coords (1 foreground, 0 background)"
+            )
         pts = _numeric(point_coords, "point_coords")
         lab = _numeric(point_labels, "point_labels")
         if pts.ndim == 2:
@@ -286,35 +321,49 @@ def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None,
             if lab.ndim == 1:
                 lab = lab[None]
         if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] < 1:
-            raise InputError(f"point_coords must be [N, 2] or [P, N, 2] (x, y) pixels with N >= 1, "
-                             f"got {np.shape(point_coords)}")
+            raise InputError(
+                f"point_coords must be [N, 2] or [P, N, 2] (x, y) pixels with N >= 1, "
+                f"got {np.shape(point_coords)}"
+            )
         if lab.shape != pts.shape[:2]:
-            raise InputError(f"point_labels must have shape {pts.shape[:2]} to match point_coords "
-                             f"{np.shape(point_coords)}, got {np.shape(point_labels)}")
+            raise InputError(
+                f"point_labels must have shape {pts.shape[:2]} to match point_coords "
+                f"{np.shape(point_coords)}, got {np.shape(point_labels)}"
+            )
         if not np.all(np.isin(lab, _ALLOWED_POINT_LABELS)):
             bad = np.unique(lab[~np.isin(lab, _ALLOWED_POINT_LABELS)])[:5]
-            raise InputError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
-                             f"got {bad.tolist()}")
+            raise InputError(
+                f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
+                f"got {bad.tolist()}"
+            )
         xs, ys = pts[..., 0], pts[..., 1]
         if xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
-            raise InputError(f"point_coords must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
-                             f"(pixels of the {h}x{w} frame), got x in [{xs.min()}, {xs.max()}], "
-                             f"y in [{ys.min()}, {ys.max()}]")
+            raise InputError(
+                f"point_coords must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
+                f"(pixels of the {h}x{w} frame), got x in [{xs.min()}, {xs.max()}], "
+                f"y in [{ys.min()}, {ys.max()}]"
+            )
     if boxes is not None:
         bxs = _numeric(boxes, "boxes")
         if bxs.ndim == 1:
             bxs = bxs[None]
         if bxs.ndim != 2 or bxs.shape[1] != 4 or bxs.shape[0] < 1:
-            raise InputError(f"boxes must be [4] or [K, 4] (x0, y0, x1, y1) pixels with K >= 1, "
-                             f"got {np.shape(boxes)}")
+            raise InputError(
+                f"boxes must be [4] or [K, 4] (x0, y0, x1, y1) pixels with K >= 1, "
+                f"got {np.shape(boxes)}"
+            )
         x0, y0, x1, y1 = bxs.T
         if boxes_inside and ((x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any()):
-            raise InputError(f"boxes must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
-                             f"(pixels of the {h}x{w} frame), got {bxs[:4].tolist()}...")
+            raise InputError(
+                f"boxes must lie in the frame: 0 <= x <= {w}, 0 <= y <= {h} "
+                f"(pixels of the {h}x{w} frame), got {bxs[:4].tolist()}..."
+            )
         if (x1 < x0).any() or (y1 < y0).any():
             raise InputError("boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
     if pts is None and bxs is None:
-        raise InputError("give point_coords/point_labels and/or boxes: at least one prompt is needed")
+        raise InputError(
+            "give point_coords/point_labels and/or boxes: at least one prompt is needed"
+        )
 
     if bxs is not None:
         k = bxs.shape[0]
@@ -325,8 +374,10 @@ def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None,
                 pts = np.repeat(pts, k, axis=0)
                 lab = np.repeat(lab, k, axis=0)
             elif pts.shape[0] != k:
-                raise InputError(f"with {k} boxes, point_coords must be [N, 2] (shared) or [{k}, N, 2], "
-                                 f"got {pts.shape[0]} prompt sets")
+                raise InputError(
+                    f"with {k} boxes, point_coords must be [N, 2] (shared) or [{k}, N, 2], "
+                    f"got {pts.shape[0]} prompt sets"
+                )
             coords = np.concatenate([pts, corners], axis=1)
             labels = np.concatenate([lab, corner_labels], axis=1)
         else:
@@ -337,7 +388,6 @@ def encode_prompts(orig_hw: tuple[int, int], image_size: int, point_coords=None,
         coords = np.concatenate([pts, np.zeros((p, 1, 2))], axis=1)
         labels = np.concatenate([lab, -np.ones((p, 1))], axis=1)
     return apply_coords(coords, (h, w), image_size), labels.astype(np.float32)
-
 
 
 # --- the runner ----------------------------------------------------------------------------------
@@ -359,37 +409,66 @@ class SamRunner:
     bounded, and larger calls are no faster on the CPU).
     """
 
-    def __init__(self, encoder, decoder, image_size: int, pixel_mean: Sequence[float],
-                 pixel_std: Sequence[float], *, patch_size: int = 16, mask_threshold: float = 0.0,
-                 max_batch: int = 5, max_prompts: int = 16, point_decoder=None) -> None:
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        image_size: int,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        *,
+        patch_size: int = 16,
+        mask_threshold: float = 0.0,
+        max_batch: int = 5,
+        max_prompts: int = 16,
+        point_decoder=None,
+    ) -> None:
         self.image_size = _check_image_size(image_size)
         self.pixel_mean = _const3(pixel_mean, "pixel_mean")
         self.pixel_std = _const3(pixel_std, "pixel_std")
         if self.image_size % int(patch_size):
-            raise InputError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+            raise InputError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
         self.patch_size = int(patch_size)
         self.mask_threshold = float(mask_threshold)
         if int(max_batch) < 1 or int(max_prompts) < 1:
-            raise InputError(f"max_batch and max_prompts must be >= 1, got {max_batch}, {max_prompts}")
+            raise InputError(
+                f"max_batch and max_prompts must be >= 1, got {max_batch}, {max_prompts}"
+            )
         self.max_batch = int(max_batch)
         self.max_prompts = int(max_prompts)
-        if _io_names(encoder, "in") != [ENCODER_INPUT] or ENCODER_OUTPUT not in _io_names(encoder, "out"):
-            raise InputError(f"encoder session must take {[ENCODER_INPUT]} and give {ENCODER_OUTPUT!r}; "
-                             f"it takes {_io_names(encoder, 'in')} and gives {_io_names(encoder, 'out')}")
-        if _io_names(decoder, "in") != list(DECODER_INPUTS) or not set(DECODER_OUTPUTS) <= set(_io_names(decoder, "out")):
-            raise InputError(f"decoder session must take {list(DECODER_INPUTS)} and give {list(DECODER_OUTPUTS)}; "
-                             f"it takes {_io_names(decoder, 'in')} and gives {_io_names(decoder, 'out')}")
-        if point_decoder is not None and (_io_names(point_decoder, "in") != list(POINT_DECODER_INPUTS)
-                                          or not set(DECODER_OUTPUTS) <= set(_io_names(point_decoder, "out"))):
-            raise InputError(f"point decoder session must take {list(POINT_DECODER_INPUTS)} and give "
-                             f"{list(DECODER_OUTPUTS)}; it takes {_io_names(point_decoder, 'in')}")
+        if _io_names(encoder, "in") != [ENCODER_INPUT] or ENCODER_OUTPUT not in _io_names(
+            encoder, "out"
+        ):
+            raise InputError(
+                f"encoder session must take {[ENCODER_INPUT]} and give {ENCODER_OUTPUT!r}; "
+                f"it takes {_io_names(encoder, 'in')} and gives {_io_names(encoder, 'out')}"
+            )
+        if _io_names(decoder, "in") != list(DECODER_INPUTS) or not set(DECODER_OUTPUTS) <= set(
+            _io_names(decoder, "out")
+        ):
+            raise InputError(
+                f"decoder session must take {list(DECODER_INPUTS)} and give {list(DECODER_OUTPUTS)}; "
+                f"it takes {_io_names(decoder, 'in')} and gives {_io_names(decoder, 'out')}"
+            )
+        if point_decoder is not None and (
+            _io_names(point_decoder, "in") != list(POINT_DECODER_INPUTS)
+            or not set(DECODER_OUTPUTS) <= set(_io_names(point_decoder, "out"))
+        ):
+            raise InputError(
+                f"point decoder session must take {list(POINT_DECODER_INPUTS)} and give "
+                f"{list(DECODER_OUTPUTS)}; it takes {_io_names(point_decoder, 'in')}"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.point_decoder = point_decoder
         grid = self.image_size // self.patch_size
         emb_shape = tuple(decoder.get_inputs()[0].shape)
         if len(emb_shape) != 4 or not isinstance(emb_shape[1], int):
-            raise InputError(f"decoder input image_embeddings must be [1, C, g, g] with a fixed C, got {emb_shape}")
+            raise InputError(
+                f"decoder input image_embeddings must be [1, C, g, g] with a fixed C, got {emb_shape}"
+            )
         self.embedding_shape = (1, int(emb_shape[1]), grid, grid)
         self.low_res_size = 4 * grid
 
@@ -397,7 +476,9 @@ class SamRunner:
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """uint8 [H, W, 3] RGB frame -> (float32 [1, 3, S, S] encoder input, resized (h, w)); see :func:`preprocess`."""
-        return preprocess(image, self.image_size, self.pixel_mean, self.pixel_std, patch_size=self.patch_size)
+        return preprocess(
+            image, self.image_size, self.pixel_mean, self.pixel_std, patch_size=self.patch_size
+        )
 
     def embed(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Image embeddings of frames, encoded in batches of up to ``max_batch``.
@@ -415,18 +496,24 @@ class SamRunner:
         s = self.image_size
         out: list[np.ndarray] = []
         for start in range(0, len(frames), self.max_batch):
-            chunk = frames[start:start + self.max_batch]
+            chunk = frames[start : start + self.max_batch]
             batch = np.empty((len(chunk), 3, s, s), dtype=np.float32)
             for j, f in enumerate(chunk):
                 self.preprocess_into(f, batch[j])
             (emb,) = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: batch})
-            out.extend(emb[j:j + 1] for j in range(len(chunk)))
+            out.extend(emb[j : j + 1] for j in range(len(chunk)))
         return out
 
     def preprocess_into(self, image: np.ndarray, out: np.ndarray) -> tuple[int, int]:
         """Write the encoder input of ``image`` into ``out`` (float32 [3, S, S]); returns the resized (h, w)."""
-        _, hw = preprocess(image, self.image_size, self.pixel_mean, self.pixel_std,
-                           patch_size=self.patch_size, out=out)
+        _, hw = preprocess(
+            image,
+            self.image_size,
+            self.pixel_mean,
+            self.pixel_std,
+            patch_size=self.patch_size,
+            out=out,
+        )
         return hw
 
     # -- prompts -----------------------------------------------------------------------------------
@@ -434,19 +521,25 @@ class SamRunner:
     def _check_embedding(self, embedding) -> np.ndarray:
         if not isinstance(embedding, np.ndarray) or embedding.dtype != np.float32:
             got = getattr(embedding, "dtype", type(embedding).__name__)
-            raise InputError(f"embedding must be a float32 array of shape {self.embedding_shape} "
-                             f"(from SamRunner.embed), got {got}")
+            raise InputError(
+                f"embedding must be a float32 array of shape {self.embedding_shape} "
+                f"(from SamRunner.embed), got {got}"
+            )
         e = embedding
         if e.ndim == 3:
             e = e[None]
         if e.shape != self.embedding_shape:
-            raise InputError(f"embedding must have shape {self.embedding_shape}, got {np.shape(embedding)}")
+            raise InputError(
+                f"embedding must have shape {self.embedding_shape}, got {np.shape(embedding)}"
+            )
         return np.ascontiguousarray(e)
 
     def _mask_input(self, mask_input, p: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.low_res_size
         if mask_input is None:
-            return np.zeros((1 if self.point_decoder is not None else p, 1, r, r), np.float32), np.zeros(1, np.float32)
+            return np.zeros(
+                (1 if self.point_decoder is not None else p, 1, r, r), np.float32
+            ), np.zeros(1, np.float32)
         m = np.asarray(mask_input)
         if m.dtype.kind != "f" or not np.all(np.isfinite(m)):
             raise InputError(f"mask_input must be finite float logits, got dtype {m.dtype}")
@@ -455,13 +548,21 @@ class SamRunner:
         elif m.ndim == 3:
             m = m[:, None]
         if m.ndim != 4 or m.shape[1:] != (1, r, r) or m.shape[0] not in (1, p):
-            raise InputError(f"mask_input must be [{r}, {r}], [1 or {p}, {r}, {r}] or [1 or {p}, 1, {r}, {r}] "
-                             f"low-res logits, got {np.shape(mask_input)}")
+            raise InputError(
+                f"mask_input must be [{r}, {r}], [1 or {p}, {r}, {r}] or [1 or {p}, 1, {r}, {r}] "
+                f"low-res logits, got {np.shape(mask_input)}"
+            )
         m = np.ascontiguousarray(np.broadcast_to(m, (p, 1, r, r)), dtype=np.float32)
         return m, np.ones(1, np.float32)
 
-    def decode(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray,
-               mask_input: np.ndarray, has_mask_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self,
+        embedding: np.ndarray,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Raw decoder call(s), chunked at ``max_prompts`` prompt sets.
 
         coords float32 [P, N, 2] in the model input frame, labels float32 [P, N] (-1, 0, 1, 2, 3),
@@ -470,26 +571,42 @@ class SamRunner:
         Returns (iou [P, 4], low_res [P, 4, 4g, 4g]) for all four mask tokens.
         """
         ious, lows = [], []
-        points_only = self.point_decoder is not None and not float(np.asarray(has_mask_input).reshape(-1)[0])
+        points_only = self.point_decoder is not None and not float(
+            np.asarray(has_mask_input).reshape(-1)[0]
+        )
         for a in range(0, coords.shape[0], self.max_prompts):
             sl = slice(a, a + self.max_prompts)
-            feeds = (embedding, np.ascontiguousarray(coords[sl], dtype=np.float32),
-                     np.ascontiguousarray(labels[sl], dtype=np.float32))
+            feeds = (
+                embedding,
+                np.ascontiguousarray(coords[sl], dtype=np.float32),
+                np.ascontiguousarray(labels[sl], dtype=np.float32),
+            )
             if points_only:
-                iou, low = self.point_decoder.run(list(DECODER_OUTPUTS),
-                                                  dict(zip(POINT_DECODER_INPUTS, feeds, strict=True)))
+                iou, low = self.point_decoder.run(
+                    list(DECODER_OUTPUTS), dict(zip(POINT_DECODER_INPUTS, feeds, strict=True))
+                )
             else:
                 feeds += (np.ascontiguousarray(mask_input[sl]), has_mask_input)
-                iou, low = self.decoder.run(list(DECODER_OUTPUTS), dict(zip(DECODER_INPUTS, feeds, strict=True)))
+                iou, low = self.decoder.run(
+                    list(DECODER_OUTPUTS), dict(zip(DECODER_INPUTS, feeds, strict=True))
+                )
             ious.append(iou)
             lows.append(low)
         if len(ious) == 1:
             return ious[0], lows[0]
         return np.concatenate(ious), np.concatenate(lows)
 
-    def predict_low_res(self, embedding: np.ndarray, orig_hw: tuple[int, int], point_coords=None,
-                        point_labels=None, boxes=None, multimask_output: bool = True, mask_input=None,
-                        boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def predict_low_res(
+        self,
+        embedding: np.ndarray,
+        orig_hw: tuple[int, int],
+        point_coords=None,
+        point_labels=None,
+        boxes=None,
+        multimask_output: bool = True,
+        mask_input=None,
+        boxes_inside: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """IoU predictions and low-res logits for P prompt sets (arguments as :meth:`predict`).
 
         Returns (iou float32 [P, M], low_res float32 [P, M, 4g, 4g]) with M = 3 (multimask) or 1.
@@ -498,15 +615,22 @@ class SamRunner:
         emb = self._check_embedding(embedding)
         if not isinstance(multimask_output, (bool, np.bool_)):
             raise InputError(f"multimask_output must be a bool, got {multimask_output!r}")
-        coords, labels = encode_prompts((h, w), self.image_size, point_coords, point_labels, boxes,
-                                        boxes_inside=boxes_inside)
+        coords, labels = encode_prompts(
+            (h, w), self.image_size, point_coords, point_labels, boxes, boxes_inside=boxes_inside
+        )
         masks_in, has_mask = self._mask_input(mask_input, coords.shape[0])
         iou, low = self.decode(emb, coords, labels, masks_in, has_mask)
         sel = slice(1, None) if multimask_output else slice(0, 1)
         return np.ascontiguousarray(iou[:, sel]), np.ascontiguousarray(low[:, sel])
 
-    def upscale(self, low: np.ndarray, orig_hw: tuple[int, int], *, return_logits: bool = False,
-                out: np.ndarray | None = None) -> np.ndarray:
+    def upscale(
+        self,
+        low: np.ndarray,
+        orig_hw: tuple[int, int],
+        *,
+        return_logits: bool = False,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Low-res logits [..., 4g, 4g] -> masks at the frame's size [..., H, W] (``Sam.postprocess_masks``),
         bool (logits > mask_threshold) or float32 logits with ``return_logits``."""
         h, w = _check_hw(orig_hw, "orig_hw")
@@ -514,9 +638,18 @@ class SamRunner:
         logits = postprocess_masks(low, input_hw, (h, w), self.image_size)
         return logits if return_logits else np.greater(logits, self.mask_threshold, out=out)
 
-    def predict(self, embedding: np.ndarray, orig_hw: tuple[int, int], point_coords=None,
-                point_labels=None, boxes=None, multimask_output: bool = True, mask_input=None,
-                return_logits: bool = False, boxes_inside: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self,
+        embedding: np.ndarray,
+        orig_hw: tuple[int, int],
+        point_coords=None,
+        point_labels=None,
+        boxes=None,
+        multimask_output: bool = True,
+        mask_input=None,
+        return_logits: bool = False,
+        boxes_inside: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for a batch of prompt sets on one frame's embedding, as ``SamPredictor.predict_torch``.
 
         embedding: float32 [1, C, g, g] from :meth:`embed`; orig_hw: the frame's (H, W).
@@ -535,8 +668,16 @@ class SamRunner:
         with M = 3 or 1.
         """
         h, w = _check_hw(orig_hw, "orig_hw")
-        iou, low = self.predict_low_res(embedding, (h, w), point_coords, point_labels, boxes,
-                                        multimask_output, mask_input, boxes_inside)
+        iou, low = self.predict_low_res(
+            embedding,
+            (h, w),
+            point_coords,
+            point_labels,
+            boxes,
+            multimask_output,
+            mask_input,
+            boxes_inside,
+        )
         p = low.shape[0]
         masks = np.empty((p, low.shape[1], h, w), dtype=np.float32 if return_logits else bool)
         for i in range(p):  # one prompt set at a time keeps the float32 intermediate small

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 PROVIDERS: dict[str, dict[str, Any]] = {
     "tensorrt": {
         "ort": "TensorrtExecutionProvider",
-        "options": {"trt_fp16_enable", "trt_engine_cache_enable", "trt_engine_cache_path", "device_id"},
+        "options": {
+            "trt_fp16_enable",
+            "trt_engine_cache_enable",
+            "trt_engine_cache_path",
+            "device_id",
+        },
     },
     "cuda": {"ort": "CUDAExecutionProvider", "options": {"device_id", "cudnn_conv_algo_search"}},
     "cpu": {"ort": "CPUExecutionProvider", "options": set()},
@@ -61,7 +66,9 @@ def _register_shared_arena() -> None:
     with _shared_arena_lock:
         if _shared_arena_ready:
             return
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
         cfg = ort.OrtArenaCfg({"arena_extend_strategy": 1})  # kSameAsRequested
         try:
             ort.create_and_register_allocator(info, cfg)
@@ -120,7 +127,9 @@ def resolve_providers(
     options = options or {}
     for name, opts in options.items():
         if name not in PROVIDERS:
-            raise ProviderError(f"options given for unknown provider {name!r}; known: {list(PROVIDERS)}")
+            raise ProviderError(
+                f"options given for unknown provider {name!r}; known: {list(PROVIDERS)}"
+            )
         bad = set(opts) - PROVIDERS[name]["options"]
         if bad:
             raise ProviderError(
@@ -167,7 +176,9 @@ def create_session(
     so = session_options(threads=threads, arena=arena)
     names = [e[0] for e in entries]
     model = path if isinstance(path, bytes) else str(path)
-    sess = ort.InferenceSession(model, so, providers=names, provider_options=[e[1] for e in entries])
+    sess = ort.InferenceSession(
+        model, so, providers=names, provider_options=[e[1] for e in entries]
+    )
     if getattr(sess, "_model_bytes", None) is not None:
         # The Python wrapper keeps the serialised model only to rebuild the session in set_providers(),
         # which the runtime never calls; the C++ session holds its own copy of the weights.
@@ -175,4 +186,6 @@ def create_session(
     got = list(sess.get_providers())
     if got and names and got[0] != names[0]:
         log.warning("%s: asked for %s, running on %s", graph or "graph", names[0], got[0])
-    return sess, SessionInfo(graph or ("graph" if isinstance(path, bytes) else Path(path).stem), names, got)
+    return sess, SessionInfo(
+        graph or ("graph" if isinstance(path, bytes) else Path(path).stem), names, got
+    )

@@ -47,8 +47,19 @@ from runtime.errors import AVSError, InputError
 from runtime.result import SegmentResult, jsonable
 
 __all__ = [
-    "SAMPLINGS", "AVSBENCH_AUDIO_RATE", "VideoInfo", "FramePlan", "VideoWindow", "VideoSegmentResult",
-    "require_av", "probe", "plan_frames", "iter_windows", "check_mode", "iter_segment_video", "segment_video",
+    "SAMPLINGS",
+    "AVSBENCH_AUDIO_RATE",
+    "VideoInfo",
+    "FramePlan",
+    "VideoWindow",
+    "VideoSegmentResult",
+    "require_av",
+    "probe",
+    "plan_frames",
+    "iter_windows",
+    "check_mode",
+    "iter_segment_video",
+    "segment_video",
 ]
 
 SAMPLINGS = ("avsbench", "fps")
@@ -63,8 +74,10 @@ def require_av():
     try:
         import av
     except ImportError as e:
-        raise AVSError("reading or writing video needs PyAV, an optional dependency: "
-                       "pip install 'avs-runtime[video]' (or pip install av)") from e
+        raise AVSError(
+            "reading or writing video needs PyAV, an optional dependency: "
+            "pip install 'avs-runtime[video]' (or pip install av)"
+        ) from e
     return av
 
 
@@ -76,7 +89,9 @@ def _open(path: str | Path):
     try:
         return av.open(str(p), "r")
     except av.EOFError as e:
-        raise InputError(f"{p}: the file ends before any video frame (empty, zero-length or truncated)") from e
+        raise InputError(
+            f"{p}: the file ends before any video frame (empty, zero-length or truncated)"
+        ) from e
     except (av.FFmpegError, OSError, ValueError) as e:
         raise InputError(f"{p}: not a video PyAV can read ({e})") from e
 
@@ -101,9 +116,15 @@ class VideoInfo:
 
     def describe(self) -> str:
         """One line for people: size, rate, length, audio."""
-        audio = f"audio {self.audio_rate} Hz x {self.audio_channels} ch" if self.has_audio else "no audio"
-        return (f"{self.path}: {self.width}x{self.height} {self.codec}, {float(self.fps):.3f} fps, "
-                f"{self.num_frames} frames ({self.duration:.2f} s), {audio}")
+        audio = (
+            f"audio {self.audio_rate} Hz x {self.audio_channels} ch"
+            if self.has_audio
+            else "no audio"
+        )
+        return (
+            f"{self.path}: {self.width}x{self.height} {self.codec}, {float(self.fps):.3f} fps, "
+            f"{self.num_frames} frames ({self.duration:.2f} s), {audio}"
+        )
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -128,8 +149,13 @@ def probe(path: str | Path) -> VideoInfo:
         aus = c.streams.audio
         a = aus[0] if aus else None
         return VideoInfo(
-            path=str(path), width=int(vs.codec_context.width), height=int(vs.codec_context.height),
-            fps=fps, num_frames=n, duration=float(n / fps), has_audio=a is not None,
+            path=str(path),
+            width=int(vs.codec_context.width),
+            height=int(vs.codec_context.height),
+            fps=fps,
+            num_frames=n,
+            duration=float(n / fps),
+            has_audio=a is not None,
             audio_rate=int(a.codec_context.sample_rate) if a else None,
             audio_channels=len(a.codec_context.layout.channels) if a else None,
             codec=str(vs.codec_context.name),
@@ -167,8 +193,14 @@ def _as_fraction(x: float | int | Fraction, name: str) -> Fraction:
     return Fraction(float(x)).limit_denominator(1_000_000)
 
 
-def plan_frames(info: VideoInfo, *, sampling: str = "avsbench", fps: float | None = None,
-                start: float = 0.0, duration: float | None = None) -> FramePlan:
+def plan_frames(
+    info: VideoInfo,
+    *,
+    sampling: str = "avsbench",
+    fps: float | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> FramePlan:
     """The frames a sampling picks from a video (module docstring for the rules).
 
     ``start`` (s, >= 0, before the end) and ``duration`` (s, > 0; default: to the end) choose the
@@ -178,7 +210,9 @@ def plan_frames(info: VideoInfo, *, sampling: str = "avsbench", fps: float | Non
         raise InputError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     s = float(_as_fraction(start, "start"))
     if s < 0 or s >= info.duration:
-        raise InputError(f"start={start} s is outside the video (0 <= start < {info.duration:.3f} s)")
+        raise InputError(
+            f"start={start} s is outside the video (0 <= start < {info.duration:.3f} s)"
+        )
     if duration is not None:
         d = float(_as_fraction(duration, "duration"))
         if d <= 0:
@@ -186,14 +220,29 @@ def plan_frames(info: VideoInfo, *, sampling: str = "avsbench", fps: float | Non
     n, vf = info.num_frames, info.fps
     if sampling == "avsbench":
         if fps is not None:
-            raise InputError("fps= applies to sampling='fps'; AVSBench sampling takes one frame per second")
+            raise InputError(
+                "fps= applies to sampling='fps'; AVSBench sampling takes one frame per second"
+            )
         fr = round(float(vf))
         if fr < 1:
-            raise InputError(f"AVSBench sampling needs a video of at least 0.5 fps, got {float(vf)}")
-        secs = max(1, math.ceil(d - 1e-3)) if duration is not None else max(1, math.floor(info.duration - s + 1e-3))
+            raise InputError(
+                f"AVSBench sampling needs a video of at least 0.5 fps, got {float(vf)}"
+            )
+        secs = (
+            max(1, math.ceil(d - 1e-3))
+            if duration is not None
+            else max(1, math.floor(info.duration - s + 1e-3))
+        )
         idx = [min(int((s + ll) * fr + 15 / 16 * fr), n - 1) for ll in range(secs)]
-        return FramePlan("avsbench", idx, [float(k / vf) for k in idx], [s + ll + 0.5 for ll in range(secs)],
-                         Fraction(1), AVSBENCH_AUDIO_RATE, s)
+        return FramePlan(
+            "avsbench",
+            idx,
+            [float(k / vf) for k in idx],
+            [s + ll + 0.5 for ll in range(secs)],
+            Fraction(1),
+            AVSBENCH_AUDIO_RATE,
+            s,
+        )
     end = min(info.duration, s + d) if duration is not None else info.duration
     if fps is None:
         k0 = max(0, math.ceil(s * vf - _EPS))
@@ -374,8 +423,13 @@ def _external_audio(audio, sample_rate: int | None) -> _ArrayAudio:
         return _ArrayAudio(to_mono_float(wav), rate)
     if sample_rate is None:
         raise InputError("sample_rate is required with an audio array (e.g. sample_rate=16000)")
-    if not isinstance(sample_rate, int | np.integer) or not MIN_RATE <= int(sample_rate) <= MAX_RATE:
-        raise InputError(f"sample rate must be an integer in [{MIN_RATE}, {MAX_RATE}] Hz, got {sample_rate!r}")
+    if (
+        not isinstance(sample_rate, int | np.integer)
+        or not MIN_RATE <= int(sample_rate) <= MAX_RATE
+    ):
+        raise InputError(
+            f"sample rate must be an integer in [{MIN_RATE}, {MAX_RATE}] Hz, got {sample_rate!r}"
+        )
     return _ArrayAudio(to_mono_float(audio), int(sample_rate))
 
 
@@ -421,16 +475,28 @@ def _decode_picked(path: str | Path, plan: FramePlan) -> Iterator[tuple[int, np.
             if last is None:
                 if k < 0:
                     raise InputError(f"{path}: the video has no decodable frames")
-                raise InputError(f"{path}: the video has only {k + 1} frames, none of the sampled ones")
+                raise InputError(
+                    f"{path}: the video has only {k + 1} frames, none of the sampled ones"
+                )
             while j < total:  # AVSBench: indices past the last frame take the last frame
                 yield j, last
                 j += 1
 
 
-def iter_windows(path: str | Path, *, sampling: str = "avsbench", fps: float | None = None,
-                 start: float = 0.0, duration: float | None = None, audio=None,
-                 sample_rate: int | None = None, window_seconds: float = 4.0, max_window_frames: int = 32,
-                 info: VideoInfo | None = None, plan: FramePlan | None = None) -> Iterator[VideoWindow]:
+def iter_windows(
+    path: str | Path,
+    *,
+    sampling: str = "avsbench",
+    fps: float | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio=None,
+    sample_rate: int | None = None,
+    window_seconds: float = 4.0,
+    max_window_frames: int = 32,
+    info: VideoInfo | None = None,
+    plan: FramePlan | None = None,
+) -> Iterator[VideoWindow]:
     """Decode a video window by window (frames and their audio), keeping nothing between windows.
 
     A window holds the samples of at most ``window_seconds`` of video and at most
@@ -442,8 +508,10 @@ def iter_windows(path: str | Path, *, sampling: str = "avsbench", fps: float | N
     if not window_seconds > 0 or int(max_window_frames) < 1:
         raise InputError("window_seconds must be > 0 and max_window_frames >= 1")
     if audio is None and not info.has_audio:
-        raise InputError(f"{path} has no audio track; pass the audio separately (audio= a WAV path, or "
-                         "an array with sample_rate=; CLI: --audio file.wav)")
+        raise InputError(
+            f"{path} has no audio track; pass the audio separately (audio= a WAV path, or "
+            "an array with sample_rate=; CLI: --audio file.wav)"
+        )
     if audio is not None:
         src: _AudioSource = _external_audio(audio, sample_rate)
     else:
@@ -457,12 +525,21 @@ def iter_windows(path: str | Path, *, sampling: str = "avsbench", fps: float | N
         def flush() -> VideoWindow:
             pos = [j for j, _ in pending]
             wav, rate = src.slices([plan.audio_centres[j] for j in pos], plan.audio_rate)
-            return VideoWindow([f for _, f in pending], pos, [plan.indices[j] for j in pos],
-                               [plan.times[j] for j in pos], wav, rate, len(plan))
+            return VideoWindow(
+                [f for _, f in pending],
+                pos,
+                [plan.indices[j] for j in pos],
+                [plan.times[j] for j in pos],
+                wav,
+                rate,
+                len(plan),
+            )
 
         for j, frame in _decode_picked(path, plan):
-            if pending and (len(pending) >= max_window_frames
-                            or float((j - pending[0][0]) / plan.out_fps) >= window_seconds - _EPS):
+            if pending and (
+                len(pending) >= max_window_frames
+                or float((j - pending[0][0]) / plan.out_fps) >= window_seconds - _EPS
+            ):
                 yield flush()
                 pending = []
             pending.append((j, frame))
@@ -479,12 +556,24 @@ def check_mode(pipe, mode: str | None, params: dict[str, Any]) -> str:
     return pipe.check_mode(mode, params)[0].name
 
 
-def iter_segment_video(pipe, path: str | Path, *, mode: str | None = None, sampling: str = "avsbench",
-                       fps: float | None = None, start: float = 0.0, duration: float | None = None,
-                       audio=None, sample_rate: int | None = None, window_seconds: float = 4.0,
-                       max_window_frames: int = 32, progress: ProgressFn | None = None,
-                       info: VideoInfo | None = None, plan: FramePlan | None = None,
-                       **params: Any) -> Iterator[tuple[VideoWindow, SegmentResult]]:
+def iter_segment_video(
+    pipe,
+    path: str | Path,
+    *,
+    mode: str | None = None,
+    sampling: str = "avsbench",
+    fps: float | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio=None,
+    sample_rate: int | None = None,
+    window_seconds: float = 4.0,
+    max_window_frames: int = 32,
+    progress: ProgressFn | None = None,
+    info: VideoInfo | None = None,
+    plan: FramePlan | None = None,
+    **params: Any,
+) -> Iterator[tuple[VideoWindow, SegmentResult]]:
     """Segment a video window by window: yields (window, its :class:`SegmentResult`).
 
     Arguments as :func:`segment_video`. Memory holds one window (its frames, audio and results).
@@ -493,8 +582,15 @@ def iter_segment_video(pipe, path: str | Path, *, mode: str | None = None, sampl
     info = info or probe(path)
     plan = plan or plan_frames(info, sampling=sampling, fps=fps, start=start, duration=duration)
     done = 0
-    for win in iter_windows(path, audio=audio, sample_rate=sample_rate, window_seconds=window_seconds,
-                            max_window_frames=max_window_frames, info=info, plan=plan):
+    for win in iter_windows(
+        path,
+        audio=audio,
+        sample_rate=sample_rate,
+        window_seconds=window_seconds,
+        max_window_frames=max_window_frames,
+        info=info,
+        plan=plan,
+    ):
         res = pipe.segment(win.frames, win.audio, win.sample_rate, mode=mode, **params)
         done += len(win.frames)
         yield win, res
@@ -522,16 +618,35 @@ class VideoSegmentResult(SegmentResult):
 
 
 def _video_dict(info: VideoInfo) -> dict[str, Any]:
-    return {"path": info.path, "width": info.width, "height": info.height, "fps": float(info.fps),
-            "num_frames": info.num_frames, "duration": info.duration, "audio_rate": info.audio_rate,
-            "audio_channels": info.audio_channels, "codec": info.codec}
+    return {
+        "path": info.path,
+        "width": info.width,
+        "height": info.height,
+        "fps": float(info.fps),
+        "num_frames": info.num_frames,
+        "duration": info.duration,
+        "audio_rate": info.audio_rate,
+        "audio_channels": info.audio_channels,
+        "codec": info.codec,
+    }
 
 
-def segment_video(pipe, path: str | Path, *, mode: str | None = None, sampling: str = "avsbench",
-                  fps: float | None = None, start: float = 0.0, duration: float | None = None,
-                  audio=None, sample_rate: int | None = None, window_seconds: float = 4.0,
-                  max_window_frames: int = 32, progress: ProgressFn | None = None,
-                  **params: Any) -> VideoSegmentResult:
+def segment_video(
+    pipe,
+    path: str | Path,
+    *,
+    mode: str | None = None,
+    sampling: str = "avsbench",
+    fps: float | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio=None,
+    sample_rate: int | None = None,
+    window_seconds: float = 4.0,
+    max_window_frames: int = 32,
+    progress: ProgressFn | None = None,
+    **params: Any,
+) -> VideoSegmentResult:
     """Segment a video file: masks for the sampled frames, with their frame numbers and times.
 
     ``path``: any file PyAV reads (MP4, MKV, WebM, ...) with a video stream. ``sampling``:
@@ -546,23 +661,40 @@ def segment_video(pipe, path: str | Path, *, mode: str | None = None, sampling: 
     parts: list[SegmentResult] = []
     indices: list[int] = []
     times: list[float] = []
-    for win, res in iter_segment_video(pipe, path, mode=mode, sampling=sampling, fps=fps, start=start,
-                                       duration=duration, audio=audio, sample_rate=sample_rate,
-                                       window_seconds=window_seconds, max_window_frames=max_window_frames,
-                                       progress=progress, info=info, **params):
+    for win, res in iter_segment_video(
+        pipe,
+        path,
+        mode=mode,
+        sampling=sampling,
+        fps=fps,
+        start=start,
+        duration=duration,
+        audio=audio,
+        sample_rate=sample_rate,
+        window_seconds=window_seconds,
+        max_window_frames=max_window_frames,
+        progress=progress,
+        info=info,
+        **params,
+    ):
         parts.append(res)
         indices += win.indices
         times += win.times
     first = parts[0]
     base = {f.name: getattr(first, f.name) for f in fields(SegmentResult)}
-    for f in fields(SegmentResult):  # per-frame lists (masks, scores, prompts, ...) are concatenated
+    for f in fields(
+        SegmentResult
+    ):  # per-frame lists (masks, scores, prompts, ...) are concatenated
         vals = [getattr(r, f.name) for r in parts]
-        if all(isinstance(v, list) and len(v) == len(r.masks) for v, r in zip(vals, parts, strict=True)):
+        if all(
+            isinstance(v, list) and len(v) == len(r.masks) for v, r in zip(vals, parts, strict=True)
+        ):
             base[f.name] = [x for v in vals for x in v]
     timings: dict[str, float] = {}
     for r in parts:
         for k, v in r.timings.items():
             timings[k] = timings.get(k, 0.0) + float(v)
     base["timings"] = timings
-    return VideoSegmentResult(**base, frame_indices=indices, times=times,
-                              sampling=sampling, video=_video_dict(info))
+    return VideoSegmentResult(
+        **base, frame_indices=indices, times=times, sampling=sampling, video=_video_dict(info)
+    )

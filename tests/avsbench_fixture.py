@@ -54,7 +54,9 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
         w.writeframes(s.astype("<i2").tobytes())
 
 
-def _tone(rng: np.random.Generator, seconds: float, rate: int, stereo: bool, freq: float) -> np.ndarray:
+def _tone(
+    rng: np.random.Generator, seconds: float, rate: int, stereo: bool, freq: float
+) -> np.ndarray:
     t = np.arange(int(round(seconds * rate))) / rate
     x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)
     x = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
@@ -112,7 +114,9 @@ def make_avsbench(
             for k in range(5):
                 _png(frame_dir / frame_names[k], _frame(rng, masks[k]))
             for k in mask_ks:
-                _png(data / "gt_masks" / rel / f"{name}_{k}.png", masks[k - 1].astype(np.uint8) * 255)
+                _png(
+                    data / "gt_masks" / rel / f"{name}_{k}.png", masks[k - 1].astype(np.uint8) * 255
+                )
             write_wav(wav, _tone(rng, audio_seconds, rate, stereo, freq), rate)
     base.mkdir(parents=True, exist_ok=True)
     csv_name = "s4_meta_data.csv" if kind == "s4" else "ms3_meta_data.csv"

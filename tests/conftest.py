@@ -78,5 +78,6 @@ def micro_point_decoder(tmp_path_factory):
     from models.sam import load_sam
 
     d = tmp_path_factory.mktemp("micro_sam_point_onnx")
-    return export_sam_decoder(load_sam("micro", seed=0), d / "sam_point_decoder.onnx", atol=1e-4,
-                              with_mask_input=False)
+    return export_sam_decoder(
+        load_sam("micro", seed=0), d / "sam_point_decoder.onnx", atol=1e-4, with_mask_input=False
+    )

@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 
 
-def clip(num_frames: int = 2, hw: tuple[int, int] = (48, 64), seconds: float | None = None, seed: int = 0):
+def clip(
+    num_frames: int = 2, hw: tuple[int, int] = (48, 64), seconds: float | None = None, seed: int = 0
+):
     """uint8 frames [N, H, W, 3] (random) and float32 16 kHz audio (a tone, ``seconds`` long, default N s)."""
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (num_frames, *hw, 3), dtype=np.uint8)
     n = int(16000 * (num_frames if seconds is None else seconds))
-    audio = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / 16000) + 0.01 * rng.normal(size=n)).astype(np.float32)
+    audio = (
+        0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / 16000) + 0.01 * rng.normal(size=n)
+    ).astype(np.float32)
     return frames, audio, 16000
 
 

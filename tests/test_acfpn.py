@@ -104,8 +104,14 @@ def test_audio_modes():
 
 
 @pytest.mark.parametrize(
-    "fusion,c4", [("hadamard", 3072), ("concatenation", 4096), ("normed_hadamard", 3072),
-                  ("audio_only", 3072), ("score", 2049)]
+    "fusion,c4",
+    [
+        ("hadamard", 3072),
+        ("concatenation", 4096),
+        ("normed_hadamard", 3072),
+        ("audio_only", 3072),
+        ("score", 2049),
+    ],
 )
 def test_fusion_channels_full_config(fusion, c4):
     assert fusion_in_channels(fusion) == c4
@@ -146,7 +152,11 @@ def _reference_fusion(fusion: str, x4, dense, a):
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))
 def test_fuse_features_matches_reference(fusion):
     g = torch.Generator().manual_seed(1)
-    x4, dense, a = torch.randn(2, 6, 3, 3, generator=g), torch.randn(2, 5, 3, 3, generator=g), torch.randn(2, 5, generator=g)
+    x4, dense, a = (
+        torch.randn(2, 6, 3, 3, generator=g),
+        torch.randn(2, 5, 3, 3, generator=g),
+        torch.randn(2, 5, generator=g),
+    )
     got = fuse_features(fusion, x4, dense, a)
     want = _reference_fusion(FUSIONS[fusion], x4, dense, a)
     assert got.shape[1] == fusion_in_channels(fusion, 6, 5)
@@ -180,10 +190,19 @@ def test_parameter_counts_match_spec():
 # key layout vs the reference names
 
 
-NECK_KEYS = {f"neck.{t}.{i}.{p}" for t in ("lateral_convs", "fpn_convs") for i in range(4) for p in ("weight", "bias")}
+NECK_KEYS = {
+    f"neck.{t}.{i}.{p}"
+    for t in ("lateral_convs", "fpn_convs")
+    for i in range(4)
+    for p in ("weight", "bias")
+}
 HEAD_SLOTS = {0: (0, 1), 1: (0, 1), 2: (0, 1, 4, 5), 3: (0, 1, 4, 5, 8, 9)}
-HEAD_KEYS = {f"head.scale_heads.{lvl}.{s}.{p}" for lvl, slots in HEAD_SLOTS.items() for s in slots
-             for p in ("weight", "bias")} | {"head.seg_conv.weight", "head.seg_conv.bias"}
+HEAD_KEYS = {
+    f"head.scale_heads.{lvl}.{s}.{p}"
+    for lvl, slots in HEAD_SLOTS.items()
+    for s in slots
+    for p in ("weight", "bias")
+} | {"head.seg_conv.weight", "head.seg_conv.bias"}
 
 
 def test_key_layout_matches_reference():
@@ -207,17 +226,30 @@ def test_key_layout_matches_reference():
 def _reference_neck_head(sd: dict, feats: list[torch.Tensor]) -> torch.Tensor:
     """FPN_Neck + FPN_Head of the reference, step by step, from reference key names."""
     w = lambda k: sd[k]  # noqa: E731
-    lat = [F.conv2d(feats[i], w(f"neck.lateral_convs.{i}.weight"), w(f"neck.lateral_convs.{i}.bias"))
-           for i in range(4)]
+    lat = [
+        F.conv2d(feats[i], w(f"neck.lateral_convs.{i}.weight"), w(f"neck.lateral_convs.{i}.bias"))
+        for i in range(4)
+    ]
     for i in (3, 2, 1):  # coarse to fine, in place like `laterals[i - 1] += ...`
-        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], scale_factor=2, mode="bilinear", align_corners=False)
-    fpn = [F.conv2d(lat[i], w(f"neck.fpn_convs.{i}.weight"), w(f"neck.fpn_convs.{i}.bias"), padding=1)
-           for i in range(4)]
+        lat[i - 1] = lat[i - 1] + F.interpolate(
+            lat[i], scale_factor=2, mode="bilinear", align_corners=False
+        )
+    fpn = [
+        F.conv2d(lat[i], w(f"neck.fpn_convs.{i}.weight"), w(f"neck.fpn_convs.{i}.bias"), padding=1)
+        for i in range(4)
+    ]
 
     def block(x, lvl, slot, up):
-        x = F.conv2d(x, w(f"head.scale_heads.{lvl}.{slot}.weight"), w(f"head.scale_heads.{lvl}.{slot}.bias"))
-        x = F.group_norm(x, 32, w(f"head.scale_heads.{lvl}.{slot + 1}.weight"),
-                         w(f"head.scale_heads.{lvl}.{slot + 1}.bias"), eps=1e-5)
+        x = F.conv2d(
+            x, w(f"head.scale_heads.{lvl}.{slot}.weight"), w(f"head.scale_heads.{lvl}.{slot}.bias")
+        )
+        x = F.group_norm(
+            x,
+            32,
+            w(f"head.scale_heads.{lvl}.{slot + 1}.weight"),
+            w(f"head.scale_heads.{lvl}.{slot + 1}.bias"),
+            eps=1e-5,
+        )
         x = F.relu(x)
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True) if up else x
 
@@ -239,8 +271,10 @@ def test_neck_head_match_functional_reference():
     feats = [torch.randn(2, c, s, s, generator=g) for c, s in ((16, 8), (24, 4), (40, 2), (72, 1))]
     with torch.no_grad():
         got = head(neck(feats))
-        sd = {**{f"neck.{k}": v for k, v in neck.state_dict().items()},
-              **{f"head.{k}": v for k, v in head.state_dict().items()}}
+        sd = {
+            **{f"neck.{k}": v for k, v in neck.state_dict().items()},
+            **{f"head.{k}": v for k, v in head.state_dict().items()},
+        }
         want = _reference_neck_head(sd, feats)
     assert got.shape == (2, 1, 32, 32)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -274,10 +308,10 @@ def _reference_state_dict(model: ACFPN, text: dict[str, torch.Tensor]) -> dict[s
     out.update({f"aclp.{k}": v for k, v in text.items()})
     for k, v in sd.items():
         if k.startswith("visual."):
-            out["visual_encoder." + k[len("visual."):]] = v.clone()
+            out["visual_encoder." + k[len("visual.") :]] = v.clone()
     for k, v in sd.items():
         if k.startswith("audio."):
-            out["audio_encoder." + k[len("audio."):]] = v.clone()
+            out["audio_encoder." + k[len("audio.") :]] = v.clone()
     out.update({k: v for k, v in sd.items() if k.startswith(("neck.", "head."))})
     return out
 
@@ -300,9 +334,9 @@ def test_reference_layout_has_1616_keys_and_maps_back():
     # meta tensors cannot be compared: give the duplicates the very same tensor objects
     for k in list(ref):
         if k.startswith("visual_encoder."):
-            ref[k] = ref["aclp.visual." + k[len("visual_encoder."):]]
+            ref[k] = ref["aclp.visual." + k[len("visual_encoder.") :]]
         elif k.startswith("audio_encoder."):
-            ref[k] = ref["aclp.audio." + k[len("audio_encoder."):]]
+            ref[k] = ref["aclp.audio." + k[len("audio_encoder.") :]]
     ref.update({f"aclp.{k}": v for k, v in text.items()})
     assert len(ref) == 1616
     assert sum(k.startswith("aclp.") for k in ref) == 861
@@ -373,13 +407,18 @@ def test_own_checkpoint_round_trip(tmp_path, tiny):
         torch.testing.assert_close(m.encode_audio(wav), small(seed=3).encode_audio(wav))
     paper = small(audio_mode="paper")
     pinfo = read_acfpn_checkpoint(save_acfpn(paper, tmp_path / "paper.pt"))
-    assert "audio.bn1.running_mean" in pinfo["state_dict"] and "audio.conv1.weight" not in pinfo["state_dict"]
+    assert (
+        "audio.bn1.running_mean" in pinfo["state_dict"]
+        and "audio.conv1.weight" not in pinfo["state_dict"]
+    )
     assert pinfo["audio_input_scale"] == 1.0 and m.audio_input_scale == 32768.0
     with torch.no_grad():
         paper.audio.bn1.running_mean.add_(0.5)  # as train-mode BN would have changed it
     save_acfpn(paper, tmp_path / "paper.pt")
     back = load_acfpn(tmp_path / "paper.pt")
-    assert back.audio_mode == "paper" and torch.equal(back.audio.bn1.running_mean, paper.audio.bn1.running_mean)
+    assert back.audio_mode == "paper" and torch.equal(
+        back.audio.bn1.running_mean, paper.audio.bn1.running_mean
+    )
 
 
 def test_audioclip_file_loads_towers(tmp_path):
@@ -425,11 +464,15 @@ def test_onnx_export_parity(tmp_path, fusion):
     res = export_acfpn(m, tmp_path / "acfpn.onnx", atol=1e-4)
     assert res.parity_max_abs_err <= 1e-4
     assert [i["name"] for i in res.inputs] == ["image", "audio_embedding"]
-    assert res.inputs[0]["shape"][0] == res.inputs[1]["shape"][0] and isinstance(res.inputs[0]["shape"][0], str)
+    assert res.inputs[0]["shape"][0] == res.inputs[1]["shape"][0] and isinstance(
+        res.inputs[0]["shape"][0], str
+    )
     assert res.outputs[0]["shape"][1:] == [1, 224, 224]
     # batch 1, against the model itself (not the export wrapper)
     img, emb = _inputs(1, m.embed_dim, seed=8)
-    got = cpu_session(res.path, threads=2).run(["logits"], {"image": img.numpy(), "audio_embedding": emb.numpy()})[0]
+    got = cpu_session(res.path, threads=2).run(
+        ["logits"], {"image": img.numpy(), "audio_embedding": emb.numpy()}
+    )[0]
     with torch.no_grad():
         want = m(img, emb).numpy()
     assert np.abs(got - want).max() <= 1e-4

@@ -36,8 +36,12 @@ def _reference_layout(model: ACFPN) -> dict[str, torch.Tensor]:
     """The Sam4AVS training script's checkpoint layout (text tower omitted: the loader drops it)."""
     sd = model.state_dict()
     out = {f"aclp.{k}": v.clone() for k, v in sd.items() if k.startswith(("visual.", "audio."))}
-    out.update({"visual_encoder." + k[7:]: v.clone() for k, v in sd.items() if k.startswith("visual.")})
-    out.update({"audio_encoder." + k[6:]: v.clone() for k, v in sd.items() if k.startswith("audio.")})
+    out.update(
+        {"visual_encoder." + k[7:]: v.clone() for k, v in sd.items() if k.startswith("visual.")}
+    )
+    out.update(
+        {"audio_encoder." + k[6:]: v.clone() for k, v in sd.items() if k.startswith("audio.")}
+    )
     out.update({k: v.clone() for k, v in sd.items() if k.startswith(("neck.", "head."))})
     return out
 
@@ -88,8 +92,21 @@ def test_contradicting_fusion_is_refused_naming_both(checkpoints):
 
 def test_build_refuses_contradicting_acfpn_fusion(checkpoints, tmp_path, capsys):
     _, cat = checkpoints["concatenation"]
-    rc = build_main(["--profile", "tiny", "--out", str(tmp_path / "b"), "--graphs", "acfpn",
-                     "--acfpn", str(cat), "--acfpn-fusion", "hadamard", "--quiet"])
+    rc = build_main(
+        [
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path / "b"),
+            "--graphs",
+            "acfpn",
+            "--acfpn",
+            str(cat),
+            "--acfpn-fusion",
+            "hadamard",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "error: acfpn:" in err and "concatenation" in err and "'hadamard'" in err
@@ -108,11 +125,26 @@ def test_paper_row_checkpoint_to_bundle_to_segment(fusion, checkpoints, demo_dir
     src, ckpt = checkpoints[fusion]
     out = tmp_path / "bundle"
     # 1-s audio graphs (each 1-s chunk tiled once instead of 5 times): same code, 5x cheaper
-    rc = build_main(["--profile", "tiny", "--out", str(out), "--graphs", "audioclip_audio,acfpn",
-                     "--acfpn", str(ckpt), "--audio-seconds", "1", "--quiet"])
+    rc = build_main(
+        [
+            "--profile",
+            "tiny",
+            "--out",
+            str(out),
+            "--graphs",
+            "audioclip_audio,acfpn",
+            "--acfpn",
+            str(ckpt),
+            "--audio-seconds",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert man["graphs"]["acfpn"]["fusion"] == fusion and man["weights"]["acfpn"]["fusion"] == fusion
+    assert (
+        man["graphs"]["acfpn"]["fusion"] == fusion and man["weights"]["acfpn"]["fusion"] == fusion
+    )
     assert man["graphs"]["acfpn"]["audio_input_scale"] == 1.0
     # the reference's audio BN statistics differ from the build's AudioCLIP: its own audio graph
     assert man["graphs"]["acfpn"]["audio_graph"] == "acfpn_audio"

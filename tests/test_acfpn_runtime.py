@@ -26,7 +26,14 @@ from runtime.errors import BundleError, InputError
 from runtime.image import load_frame
 
 WAV = "cat_3-95694-A-5.wav"  # 5 s, 44.1 kHz, 16-bit mono (ESC-50)
-PHOTOS_224 = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg", "cat_2.jpg")
+PHOTOS_224 = (
+    "cat_1.jpg",
+    "cars_2.jpg",
+    "clock_1.jpg",
+    "coughing_1.jpg",
+    "lightning_1.jpg",
+    "cat_2.jpg",
+)
 PHOTOS_OWN = ("cat_1.jpg", "cars_2.jpg", "coughing_1.jpg")  # 1280x1244, 1024x768, 634x951
 
 
@@ -49,7 +56,9 @@ def _ref_embedding(model, wav: str, n: int, scale: float) -> torch.Tensor:
 def _torch_squash(frame, antialias: bool) -> np.ndarray:
     """AVSBench's frame squashing in torch: bilinear resize to 224x224 ignoring aspect, rounded to uint8."""
     x = torch.from_numpy(np.ascontiguousarray(load_frame(frame).transpose(2, 0, 1))).float()[None]
-    y = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=antialias)
+    y = torch.nn.functional.interpolate(
+        x, size=(224, 224), mode="bilinear", align_corners=False, antialias=antialias
+    )
     return y.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
 
 
@@ -60,8 +69,12 @@ def _ref_logits(model, frames, wav, scale, antialias):
     sizes = [load_frame(f).shape[:2] for f in frames]
     with torch.no_grad():
         z = model(imgs, emb)
-        return [torch.nn.functional.interpolate(z[i : i + 1], size=s, mode="bilinear", align_corners=False)[0, 0].numpy()
-                for i, s in enumerate(sizes)]
+        return [
+            torch.nn.functional.interpolate(
+                z[i : i + 1], size=s, mode="bilinear", align_corners=False
+            )[0, 0].numpy()
+            for i, s in enumerate(sizes)
+        ]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +120,9 @@ def test_acfpn_224_frames_match_reference(tiny_bundle, demo_dir, model, scale, t
 
 
 @pytest.mark.parametrize("preset", ["default", "sam4avs"])
-def test_acfpn_frames_of_their_own_sizes_match_reference(tiny_bundle, demo_dir, model, scale, preset):
+def test_acfpn_frames_of_their_own_sizes_match_reference(
+    tiny_bundle, demo_dir, model, scale, preset
+):
     """Three photos of different sizes and aspect ratios in one call (uint8 arrays), the real 44.1
     kHz wav (5 s for 3 frames: truncated). Resize antialiasing follows the preset; the AC-FPN audio
     scale is the one its weights were trained with, whatever the preset."""
@@ -132,7 +147,9 @@ def test_acfpn_default_threshold_and_audio_array(tiny_bundle, demo_dir, model, s
     res = runtime.load(tiny_bundle).segment(frames, pcm, rate, mode="acfpn")
     assert res.prompts[0]["threshold"] == 0.5
     assert _iou(res.masks[0], ref[0] > 0) >= 0.999
-    np.testing.assert_allclose(res.scores[0], 1 / (1 + np.exp(-ref[0].astype(np.float64))), atol=3e-4)
+    np.testing.assert_allclose(
+        res.scores[0], 1 / (1 + np.exp(-ref[0].astype(np.float64))), atol=3e-4
+    )
 
 
 def test_bundle_without_acfpn_is_refused_clearly(tiny_bundle, demo_dir, tmp_path):
@@ -141,7 +158,9 @@ def test_bundle_without_acfpn_is_refused_clearly(tiny_bundle, demo_dir, tmp_path
     out = tmp_path / "no_acfpn"
     out.mkdir()
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    m["graphs"] = {g: e for g, e in m["graphs"].items() if g in ("audioclip_audio", "audioclip_image")}
+    m["graphs"] = {
+        g: e for g, e in m["graphs"].items() if g in ("audioclip_audio", "audioclip_image")
+    }
     m["weights"].pop("acfpn")
     for g in m["graphs"].values():
         shutil.copy(tiny_bundle / g["file"], out / g["file"])

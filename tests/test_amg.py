@@ -52,7 +52,9 @@ pytestmark = pytest.mark.torch_threads(1)
 # --- synthetic point-dependent decoder ------------------------------------------------------------
 
 
-def synthetic_decoder(points: np.ndarray, crop_hw, *, quantised: bool = False, negative: bool = False):
+def synthetic_decoder(
+    points: np.ndarray, crop_hw, *, quantised: bool = False, negative: bool = False
+):
     """(logits float32 [B, 3, h, w], iou float32 [B, 3]) for points float [B, 2] (x, y) crop pixels."""
     h, w = int(crop_hw[0]), int(crop_hw[1])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -94,8 +96,15 @@ class _SyntheticPredictor:
     def reset_image(self):
         self.hw = None
 
-    def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None,
-                      multimask_output=True, return_logits=False):
+    def predict_torch(
+        self,
+        point_coords,
+        point_labels,
+        boxes=None,
+        mask_input=None,
+        multimask_output=True,
+        return_logits=False,
+    ):
         assert multimask_output and return_logits and torch.all(point_labels == 1)
         logits, iou = synthetic_decoder(point_coords[:, 0, :].numpy(), self.hw, **self.kw)
         return torch.from_numpy(logits), torch.from_numpy(iou), None
@@ -129,8 +138,15 @@ def ours_synthetic(image_hw, amg_kwargs, **kw):
 
 def _record_key(r) -> tuple:
     seg = np.ascontiguousarray(r["segmentation"])
-    return (tuple(r["point_coords"][0]), tuple(r["bbox"]), r["area"], r["predicted_iou"],
-            r["stability_score"], tuple(r["crop_box"]), hashlib.sha1(seg.tobytes()).hexdigest())
+    return (
+        tuple(r["point_coords"][0]),
+        tuple(r["bbox"]),
+        r["area"],
+        r["predicted_iou"],
+        r["stability_score"],
+        tuple(r["crop_box"]),
+        hashlib.sha1(seg.tobytes()).hexdigest(),
+    )
 
 
 def assert_records_identical(ref, out, sort_key=lambda r: r["predicted_iou"]):
@@ -138,8 +154,15 @@ def assert_records_identical(ref, out, sort_key=lambda r: r["predicted_iou"]):
     (torchvision's batched_nms re-sorts unstably above 1,000 boxes)."""
     assert len(out) == len(ref)
     for r in out:
-        assert set(r) == {"segmentation", "area", "bbox", "predicted_iou", "point_coords",
-                          "stability_score", "crop_box"}
+        assert set(r) == {
+            "segmentation",
+            "area",
+            "bbox",
+            "predicted_iou",
+            "point_coords",
+            "stability_score",
+            "crop_box",
+        }
         assert r["segmentation"].dtype == bool and r["segmentation"].ndim == 2
         assert all(isinstance(v, int) for v in r["bbox"] + r["crop_box"] + [r["area"]])
     assert [sort_key(r) for r in out] == [sort_key(r) for r in ref]
@@ -148,7 +171,9 @@ def assert_records_identical(ref, out, sort_key=lambda r: r["predicted_iou"]):
         j = i
         while j < len(ref) and sort_key(ref[j]) == sort_key(ref[i]):
             j += 1
-        assert sorted(map(_record_key, ref[i:j])) == sorted(map(_record_key, out[i:j])), f"records {i}:{j}"
+        assert sorted(map(_record_key, ref[i:j])) == sorted(map(_record_key, out[i:j])), (
+            f"records {i}:{j}"
+        )
         i = j
     for a, b in zip(ref, out, strict=True):  # the segmentations themselves, in the matched order
         if _record_key(a) == _record_key(b):
@@ -175,8 +200,10 @@ def test_box_nms_matches_torchvision(n):
     xy = rng.integers(0, 60, (n, 2))
     wh = rng.integers(0, 40, (n, 2))  # zero-size boxes included
     boxes = np.concatenate([xy, xy + wh], axis=1)
-    for scores in (rng.integers(0, 6, n).astype(np.float32),  # many ties
-                   rng.random(n, dtype=np.float32)):
+    for scores in (
+        rng.integers(0, 6, n).astype(np.float32),  # many ties
+        rng.random(n, dtype=np.float32),
+    ):
         for thr in (0.0, 0.3, 0.7, 1.0):
             ref = tv_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores), thr).numpy()
             np.testing.assert_array_equal(box_nms(boxes, scores, thr), ref)
@@ -224,8 +251,13 @@ def test_synthetic_score_ties_identical(micro_sam):
 
 @pytest.mark.parametrize("layers,factor", [(1, 1), (2, 2)])
 def test_synthetic_crop_layers_identical(micro_sam, layers, factor):
-    kw = {"points_per_side": 8, "crop_n_layers": layers, "crop_n_points_downscale_factor": factor,
-          "pred_iou_thresh": 0.8, "stability_score_thresh": 0.8}
+    kw = {
+        "points_per_side": 8,
+        "crop_n_layers": layers,
+        "crop_n_points_downscale_factor": factor,
+        "pred_iou_thresh": 0.8,
+        "stability_score_thresh": 0.8,
+    }
     ref = sam_reference_synthetic(micro_sam, (180, 240), kw)
     out = ours_synthetic((180, 240), kw)
     assert len(ref) > 5
@@ -271,15 +303,23 @@ def test_rejects_bad_inputs():
         AmgConfig(pred_iou_thresh=float("nan"))
 
     def bad_shapes(cb):
-        return (lambda c, lab: (np.zeros((c.shape[0], 3, 5, 5), np.float32),
-                                np.zeros((c.shape[0], 3), np.float32))), None
+        return (
+            lambda c, lab: (
+                np.zeros((c.shape[0], 3, 5, 5), np.float32),
+                np.zeros((c.shape[0], 3), np.float32),
+            )
+        ), None
 
     with pytest.raises(InputError, match="crop's size"):
         generate_masks((16, 16), bad_shapes, AmgConfig(points_per_side=2, pred_iou_thresh=0.0))
 
     def bad_iou(cb):
-        return (lambda c, lab: (np.zeros((c.shape[0], 3, 16, 16), np.float32),
-                                np.zeros((c.shape[0] + 1, 3), np.float32))), None
+        return (
+            lambda c, lab: (
+                np.zeros((c.shape[0], 3, 16, 16), np.float32),
+                np.zeros((c.shape[0] + 1, 3), np.float32),
+            )
+        ), None
 
     with pytest.raises(InputError, match="iou"):
         generate_masks((16, 16), bad_iou, AmgConfig(points_per_side=2))
@@ -300,9 +340,16 @@ def micro_runner(request, micro_sam_graphs):
     point = None
     if request.param == "point-decoder":
         point = cpu_session(request.getfixturevalue("micro_point_decoder").path, 1)
-    return SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
-                     cfg["pixel_mean"], cfg["pixel_std"], patch_size=cfg["patch_size"],
-                     mask_threshold=cfg["mask_threshold"], point_decoder=point)
+    return SamRunner(
+        cpu_session(enc.path, 1),
+        cpu_session(dec.path, 1),
+        cfg["image_size"],
+        cfg["pixel_mean"],
+        cfg["pixel_std"],
+        patch_size=cfg["patch_size"],
+        mask_threshold=cfg["mask_threshold"],
+        point_decoder=point,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -320,14 +367,20 @@ def assert_records_close(ref, out, *, iou_tol: float = 1e-5):
     for r in out:
         best, best_iou = None, -1.0
         for j, q in enumerate(ref):
-            if j in used or q["point_coords"] != r["point_coords"] or q["crop_box"] != r["crop_box"]:
+            if (
+                j in used
+                or q["point_coords"] != r["point_coords"]
+                or q["crop_box"] != r["crop_box"]
+            ):
                 continue
             inter = np.count_nonzero(q["segmentation"] & r["segmentation"])
             union = np.count_nonzero(q["segmentation"] | r["segmentation"])
             m = 1.0 if union == 0 else inter / union
             if m > best_iou:
                 best, best_iou = j, m
-        assert best is not None and best_iou >= 0.999, f"no match for the mask at {r['point_coords']}"
+        assert best is not None and best_iou >= 0.999, (
+            f"no match for the mask at {r['point_coords']}"
+        )
         q = ref[best]
         used.add(best)
         order.append(best)
@@ -353,18 +406,38 @@ def test_micro_ort_defaults(micro_runner, micro_sam, photo):
     assert_records_close(ref, out)
 
 
-@pytest.mark.parametrize("kw", [
-    # no filtering, no suppression: every one of the 3 x 64 masks, in score order
-    {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0},
-    # both filters active (random logits are small: a 0.05 stability offset), batches of 48
-    {"points_per_side": 12, "points_per_batch": 48, "pred_iou_thresh": 0.02,
-     "stability_score_offset": 0.05, "stability_score_thresh": 0.3, "box_nms_thresh": 1.0},
-    # NMS at the default 0.7: random masks span the frame, so one survives out of 192
-    {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
-    # crops: 1 + 4 crop embeddings, crop-edge filter, crop NMS
-    {"points_per_side": 4, "crop_n_layers": 1, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
-     "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        # no filtering, no suppression: every one of the 3 x 64 masks, in score order
+        {
+            "points_per_side": 8,
+            "pred_iou_thresh": 0.0,
+            "stability_score_thresh": 0.0,
+            "box_nms_thresh": 1.0,
+        },
+        # both filters active (random logits are small: a 0.05 stability offset), batches of 48
+        {
+            "points_per_side": 12,
+            "points_per_batch": 48,
+            "pred_iou_thresh": 0.02,
+            "stability_score_offset": 0.05,
+            "stability_score_thresh": 0.3,
+            "box_nms_thresh": 1.0,
+        },
+        # NMS at the default 0.7: random masks span the frame, so one survives out of 192
+        {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+        # crops: 1 + 4 crop embeddings, crop-edge filter, crop NMS
+        {
+            "points_per_side": 4,
+            "crop_n_layers": 1,
+            "pred_iou_thresh": 0.0,
+            "stability_score_thresh": 0.0,
+            "box_nms_thresh": 1.0,
+            "crop_nms_thresh": 1.0,
+        },
+    ],
+)
 def test_micro_ort_lowered_thresholds(micro_runner, micro_sam, photo, kw):
     ref = SamAutomaticMaskGenerator(micro_sam, **kw).generate(photo)
     out = AutomaticMaskGenerator(micro_runner, **kw).generate(photo)
@@ -373,10 +446,20 @@ def test_micro_ort_lowered_thresholds(micro_runner, micro_sam, photo, kw):
 
 
 def test_micro_ort_no_masks_and_bad_images(micro_runner, photo):
-    assert AutomaticMaskGenerator(micro_runner, points_per_side=4, pred_iou_thresh=0.99).generate(photo) == []
+    assert (
+        AutomaticMaskGenerator(micro_runner, points_per_side=4, pred_iou_thresh=0.99).generate(
+            photo
+        )
+        == []
+    )
     gen = AutomaticMaskGenerator(micro_runner, points_per_side=4)
-    for bad in (np.zeros((0, 224, 3), np.uint8), np.zeros((224, 0, 3), np.uint8),
-                photo.astype(np.float32), photo[..., :2], photo[..., 0]):
+    for bad in (
+        np.zeros((0, 224, 3), np.uint8),
+        np.zeros((224, 0, 3), np.uint8),
+        photo.astype(np.float32),
+        photo[..., :2],
+        photo[..., 0],
+    ):
         with pytest.raises(InputError):
             gen.generate(bad)
     with pytest.raises(InputError, match="unknown AMG parameters"):
@@ -397,7 +480,11 @@ def test_synthetic_point_filter_equals_sam_with_the_kept_points(micro_sam):
 
     def point_filter(points):
         seen.append(points.copy())
-        return (points[:, 0] > 0.3 * hw[1]) & (points[:, 1] < 0.6 * hw[0]) & (np.arange(len(points)) % 3 != 0)
+        return (
+            (points[:, 0] > 0.3 * hw[1])
+            & (points[:, 1] < 0.6 * hw[0])
+            & (np.arange(len(points)) % 3 != 0)
+        )
 
     gen = SamAutomaticMaskGenerator(micro_sam, points_per_side=None, point_grids=[grid[flags]])
     gen.predictor = _SyntheticPredictor()
@@ -423,13 +510,20 @@ def test_point_filter_is_checked_and_sees_image_pixels_per_crop():
         x0, y0, x1, y1 = crop_box
         return (lambda coords, labels: synthetic_decoder(coords[:, 0, :], (y1 - y0, x1 - x0))), None
 
-    cfg = AmgConfig(points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.8, stability_score_thresh=0.8)
+    cfg = AmgConfig(
+        points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.8, stability_score_thresh=0.8
+    )
     out = generate_masks((100, 120), for_crop, cfg, point_filter=keep_left)
     assert len(calls) == 5  # the image and its four crops
     assert all(r["point_coords"][0][0] < 60 for r in out)
     crops, _ = generate_crop_boxes((100, 120), 1, cfg.crop_overlap_ratio)
     for pts, (x0, y0, x1, y1) in zip(calls, crops, strict=True):
-        assert pts[:, 0].min() >= x0 and pts[:, 0].max() <= x1 and pts[:, 1].min() >= y0 and pts[:, 1].max() <= y1
+        assert (
+            pts[:, 0].min() >= x0
+            and pts[:, 0].max() <= x1
+            and pts[:, 1].min() >= y0
+            and pts[:, 1].max() <= y1
+        )
     with pytest.raises(InputError, match="point_filter must return bool"):
         generate_masks((100, 120), for_crop, cfg, point_filter=lambda p: np.ones(3, bool))
     with pytest.raises(InputError, match="point_filter must return bool"):

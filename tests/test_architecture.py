@@ -69,7 +69,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (c := visit(n)):
                 return c
         stack.pop()
@@ -121,12 +121,20 @@ def _flagged(path: Path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
             yield node.slice
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run":
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "run"
+        ):
             for arg in node.args:
                 if isinstance(arg, ast.Dict):
                     yield from (k for k in arg.keys if isinstance(k, ast.Constant))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
-                and not isinstance(node.value, bool) and node.value in CONSTANTS:
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)
+            and node.value in CONSTANTS
+        ):
             yield node
 
 
@@ -137,15 +145,18 @@ def test_no_graph_io_name_or_bundle_constant_outside_the_contract():
             continue
         for node in _flagged(path):
             v = node.value
-            if (isinstance(v, str) and v in IO_NAMES) or \
-                    (isinstance(v, (int, float)) and not isinstance(v, bool) and v in CONSTANTS):
+            if (isinstance(v, str) and v in IO_NAMES) or (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v in CONSTANTS
+            ):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {v!r}")
     assert not found, "typed out outside runtime/contract.py:\n" + "\n".join(found)
 
 
 def test_the_check_catches_a_typed_out_feed(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text('def f(sess, x, feats):\n    sess.run(None, {"waveform": x})\n    return feats["global"], 48000\n')
+    bad.write_text(
+        'def f(sess, x, feats):\n    sess.run(None, {"waveform": x})\n    return feats["global"], 48000\n'
+    )
     assert sorted(map(str, (n.value for n in _flagged(bad)))) == ["48000", "global", "waveform"]
 
 
@@ -159,15 +170,23 @@ def run_brightness(pipe, frames, audio, sample_rate, timings, *, level):
     out = []
     for f, e in zip(frames, emb, strict=True):
         gray = f.mean(axis=2)
-        out.append(FrameOutput(gray > level, np.array([gray.mean()], np.float32),
-                               {"level": level, "audio_norm": float(np.linalg.norm(e))}))
+        out.append(
+            FrameOutput(
+                gray > level,
+                np.array([gray.mean()], np.float32),
+                {"level": level, "audio_norm": float(np.linalg.norm(e))},
+            )
+        )
     return out
 
 
 TOY = ModeSpec(
-    name="brightness", graphs=("audioclip_audio",), run=run_brightness,
+    name="brightness",
+    graphs=("audioclip_audio",),
+    run=run_brightness,
     params=(Param("level", 128.0, "float", "brightness threshold", low=0.0, high=255.0),),
-    score_kind="mean brightness float32 [1]", doc="toy mode of tests/test_architecture.py",
+    score_kind="mean brightness float32 [1]",
+    doc="toy mode of tests/test_architecture.py",
 )
 
 
@@ -175,7 +194,10 @@ def test_a_toy_mode_runs_through_segment(tiny_bundle, monkeypatch):
     monkeypatch.setitem(MODES, TOY.name, TOY)
     pipe = runtime.load(tiny_bundle)
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), np.full((30, 20, 3), 200, np.uint8)]
+    frames = [
+        rng.integers(0, 256, (40, 60, 3), dtype=np.uint8),
+        np.full((30, 20, 3), 200, np.uint8),
+    ]
     audio = rng.uniform(-0.5, 0.5, 16000 * 2).astype(np.float32)
     res = pipe.segment(frames, audio, 16000, mode="brightness", level=100)
     assert res.mode == "brightness" and res.preset == "default" and res.random_weights

@@ -38,7 +38,11 @@ SCALES = (32768.0, 1.0)
 def _read(path: Path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert w.getsampwidth() == 2 and w.getframerate() == SR
-        d = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).mean(1)
+        d = (
+            np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+            .reshape(-1, w.getnchannels())
+            .mean(1)
+        )
     return (d / 32768.0).astype(np.float32)
 
 
@@ -50,7 +54,7 @@ def clips(demo_dir) -> np.ndarray:
     for p in sorted(demo_dir.glob("*.wav")):
         a = _read(p)
         rows.append(a[:T])
-        rows.append(np.pad(a[-int(0.7 * SR):], (0, T - int(0.7 * SR))))
+        rows.append(np.pad(a[-int(0.7 * SR) :], (0, T - int(0.7 * SR))))
     return np.stack(rows)
 
 
@@ -68,12 +72,16 @@ def model() -> ESResNeXtFBSP:
 def reference_spectrogram(model: ESResNeXtFBSP, x: np.ndarray) -> np.ndarray:
     """numpy float64 dB spectrogram [N, 3, 341, F] of waveforms x [N, T] in the model's input units."""
     win, hop = model.win_length, model.hop_length
-    xs = ((x.astype(np.float32) - np.float32(-32768.0)) * np.float32(2.0)) / np.float32(65535.0) + np.float32(-1.0)
+    xs = ((x.astype(np.float32) - np.float32(-32768.0)) * np.float32(2.0)) / np.float32(
+        65535.0
+    ) + np.float32(-1.0)
     xs = xs.astype(np.float64)
     n = xs.shape[-1]
     frames = 1 if n <= win else 1 + int(math.ceil((n - win) / hop))
     pad = (frames - 1) * hop + win - n
-    xs = np.concatenate([np.zeros((xs.shape[0], pad // 2)), xs, np.zeros((xs.shape[0], pad - pad // 2))], axis=1)
+    xs = np.concatenate(
+        [np.zeros((xs.shape[0], pad // 2)), xs, np.zeros((xs.shape[0], pad - pad // 2))], axis=1
+    )
     idx = np.arange(win)[None, :] + hop * np.arange(frames)[:, None]
     fr = xs[:, idx] * model.window.detach().numpy().astype(np.float64)  # [N, F, win]
     fr = np.pad(fr, ((0, 0), (0, 0), (197, 197)))
@@ -99,9 +107,16 @@ class _FrontEnd(torch.nn.Module):
 def frontend_session(model, tmp_path_factory):
     folded = fold_audio_encoder(model, T)
     d = tmp_path_factory.mktemp("frontend")
-    res = export_graph(_FrontEnd(folded).eval(), (torch.zeros(2, T),), d / "frontend.onnx",
-                       input_names=["waveform"], output_names=["spec"],
-                       dynamic_shapes=[{0: torch.export.Dim("batch")}], parity_inputs=[], atol=None)
+    res = export_graph(
+        _FrontEnd(folded).eval(),
+        (torch.zeros(2, T),),
+        d / "frontend.onnx",
+        input_names=["waveform"],
+        output_names=["spec"],
+        dynamic_shapes=[{0: torch.export.Dim("batch")}],
+        parity_inputs=[],
+        atol=None,
+    )
     return cpu_session(res.path, threads=2)
 
 

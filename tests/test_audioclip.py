@@ -44,7 +44,12 @@ def test_saved_state_dict_loads_strictly(official_file):
     model, prov = load_audioclip(path, config="audioclip", seed=123)
     assert prov["sha256"] and prov["path"].endswith("AudioCLIP-Full-Training.pt")
     got = model.state_dict()
-    for k in ("visual.conv1.weight", "audio.fbsp.m", "transformer.resblocks.0.attn.in_proj_weight", "logit_scale_ai"):
+    for k in (
+        "visual.conv1.weight",
+        "audio.fbsp.m",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "logit_scale_ai",
+    ):
         assert torch.equal(got[k], sd[k])
     # without the text tower the text keys of the file are skipped, the rest still loads strictly
     lean, _ = load_audioclip(path, config="audioclip", with_text=False)
@@ -80,7 +85,7 @@ def test_unsafe_or_foreign_files_are_refused(tmp_path):
 def test_tower_files(official_file, tmp_path):
     _, sd = official_file
     model = AudioCLIP("audioclip")
-    audio_sd = {k[len("audio."):]: v for k, v in sd.items() if k.startswith("audio.")}
+    audio_sd = {k[len("audio.") :]: v for k, v in sd.items() if k.startswith("audio.")}
     esr = dict(audio_sd)
     esr["fc.weight"] = torch.randn(527, 2048)
     esr["fc.bias"] = torch.randn(527)
@@ -89,7 +94,11 @@ def test_tower_files(official_file, tmp_path):
     prov = load_tower_file(model, p, "audio")
     assert prov["skipped"] == ["fc.bias", "fc.weight"]
     assert torch.equal(model.audio.fbsp.m, audio_sd["fbsp.m"])
-    clip = {k: v for k, v in sd.items() if not k.startswith("audio.") and k not in ("logit_scale_ai", "logit_scale_at")}
+    clip = {
+        k: v
+        for k, v in sd.items()
+        if not k.startswith("audio.") and k not in ("logit_scale_ai", "logit_scale_at")
+    }
     p2 = tmp_path / "CLIP.pt"
     torch.save(clip, p2)
     load_tower_file(model, p2, "clip")

@@ -23,13 +23,29 @@ from runtime.errors import InputError
 from runtime.image import load_frame, load_frames
 
 
-def wav_bytes(data: bytes, *, channels: int = 1, rate: int = 16000, bits: int = 16, tag: int = 1,
-              block: int | None = None, data_size: int | None = None) -> bytes:
+def wav_bytes(
+    data: bytes,
+    *,
+    channels: int = 1,
+    rate: int = 16000,
+    bits: int = 16,
+    tag: int = 1,
+    block: int | None = None,
+    data_size: int | None = None,
+) -> bytes:
     """A RIFF/WAVE file: fmt chunk (with the given, possibly inconsistent, fields) + data chunk."""
     block = channels * ((bits + 7) // 8) if block is None else block
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
     size = len(data) if data_size is None else data_size
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", size) + data
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", size)
+        + data
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(body) - 4) + body
 
 
@@ -65,7 +81,9 @@ def _int16_scaled_floats(tmp: Path):
 
 def _int16_scaled_float_wav(tmp: Path):
     x = (np.sin(np.arange(16000) / 7.0) * 12000.0).astype("<f4")
-    return lambda: load_audio(write(tmp, "float_int16.wav", wav_bytes(x.tobytes(), bits=32, tag=3)), None, 44100)
+    return lambda: load_audio(
+        write(tmp, "float_int16.wav", wav_bytes(x.tobytes(), bits=32, tag=3)), None, 44100
+    )
 
 
 def _frames_none(tmp: Path):
@@ -85,8 +103,14 @@ class Row:
 
 ROWS = [
     Row("wav with 0 frames", _zero_frames, r"empty \(its data chunk holds 0 audio frames\)"),
-    Row("wav block align != channels x bytes", _block_align, r"inconsistent WAV header: block align 1 bytes"),
-    Row("wav over 3600 s, from its header", _too_long_from_header, r"3610 s \(from the WAV header\)"),
+    Row(
+        "wav block align != channels x bytes",
+        _block_align,
+        r"inconsistent WAV header: block align 1 bytes",
+    ),
+    Row(
+        "wav over 3600 s, from its header", _too_long_from_header, r"3610 s \(from the WAV header\)"
+    ),
     Row("float array in int16 units", _int16_scaled_floats, r"divide them by 32768"),
     Row("float wav in int16 units", _int16_scaled_float_wav, r"divide them by 32768"),
     Row("frames=None", _frames_none, r"frames must be a sequence.*got NoneType"),
@@ -105,7 +129,9 @@ def test_bad_input_row(row: Row, tmp_path: Path):
 
 
 def test_float_audio_within_tolerance_is_kept():
-    x = np.array([0.0, 1.5, -1.9, 0.25], np.float32)  # slight overshoot (resampling, clipping) is fine
+    x = np.array(
+        [0.0, 1.5, -1.9, 0.25], np.float32
+    )  # slight overshoot (resampling, clipping) is fine
     np.testing.assert_array_equal(to_mono_float(x), x)
     with pytest.raises(InputError, match="divide"):
         to_mono_float(np.array([0.0, 2.5], np.float64))
@@ -131,7 +157,9 @@ def test_wav_is_read_with_bounded_memory(tmp_path: Path):
 
 def test_wav_truncated_data_chunk_reads_what_is_there(tmp_path: Path):
     pcm = (np.arange(1000) - 500).astype("<i2")
-    p = write(tmp_path, "trunc.wav", wav_bytes(pcm.tobytes(), data_size=10**6))  # header claims more
+    p = write(
+        tmp_path, "trunc.wav", wav_bytes(pcm.tobytes(), data_size=10**6)
+    )  # header claims more
     x, _ = read_wav(p)
     np.testing.assert_array_equal(x[0], pcm / np.float32(32768.0))
 
@@ -190,7 +218,9 @@ PARAM_ROWS = [
 ]
 
 
-@pytest.mark.parametrize(("mode", "params", "match"), PARAM_ROWS, ids=[f"{m}-{next(iter(p))}" for m, p, _ in PARAM_ROWS])
+@pytest.mark.parametrize(
+    ("mode", "params", "match"), PARAM_ROWS, ids=[f"{m}-{next(iter(p))}" for m, p, _ in PARAM_ROWS]
+)
 def test_bad_parameter_is_refused_before_any_session(tiny_bundle, mode, params, match):
     import runtime
     from runtime.errors import InputError

@@ -19,8 +19,14 @@ from benchmarks.harness import Measurement, Report
 from benchmarks.run_report import main as run_report_main
 from benchmarks.run_report import markdown, write_outputs
 
-ALL_GRAPHS = ("audioclip_audio", "audioclip_audio_1s", "audioclip_image", "acfpn", "sam_image_encoder",
-              "sam_prompt_decoder")
+ALL_GRAPHS = (
+    "audioclip_audio",
+    "audioclip_audio_1s",
+    "audioclip_image",
+    "acfpn",
+    "sam_image_encoder",
+    "sam_prompt_decoder",
+)
 
 
 class FakeBundle:
@@ -37,7 +43,12 @@ class FakeBundle:
 
 def test_parse_only_expands_aliases_and_refuses_unknown_modes():
     assert bench.parse_only("no-prompt,acfpn") == ["acfpn", "no-prompt"]
-    assert bench.parse_only("points") == ["point-global", "point-local", "point-dense", "heatmap-box"]
+    assert bench.parse_only("points") == [
+        "point-global",
+        "point-local",
+        "point-dense",
+        "heatmap-box",
+    ]
     with pytest.raises(ValueError, match="unknown mode 'warp'"):
         bench.parse_only("acfpn,warp")
     with pytest.raises(ValueError, match="names no mode"):
@@ -49,47 +60,65 @@ def test_quick_plan_runs_every_mode_once_and_fits_15_minutes_at_vit_b(monkeypatc
     plan = bench.build_plan(FakeBundle(), FakeBundle("B8"), list(bench.MODES), quick=True)
     names = [c.name for c in plan.cases]
     assert "no-prompt-audio/reference" not in names  # compared with the full-grid reference instead
-    assert {"audioclip/reference", "acfpn/int8", "no-prompt/fp32", "no-prompt-audio/int8"} <= set(names)
+    assert {"audioclip/reference", "acfpn/int8", "no-prompt/fp32", "no-prompt-audio/int8"} <= set(
+        names
+    )
     assert all(c.repeats == 1 and c.warmup == 0 for c in plan.cases)
     assert {c.frames for c in plan.cases if c.mode.startswith("no-prompt")} == {1}
     assert {c.frames for c in plan.cases if c.mode.startswith("point")} == {5}
     assert [c for c in plan.cases if c.mode == "no-prompt-audio"][0].params == {"grid": "audio"}
     assert all(c.bundle == "B8" for c in plan.cases if c.side == "int8")
     # the quick budget: 15 minutes at vit_b, int8 point/box runs dropped (in TRIM_ORDER) where needed
-    assert bench.build_plan(FakeBundle(), None, list(bench.MODES), quick=True).total_s + bench.OVERHEAD_S < 15 * 60
+    assert (
+        bench.build_plan(FakeBundle(), None, list(bench.MODES), quick=True).total_s
+        + bench.OVERHEAD_S
+        < 15 * 60
+    )
     assert bench.fit_budget(plan, 15 * 60).total_s + bench.OVERHEAD_S <= 15 * 60
     fitted = bench.fit_budget(plan, plan.total_s)
     gone = [c.name for c in plan.cases if c not in fitted.cases]
-    assert set(gone) == set(bench.TRIM_ORDER[:len(gone)]) and len(gone) >= 1
+    assert set(gone) == set(bench.TRIM_ORDER[: len(gone)]) and len(gone) >= 1
     assert any(n.startswith("dropped to fit the") for n in fitted.notes)
     # the full setting: 1 warm-up + 3 runs, No-Prompt once on the 5 frames
     full = bench.build_plan(FakeBundle(), None, list(bench.MODES), quick=False)
     pg = [c for c in full.cases if c.name == "point-global/reference"][0]
     npr = [c for c in full.cases if c.name == "no-prompt/reference"][0]
     assert (pg.warmup, pg.repeats, npr.warmup, npr.repeats, npr.frames) == (1, 3, 0, 1, 5)
-    assert npr.est_s == pytest.approx(bench.estimate("no-prompt", "reference", 5, 1, 0, "full", 1.0))
+    assert npr.est_s == pytest.approx(
+        bench.estimate("no-prompt", "reference", 5, 1, 0, "full", 1.0)
+    )
     assert full.total_s > plan.total_s
 
 
 def test_estimates_scale_with_frames_runs_and_sam_size():
     load = bench.COSTS["full"]["load"]["runtime"]
     e1 = bench.estimate("point-global", "fp32", 5, 1, 0, "full", 1.0)
-    assert bench.estimate("point-global", "fp32", 5, 2, 1, "full", 1.0) - load == pytest.approx(3 * (e1 - load))
+    assert bench.estimate("point-global", "fp32", 5, 2, 1, "full", 1.0) - load == pytest.approx(
+        3 * (e1 - load)
+    )
     assert bench.estimate("no-prompt", "reference", 5, 1, 0, "full", 1.0) > 4 * bench.estimate(
-        "no-prompt", "reference", 1, 1, 0, "full", 1.0)
+        "no-prompt", "reference", 1, 1, 0, "full", 1.0
+    )
     assert bench.estimate("point-dense", "int8", 5, 1, 0, "full", 1.0) < e1
     assert bench.cost_profile(FakeBundle(sam="micro").manifest) == ("tiny", 1.0)
-    assert bench.cost_profile(FakeBundle(sam="vit_h").manifest) == ("full", bench.SAM_SCALE["vit_h"])
+    assert bench.cost_profile(FakeBundle(sam="vit_h").manifest) == (
+        "full",
+        bench.SAM_SCALE["vit_h"],
+    )
 
 
 def test_missing_graphs_and_grid_option_are_skipped_with_notes(monkeypatch):
     monkeypatch.setattr(bench, "grid_param", lambda: False)
-    fp32 = FakeBundle(graphs=("audioclip_audio", "audioclip_image", "sam_image_encoder", "sam_prompt_decoder"))
+    fp32 = FakeBundle(
+        graphs=("audioclip_audio", "audioclip_image", "sam_image_encoder", "sam_prompt_decoder")
+    )
     int8 = FakeBundle("B8", graphs=("audioclip_audio", "audioclip_image"))
     plan = bench.build_plan(fp32, int8, list(bench.MODES), quick=True, have_reference=False)
     names = {c.name for c in plan.cases}
     assert not any(c.side == "reference" for c in plan.cases)
-    assert "acfpn/fp32" not in names and "audioclip/int8" in names and "point-dense/int8" not in names
+    assert (
+        "acfpn/fp32" not in names and "audioclip/int8" in names and "point-dense/int8" not in names
+    )
     notes = " | ".join(plan.notes)
     assert "acfpn skipped" in notes and "lacks ['acfpn']" in notes
     assert "no grid='audio' parameter" in notes and "reference side skipped" in notes
@@ -114,7 +143,12 @@ def test_main_refuses_bad_options(tmp_path, capsys):
 
 
 def test_main_prints_the_plan(tiny_bundle, capsys):
-    assert bench.main(["--bundle", str(tiny_bundle), "--quick", "--plan", "--only", "acfpn,point-global"]) == 0
+    assert (
+        bench.main(
+            ["--bundle", str(tiny_bundle), "--quick", "--plan", "--only", "acfpn,point-global"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "acfpn/fp32" in out and "point-global/reference" in out and "estimated total" in out
     assert "Box-Prompt" in out
@@ -127,21 +161,38 @@ def test_child_peak_rss_is_each_process_own(tmp_path):
     spec.write_text("{}")
     ballast = np.ones(300 * 2**20 // 8)
     code = "from benchmarks.run_case import peak_rss_mb; import numpy as np; a = np.ones({n}); print(peak_rss_mb())"
-    big = bench.run_child(spec, tmp_path / "big.log", 60, argv=[sys.executable, "-c", code.format(n=50 * 2**20)])
-    small = bench.run_child(spec, tmp_path / "small.log", 60, argv=[sys.executable, "-c", code.format(n=1)])
+    big = bench.run_child(
+        spec, tmp_path / "big.log", 60, argv=[sys.executable, "-c", code.format(n=50 * 2**20)]
+    )
+    small = bench.run_child(
+        spec, tmp_path / "small.log", 60, argv=[sys.executable, "-c", code.format(n=1)]
+    )
     assert big.rc == 0 and small.rc == 0
-    big_mb, small_mb = (float((tmp_path / f"{k}.log").read_text().split()[-1]) for k in ("big", "small"))
+    big_mb, small_mb = (
+        float((tmp_path / f"{k}.log").read_text().split()[-1]) for k in ("big", "small")
+    )
     assert big_mb > 400 and small_mb < 150
     assert small.ru_maxrss_mb > 300 + ballast[0]  # ru_maxrss includes this process's RSS at exec
-    hang = bench.run_child(spec, tmp_path / "hang.log", 0.5, argv=[sys.executable, "-c", "import time; time.sleep(30)"])
+    hang = bench.run_child(
+        spec, tmp_path / "hang.log", 0.5, argv=[sys.executable, "-c", "import time; time.sleep(30)"]
+    )
     assert hang.timed_out and hang.rc != 0 and hang.wall_s < 10
 
 
 def test_one_runtime_case_in_a_fresh_process(tiny_bundle, tmp_path, demo_dir):
     """A real child (audioclip graphs, runtime side): timings, stages, peak RSS and npz outputs."""
     inputs = bench.write_inputs(tmp_path, str(tiny_bundle), demo_dir)
-    spec = {"mode": "audioclip", "side": "runtime", "bundle": str(tiny_bundle), "threads": 1, "repeats": 2,
-            "warmup": 0, **inputs, "out_json": str(tmp_path / "c.json"), "out_npz": str(tmp_path / "c.npz")}
+    spec = {
+        "mode": "audioclip",
+        "side": "runtime",
+        "bundle": str(tiny_bundle),
+        "threads": 1,
+        "repeats": 2,
+        "warmup": 0,
+        **inputs,
+        "out_json": str(tmp_path / "c.json"),
+        "out_npz": str(tmp_path / "c.npz"),
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     r = bench.run_child(tmp_path / "spec.json", tmp_path / "c.log", 120)
     assert r.rc == 0, (tmp_path / "c.log").read_text()
@@ -151,16 +202,32 @@ def test_one_runtime_case_in_a_fresh_process(tiny_bundle, tmp_path, demo_dir):
     assert 50 < got["peak_rss_mb"] <= r.ru_maxrss_mb + 1
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         assert z["audio_embedding"].shape[0] == 5 and z["image_global"].shape[0] == 5
-    assert bench.agreement(tmp_path / "c.npz", tmp_path / "c.npz") == ("min cosine", pytest.approx(1.0))
+    assert bench.agreement(tmp_path / "c.npz", tmp_path / "c.npz") == (
+        "min cosine",
+        pytest.approx(1.0),
+    )
 
 
 def _record(mode, side, median_ms, rss, npz, stages, frames=5):
-    m = Measurement(f"{mode}/{side}", [median_ms * 0.98, median_ms, median_ms * 1.03], loadavg_before=[1.5, 1.2, 1.0],
-                    machine_busy_cores=2.0)
+    m = Measurement(
+        f"{mode}/{side}",
+        [median_ms * 0.98, median_ms, median_ms * 1.03],
+        loadavg_before=[1.5, 1.2, 1.0],
+        machine_busy_cores=2.0,
+    )
     case = bench.Case(mode, side, "B8" if side == "int8" else "B", frames, 3, 1, None, {})
-    return {"case": bench.asdict(case), "rc": 0, "status": "ok", "peak_rss_mb": rss, "npz": npz, "measurement": m,
-            "stages_ms": stages, "stage_samples_ms": {k: [v] for k, v in stages.items()}, "load_s": 3.0,
-            "info": {}}
+    return {
+        "case": bench.asdict(case),
+        "rc": 0,
+        "status": "ok",
+        "peak_rss_mb": rss,
+        "npz": npz,
+        "measurement": m,
+        "stages_ms": stages,
+        "stage_samples_ms": {k: [v] for k, v in stages.items()},
+        "load_s": 3.0,
+        "info": {},
+    }
 
 
 def test_report_files_from_a_synthetic_result_set(tmp_path):
@@ -172,22 +239,81 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     np.savez(tmp_path / "np_full.npz", mask_0=masks["b"][2])  # No-Prompt runs on one frame
     np.savez(tmp_path / "np_half.npz", mask_0=masks["c"][2])
     recs = [
-        _record("point-global", "reference", 60_000, 4500, tmp_path / "b.npz", {"sam_encoder": 50_000, "other": 10_000}),
-        _record("point-global", "fp32", 30_000, 2500, tmp_path / "b.npz", {"sam_encoder": 28_000, "sam_decoder": 2_000}),
-        _record("point-global", "int8", 12_000, 1500, tmp_path / "c.npz", {"sam_encoder": 10_000, "sam_decoder": 2_000}),
+        _record(
+            "point-global",
+            "reference",
+            60_000,
+            4500,
+            tmp_path / "b.npz",
+            {"sam_encoder": 50_000, "other": 10_000},
+        ),
+        _record(
+            "point-global",
+            "fp32",
+            30_000,
+            2500,
+            tmp_path / "b.npz",
+            {"sam_encoder": 28_000, "sam_decoder": 2_000},
+        ),
+        _record(
+            "point-global",
+            "int8",
+            12_000,
+            1500,
+            tmp_path / "c.npz",
+            {"sam_encoder": 10_000, "sam_decoder": 2_000},
+        ),
         _record("acfpn", "fp32", 1_400, 700, tmp_path / "a.npz", {"audio": 900, "acfpn": 500}),
-        _record("no-prompt", "reference", 180_000, 3800, tmp_path / "np_full.npz", {"amg": 150_000}, frames=1),
-        _record("no-prompt", "fp32", 36_000, 2000, tmp_path / "np_full.npz", {"amg": 30_000}, frames=1),
-        _record("no-prompt-audio", "fp32", 6_000, 1900, tmp_path / "np_half.npz", {"amg": 5_000}, frames=1),
+        _record(
+            "no-prompt",
+            "reference",
+            180_000,
+            3800,
+            tmp_path / "np_full.npz",
+            {"amg": 150_000},
+            frames=1,
+        ),
+        _record(
+            "no-prompt", "fp32", 36_000, 2000, tmp_path / "np_full.npz", {"amg": 30_000}, frames=1
+        ),
+        _record(
+            "no-prompt-audio",
+            "fp32",
+            6_000,
+            1900,
+            tmp_path / "np_half.npz",
+            {"amg": 5_000},
+            frames=1,
+        ),
     ]
 
-    recs.append({"case": bench.asdict(bench.Case("acfpn", "reference", "B", 5, 3, 1)), "rc": 1, "status": "failed",
-                 "note": "exit code 1", "npz": str(tmp_path / "x.npz"), "peak_rss_mb": 10.0})
-    plan = bench.Plan([bench.Case(**r["case"]) for r in recs], ["no-prompt skipped: bundle B lacks [...]"])
-    rep = Report("Full-size benchmark: reference vs runtime", machine={"cpu_model": "test CPU", "affinity_cpus": 2})
+    recs.append(
+        {
+            "case": bench.asdict(bench.Case("acfpn", "reference", "B", 5, 3, 1)),
+            "rc": 1,
+            "status": "failed",
+            "note": "exit code 1",
+            "npz": str(tmp_path / "x.npz"),
+            "peak_rss_mb": 10.0,
+        }
+    )
+    plan = bench.Plan(
+        [bench.Case(**r["case"]) for r in recs], ["no-prompt skipped: bundle B lacks [...]"]
+    )
+    rep = Report(
+        "Full-size benchmark: reference vs runtime",
+        machine={"cpu_model": "test CPU", "affinity_cpus": 2},
+    )
     rep.set_peak(190.0)
-    result = bench.assemble(rep, recs, {"sam_image_encoder": 1e12}, plan, command="python -m benchmarks.run --x",
-                            load_start=1.5, threads=2)
+    result = bench.assemble(
+        rep,
+        recs,
+        {"sam_image_encoder": 1e12},
+        plan,
+        command="python -m benchmarks.run --x",
+        load_start=1.5,
+        threads=2,
+    )
     j, md, png = write_outputs(result, tmp_path / "out")
     d = json.loads(j.read_text())
     back = Report.from_json(j)  # the JSON is a harness Report (plus the run's own keys)
@@ -195,11 +321,18 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     assert [c["status"] for c in d["cases"]] == ["ok"] * 7 + ["failed"]
     by = {(e["case"], e["backend"]): e["extra"] for e in d["entries"]}
     assert by[("point-global", "runtime fp32")]["agreement"]["vs_reference"] == 1.0
-    assert by[("point-global", "runtime int8")]["agreement"] == {"metric": "min mask IoU", "vs_reference": 0.5,
-                                                                "vs_fp32": 0.5}
+    assert by[("point-global", "runtime int8")]["agreement"] == {
+        "metric": "min mask IoU",
+        "vs_reference": 0.5,
+        "vs_fp32": 0.5,
+    }
     enc = by[("point-global", "runtime fp32")]["encoders"]["sam_image_encoder"]
-    assert enc["gflops"] == pytest.approx(5 * 1e12 / 28 / 1e9) and enc["pct_peak"] == pytest.approx(enc["gflops"] / 1.9)
-    npa = by[("no-prompt-audio", "runtime fp32")]["agreement"]  # vs the full-grid reference and fp32 runs
+    assert enc["gflops"] == pytest.approx(5 * 1e12 / 28 / 1e9) and enc["pct_peak"] == pytest.approx(
+        enc["gflops"] / 1.9
+    )
+    npa = by[("no-prompt-audio", "runtime fp32")][
+        "agreement"
+    ]  # vs the full-grid reference and fp32 runs
     assert npa == {"metric": "min mask IoU", "vs_reference": 0.5, "vs_full_grid_fp32": 0.5}
     ratios = {(r["mode"], r["side"]): r for r in d["ratios"]}
     assert ratios[("no-prompt-audio", "fp32")]["ratio"] == pytest.approx(30.0)
@@ -207,11 +340,19 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     assert ratios[("point-global", "int8")]["rss_ratio"] == pytest.approx(1500 / 4500)
     text = md.read_text()
     assert text == markdown(d)
-    assert "`python -m benchmarks.run --x`" in text and "test CPU" in text and "190.0 GFLOP/s" in text
-    assert "| point-global | 60.0 s (59.4 s–60.9 s) | 30.0 s (29.7 s–30.4 s) | 2.00x | 12.0 s" in text
+    assert (
+        "`python -m benchmarks.run --x`" in text and "test CPU" in text and "190.0 GFLOP/s" in text
+    )
+    assert (
+        "| point-global | 60.0 s (59.4 s–60.9 s) | 30.0 s (29.7 s–30.4 s) | 2.00x | 12.0 s" in text
+    )
     assert "| 4500 / 2500 / 1500 | 0.56 | 1.0000 | 0.5000 |" in text
     assert "| no-prompt-audio (grid='audio'; vs the full-grid reference) | 180.0 s" in text
-    assert "## AC-FPN (5 frames)" in text and "no-prompt skipped" in text and "acfpn/reference failed: exit code 1" in text
+    assert (
+        "## AC-FPN (5 frames)" in text
+        and "no-prompt skipped" in text
+        and "acfpn/reference failed: exit code 1" in text
+    )
     img = Image.open(png)
     assert img.size[0] == 1200 and img.size[1] > 300
     # the chart is drawn again from bench.json alone (it is not kept in git), pixel for pixel

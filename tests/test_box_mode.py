@@ -52,8 +52,21 @@ def bundle(tmp_path_factory, tok_dir, label_file):
     from export.build_engines import main
 
     out = tmp_path_factory.mktemp("box") / "bundle"
-    rc = main(["--profile", "tiny", "--out", str(out), "--graphs", GRAPHS, "--tokenizers", str(tok_dir),
-               "--labels", str(label_file), "--quiet"])
+    rc = main(
+        [
+            "--profile",
+            "tiny",
+            "--out",
+            str(out),
+            "--graphs",
+            GRAPHS,
+            "--tokenizers",
+            str(tok_dir),
+            "--labels",
+            str(label_file),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -65,8 +78,12 @@ def pipe(bundle):
 
 @pytest.fixture(scope="module")
 def frames(demo_dir):
-    return [np.asarray(Image.open(demo_dir / p).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
-            for p in PHOTOS]
+    return [
+        np.asarray(
+            Image.open(demo_dir / p).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+        )
+        for p in PHOTOS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +95,12 @@ def audio(demo_dir):
 def ref_models(tok_dir):
     rt = load_tokenizer("roberta", tok_dir)
     bt = load_tokenizer("bert", tok_dir)
-    return {"clap": build_clap_test_tiny(len(rt), seed=0), "rtok": rt,
-            "gdino": build_grounding_dino("test-tiny", bt, seed=0), "sam": load_sam("micro", seed=0)}
+    return {
+        "clap": build_clap_test_tiny(len(rt), seed=0),
+        "rtok": rt,
+        "gdino": build_grounding_dino("test-tiny", bt, seed=0),
+        "sam": load_sam("micro", seed=0),
+    }
 
 
 def _iou(a, b):
@@ -94,12 +115,18 @@ def test_bundle_label_bank(bundle, pipe, label_file, ref_models):
     assert m["graphs"]["clap_audio"]["inputs"][0]["shape"] == [1, 480000]
     bank = np.load(bundle / m["banks"]["clap_text"]["file"])
     assert bank.shape == (len(labels), 512)
-    tok = ref_models["rtok"](labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    tok = ref_models["rtok"](
+        labels, padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+    )
     with torch.no_grad():
-        ref = ref_models["clap"].get_text_embedding({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
+        ref = ref_models["clap"].get_text_embedding(
+            {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+        )
     assert np.abs(bank - ref.numpy()).max() < 1e-5
     length = np.load(bundle / m["banks"]["detector_length"]["file"])
-    assert length.shape == (len(labels),) and m["graphs"]["detector"]["captions"][0] == preprocess_caption(labels[0])
+    assert length.shape == (len(labels),) and m["graphs"]["detector"]["captions"][
+        0
+    ] == preprocess_caption(labels[0])
 
 
 def test_box_mode_vs_reference(pipe, frames, audio, ref_models, label_file):
@@ -108,7 +135,9 @@ def test_box_mode_vs_reference(pipe, frames, audio, ref_models, label_file):
     res = pipe.segment(frames, audio, mode="box", k=k)
     one = pipe.segment(frames, audio, mode="box", k=1)
     assert [p["labels"] for p in one.prompts] == [p["labels"][:1] for p in res.prompts]
-    ref = reference_box_pipeline(ref_models, frames, audio, labels, k, pipe.manifest["preprocessing"]["detector"])
+    ref = reference_box_pipeline(
+        ref_models, frames, audio, labels, k, pipe.manifest["preprocessing"]["detector"]
+    )
     assert res.mode == "box" and len(res.masks) == len(frames)
     n_boxes = 0
     for got, want in zip(res.prompts, ref, strict=True):
@@ -125,7 +154,9 @@ def test_box_mode_vs_reference(pipe, frames, audio, ref_models, label_file):
 
 
 def test_no_box_above_threshold(pipe, frames, audio, bundle):
-    res = runtime.segment(bundle, frames[:2], audio, mode="box", box_threshold=1.0)  # scores are sigmoids: none is > 1
+    res = runtime.segment(
+        bundle, frames[:2], audio, mode="box", box_threshold=1.0
+    )  # scores are sigmoids: none is > 1
     assert all(not m.any() for m in res.masks)
     assert all(p["empty_reason"] and p["boxes_xyxy"] == [] for p in res.prompts)
     assert "sam" in res.timings

@@ -48,7 +48,13 @@ def cv2_stats(img: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
         if ys.size == 0:
             stats[lab] = [-1, INT_MAX, 0, 0, 0]  # OpenCV 5.0's row for a label without pixels
         else:
-            stats[lab] = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1, ys.size]
+            stats[lab] = [
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+                ys.size,
+            ]
     return n + 1, labels.astype(np.int32), stats
 
 
@@ -77,8 +83,12 @@ def ref_get_single_box_maxarea(sm, thres=0.8):
     new_stats = stats[new_index]
     area = new_stats[:, 4]
     max_area_index = area.argmax()  # ValueError on an empty sequence
-    return np.hstack((new_stats[max_area_index, 0:2],
-                      new_stats[max_area_index, 0:2] + new_stats[max_area_index, 2:4] - 1))[np.newaxis,]
+    return np.hstack(
+        (
+            new_stats[max_area_index, 0:2],
+            new_stats[max_area_index, 0:2] + new_stats[max_area_index, 2:4] - 1,
+        )
+    )[np.newaxis,]
 
 
 def ref_get_single_box_maxscore(sm, thres=0.8):
@@ -87,7 +97,9 @@ def ref_get_single_box_maxscore(sm, thres=0.8):
     sm = sm.reshape(IMAGE_SIZE * IMAGE_SIZE)
     index = sm.argmax()
     stat_index = labels[index // IMAGE_SIZE, index % IMAGE_SIZE]
-    return np.hstack((stats[stat_index, 0:2], stats[stat_index, 0:2] + stats[stat_index, 2:4] - 1))[np.newaxis,]
+    return np.hstack((stats[stat_index, 0:2], stats[stat_index, 0:2] + stats[stat_index, 2:4] - 1))[
+        np.newaxis,
+    ]
 
 
 def ref_get_total_box(sm, thres=0.8):
@@ -96,8 +108,12 @@ def ref_get_total_box(sm, thres=0.8):
     return np.array([x_coords.min(), y_coords.min(), x_coords.max(), y_coords.max()])[np.newaxis,]
 
 
-REF = {"multi_box": ref_get_multi_box, "single_maxarea": ref_get_single_box_maxarea,
-       "single_maxscore": ref_get_single_box_maxscore, "total_box": ref_get_total_box}
+REF = {
+    "multi_box": ref_get_multi_box,
+    "single_maxarea": ref_get_single_box_maxarea,
+    "single_maxscore": ref_get_single_box_maxscore,
+    "total_box": ref_get_total_box,
+}
 
 
 def reference_boxes(sm, t, strategy):
@@ -119,7 +135,9 @@ def expected(sm, t, strategy, quirk: bool) -> np.ndarray:
         return np.zeros((0, 4), np.int64)
     fg = _binarise(sm, t) != 0
     if strategy == "multi_box" and fg.all():
-        assert ref.shape[0] == 2 and (ref[0, 0] < 0 or ref[0, 1] > IMAGE_SIZE)  # the garbage box comes first
+        assert ref.shape[0] == 2 and (
+            ref[0, 0] < 0 or ref[0, 1] > IMAGE_SIZE
+        )  # the garbage box comes first
         return ref[1:]
     if strategy == "single_maxscore" and not fg.any():
         assert ref.tolist() == [[0, 0, IMAGE_SIZE - 1, IMAGE_SIZE - 1]]
@@ -204,12 +222,17 @@ def test_edge_cases_spelled_out():
     assert heatmap_boxes(e["tie_area"], 0.55, "single_maxarea").tolist() == [[20, 100, 29, 109]]
     assert heatmap_boxes(e["tie_max"], 0.55, "single_maxscore").tolist() == [[100, 30, 189, 59]]
     assert heatmap_boxes(e["tie_area"], 0.55, "multi_box").tolist() == [
-        [200, 5, 202, 7], [20, 100, 29, 109], [150, 100, 159, 109]]
+        [200, 5, 202, 7],
+        [20, 100, 29, 109],
+        [150, 100, 159, 109],
+    ]
     assert heatmap_boxes(e["tie_area"], 0.55, "total_box").tolist() == [[20, 5, 202, 109]]
     # the single-box strategy of the existing API is single_maxarea
     for _, sm in CASES:
         b = heatmap_box(sm, 0.55)
-        assert (b is None and heatmap_boxes(sm, 0.55).shape == (0, 4)) or b.tolist() == heatmap_boxes(sm, 0.55)[0].tolist()
+        assert (
+            b is None and heatmap_boxes(sm, 0.55).shape == (0, 4)
+        ) or b.tolist() == heatmap_boxes(sm, 0.55)[0].tolist()
 
 
 def test_box_strategy_is_validated():
@@ -232,9 +255,17 @@ def setup(tiny_bundle, demo_dir):
 
     from reference.zero_shot import load_reference_models
 
-    frames = [np.asarray(Image.open(demo_dir / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
-              for n in ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")]
-    return runtime.load(tiny_bundle, preset="sam4avs", threads=2), load_reference_models(tiny_bundle).sam, frames
+    frames = [
+        np.asarray(
+            Image.open(demo_dir / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        )
+        for n in ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")
+    ]
+    return (
+        runtime.load(tiny_bundle, preset="sam4avs", threads=2),
+        load_reference_models(tiny_bundle).sam,
+        frames,
+    )
 
 
 def _blob_maps() -> np.ndarray:
@@ -260,8 +291,9 @@ def _reference_masks(sam, frames, maps, t, strategy, quirk):
         if len(boxes):
             predictor.set_image(frame)
             for box in boxes:
-                masks, scores, _ = predictor.predict(point_coords=None, point_labels=None, box=box[None, :],
-                                                     multimask_output=True)
+                masks, scores, _ = predictor.predict(
+                    point_coords=None, point_labels=None, box=box[None, :], multimask_output=True
+                )
                 total = np.bitwise_or(total, masks[scores.argmax()])
         out.append(total)
     return out
@@ -273,8 +305,20 @@ def test_mode_masks_match_reference_loop(setup, strategy):
     maps = _blob_maps()
     with torch.no_grad():
         want = _reference_masks(sam, frames, maps, 0.55, strategy, quirk=True)
-    res = SegmentResult.from_frames("", "", segment_from_heatmaps(
-        pipe, frames, maps, "heatmap-box", t=0.55, quirk=True, frame_policy="reference", box_strategy=strategy))
+    res = SegmentResult.from_frames(
+        "",
+        "",
+        segment_from_heatmaps(
+            pipe,
+            frames,
+            maps,
+            "heatmap-box",
+            t=0.55,
+            quirk=True,
+            frame_policy="reference",
+            box_strategy=strategy,
+        ),
+    )
     for i, (m, w, p, sc) in enumerate(zip(res.masks, want, res.prompts, res.scores, strict=True)):
         inter, union = np.count_nonzero(m & w), np.count_nonzero(m | w)
         assert union == 0 or inter / union >= 0.999, (strategy, i, inter / union)
@@ -294,7 +338,9 @@ def test_dataset_selects_the_scripts_strategy(setup, demo_dir):
     assert r.prompts[0]["box_strategy"] == "multi_box"
     r = pipe.segment(frames[:1], wav, mode="heatmap-box", t=0.99)
     assert r.prompts[0]["box_strategy"] == "single_maxarea"
-    r = pipe.segment(frames[:1], wav, mode="heatmap-box", t=0.99, dataset="ms3", box_strategy="total_box")
+    r = pipe.segment(
+        frames[:1], wav, mode="heatmap-box", t=0.99, dataset="ms3", box_strategy="total_box"
+    )
     assert r.prompts[0]["box_strategy"] == "total_box"
     with pytest.raises(InputError, match="box_strategy must be one of"):
         pipe.segment(frames[:1], wav, mode="heatmap-box", box_strategy="largest")

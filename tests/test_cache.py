@@ -21,7 +21,9 @@ def test_lru_eviction_by_bytes():
     c.put(keys[3], arrays[3])
     assert c.get(keys[1]) is None and c.get(keys[0]) is not None and c.evictions == 1
     assert c.hits == 2 and c.misses == 1
-    c.put(array_key("g", np.zeros(1000, np.float32)), np.zeros(1000, np.float32))  # larger than the cache
+    c.put(
+        array_key("g", np.zeros(1000, np.float32)), np.zeros(1000, np.float32)
+    )  # larger than the cache
     assert c.nbytes <= 1200 and len(c) == 3
     with pytest.raises(ValueError):
         c.get(keys[0])[0] = 1.0  # stored read-only
@@ -47,7 +49,9 @@ def test_embeddings_are_reused_across_modes_and_results_unchanged(tiny_bundle):
     warm = runtime.load(tiny_bundle)
     first = warm.segment(frames, audio, 16000, mode="point-global")
     assert first.cache_hits == 0
-    again = warm.segment(frames, audio, 16000, mode="heatmap-box")  # same frames: CLIP + SAM from the cache
+    again = warm.segment(
+        frames, audio, 16000, mode="heatmap-box"
+    )  # same frames: CLIP + SAM from the cache
     assert again.cache_hits == 4
     ref = cold.segment(frames, audio, 16000, mode="heatmap-box")
     assert ref.cache_hits == 0 and len(cold.cache) == 0

@@ -17,7 +17,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("torchlibrosa")
 if __import__("importlib").util.find_spec("laion_clap") is None:
-    pytest.skip("laion-clap not installed (pip install --no-deps laion-clap)", allow_module_level=True)
+    pytest.skip(
+        "laion-clap not installed (pip install --no-deps laion-clap)", allow_module_level=True
+    )
 
 from export.clap_export import export_clap_audio, label_bank, parse_labels, read_labels  # noqa: E402
 from export.onnx_utils import cpu_session  # noqa: E402
@@ -38,7 +40,6 @@ from runtime.modes.box import clap_audio_input  # noqa: E402
 
 # laion-clap's constants, as build_engines writes them into preprocessing.clap
 CLAP_PRE = {"rate": 48000, "clip_samples": 480000, "chunk_seconds": 1.0}
-
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +91,18 @@ def test_runtime_preprocessing_matches_reference(demo_dir):
     assert got.dtype == np.float32 and got.shape == (3, 480000)
     np.testing.assert_array_equal(got, ref)
     # a 0.7-s chunk: 14 repeats, then zeros (repeatpad)
-    short = clap_audio_input(np.full(33600, 0.25, np.float32), 48000, 1, **{**CLAP_PRE, "chunk_seconds": 0.7})
-    assert np.all(short[0, : 14 * 33600] > 0) and np.all(short[0, 14 * 33600:] == 0)
+    short = clap_audio_input(
+        np.full(33600, 0.25, np.float32), 48000, 1, **{**CLAP_PRE, "chunk_seconds": 0.7}
+    )
+    assert np.all(short[0, : 14 * 33600] > 0) and np.all(short[0, 14 * 33600 :] == 0)
 
 
 def test_audio_embedding_vs_get_audio_embedding(clap, graph, demo_dir):
-    wavs = [("cat_3-95694-A-5.wav", 2), ("thunder_3-144891-B-19.wav", 2), ("car_horn_1-24074-A-43.wav", 1)]
+    wavs = [
+        ("cat_3-95694-A-5.wav", 2),
+        ("thunder_3-144891-B-19.wav", 2),
+        ("car_horn_1-24074-A-43.wav", 1),
+    ]
     x = np.concatenate([clap_audio_input(demo_dir / n, None, f, **CLAP_PRE) for n, f in wavs])
     sess = cpu_session(graph.path, 2)
     got = np.concatenate([sess.run(None, {"waveform": w[None]})[0] for w in x])
@@ -116,7 +123,9 @@ def test_label_bank_shape_order(clap, tok):
     with torch.no_grad():
         for i, s in enumerate(labels):  # row i is label i, embedded alone (no prompt template)
             t = tok([s], padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-            ref = clap.get_text_embedding({"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]})
+            ref = clap.get_text_embedding(
+                {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
+            )
             assert np.abs(bank[i] - ref[0].numpy()).max() < 1e-5
     assert np.abs(bank[0] - bank[1]).max() > 1e-3
 
@@ -125,7 +134,9 @@ def test_read_labels_formats(tmp_path, shared_data):
     ref = json.loads((shared_data / "audioset_labels.json").read_text())
     labels, _ = read_labels(shared_data / "audioset_labels.json")
     assert labels == ref and len(labels) == 527
-    csv_text = "index,mid,display_name\n" + "\n".join(f'{i},/m/x{i},"{s}"' for i, s in enumerate(ref[:4]))
+    csv_text = "index,mid,display_name\n" + "\n".join(
+        f'{i},/m/x{i},"{s}"' for i, s in enumerate(ref[:4])
+    )
     assert parse_labels(csv_text) == ref[:4]
     assert parse_labels("dog barking\n\n  car horn \n") == ["dog barking", "car horn"]
     for bad in ("", "[1, 2]", "a\na\n"):
@@ -143,7 +154,9 @@ def _five_token_tokenizer(folder):
     from transformers import RobertaTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}))
+    (folder / "vocab.json").write_text(
+        json.dumps({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4})
+    )
     (folder / "merges.txt").write_text("#version: 0.2\n")
     t = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     t.save_pretrained(str(folder))
@@ -175,9 +188,17 @@ def test_checkpoint_strict_roundtrip(tmp_path, clap, tok):
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]
     path = tmp_path / "630k-audioset-best.pt"
     torch.save({"epoch": 45, "state_dict": sd}, path)
-    kw = dict(text_config=roberta_config(vocab_size=len(tok), num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=64, max_position_embeddings=80),
-              htsat=dict(TEST_TINY_HTSAT), embed_dim=64)
+    kw = dict(
+        text_config=roberta_config(
+            vocab_size=len(tok),
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=80,
+        ),
+        htsat=dict(TEST_TINY_HTSAT),
+        embed_dim=64,
+    )
     model, prov = load_clap(path, seed=7, **kw)
     assert prov["config"] == "HTSAT-tiny" and len(prov["sha256"]) == 64
     for k, v in clap.state_dict().items():

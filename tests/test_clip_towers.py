@@ -83,15 +83,34 @@ def test_visual_official_key_layout_and_count():
     per = {}
     for k in sd:
         head = k.split(".")[0]
-        per[head if head.startswith(("layer", "attnpool")) else "stem"] = per.get(head if head.startswith(("layer", "attnpool")) else "stem", 0) + 1
-    assert per == {"stem": 18, "layer1": 60, "layer2": 78, "layer3": 114, "layer4": 60, "attnpool": 9}
-    assert sum(p.numel() for n, p in v.named_parameters() if n.startswith("attnpool.")) == 14_789_632
+        per[head if head.startswith(("layer", "attnpool")) else "stem"] = (
+            per.get(head if head.startswith(("layer", "attnpool")) else "stem", 0) + 1
+        )
+    assert per == {
+        "stem": 18,
+        "layer1": 60,
+        "layer2": 78,
+        "layer3": 114,
+        "layer4": 60,
+        "attnpool": 9,
+    }
+    assert (
+        sum(p.numel() for n, p in v.named_parameters() if n.startswith("attnpool.")) == 14_789_632
+    )
     assert sd["attnpool.positional_embedding"].shape == (50, 2048)
     assert {k.split(".")[-2] for k in sd if ".downsample." in k} == {"0", "1"}
-    for k in ("layer1.0.downsample.0.weight", "layer1.0.downsample.1.running_var",
-              "layer2.0.downsample.1.num_batches_tracked", "layer4.2.bn3.weight",
-              "attnpool.k_proj.weight", "attnpool.q_proj.bias", "attnpool.v_proj.weight",
-              "attnpool.c_proj.weight", "conv3.weight", "bn3.running_mean"):
+    for k in (
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.running_var",
+        "layer2.0.downsample.1.num_batches_tracked",
+        "layer4.2.bn3.weight",
+        "attnpool.k_proj.weight",
+        "attnpool.q_proj.bias",
+        "attnpool.v_proj.weight",
+        "attnpool.c_proj.weight",
+        "conv3.weight",
+        "bn3.running_mean",
+    ):
         assert k in sd, k
     assert sd["attnpool.c_proj.weight"].shape == (1024, 2048)
     # CLIP-Surgery temperature of the official config: head_dim 2048 / 32 = 64 -> 0.125.
@@ -103,17 +122,35 @@ def test_text_official_key_layout_and_count():
     sd = t.state_dict()
     assert sum(k.startswith("transformer.") for k in sd) == 144
     assert {k for k in sd if not k.startswith("transformer.")} == {
-        "token_embedding.weight", "ln_final.weight", "ln_final.bias", "positional_embedding", "text_projection"}
+        "token_embedding.weight",
+        "ln_final.weight",
+        "ln_final.bias",
+        "positional_embedding",
+        "text_projection",
+    }
     block = {k.split(".", 3)[3] for k in sd if k.startswith("transformer.resblocks.11.")}
-    assert block == {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
-                     "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
-                     "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias"}
+    assert block == {
+        "attn.in_proj_weight",
+        "attn.in_proj_bias",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "ln_1.weight",
+        "ln_1.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+        "mlp.c_proj.weight",
+        "mlp.c_proj.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+    }
     assert sd["transformer.resblocks.0.attn.in_proj_weight"].shape == (1536, 512)
     assert sd["text_projection"].shape == (512, 1024)
     assert sum(p.numel() for p in t.parameters()) == 63_690_240
     # the causal mask is a plain attribute, not a buffer
     assert "attn_mask" not in dict(t.named_buffers())
-    m = CLIPTextTower(embed_dim=8, context_length=5, vocab_size=16, width=8, heads=2, layers=1).attn_mask
+    m = CLIPTextTower(
+        embed_dim=8, context_length=5, vocab_size=16, width=8, heads=2, layers=1
+    ).attn_mask
     assert torch.isneginf(m).tolist() == [[j > i for j in range(5)] for i in range(5)]
     assert (m[~torch.isneginf(m)] == 0).all()
 
@@ -131,14 +168,27 @@ def test_tiny_configs_build_with_same_classes():
 
 
 def _bn(x, sd, p):
-    return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
-                        sd[p + ".bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        sd[p + ".running_mean"],
+        sd[p + ".running_var"],
+        sd[p + ".weight"],
+        sd[p + ".bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _reference_trunk(sd: dict, layers, x: torch.Tensor) -> list[torch.Tensor]:
     """CLIP RN trunk written out with functional ops from the official key names."""
     for i in (1, 2, 3):
-        x = F.relu(_bn(F.conv2d(x, sd[f"conv{i}.weight"], stride=2 if i == 1 else 1, padding=1), sd, f"bn{i}"))
+        x = F.relu(
+            _bn(
+                F.conv2d(x, sd[f"conv{i}.weight"], stride=2 if i == 1 else 1, padding=1),
+                sd,
+                f"bn{i}",
+            )
+        )
     x = F.avg_pool2d(x, 2)
     outs = []
     for s, depth in enumerate(layers, start=1):
@@ -171,13 +221,28 @@ def _reference_pool_plain(sd, heads, x4):
     """Official CLIP call, with every token kept as a query (Sam4AVS's AC-FPN backbone)."""
     t = _tokens_seq_first(sd, x4)
     out, _ = F.multi_head_attention_forward(
-        query=t, key=t, value=t, embed_dim_to_check=t.shape[-1], num_heads=heads,
-        q_proj_weight=sd["attnpool.q_proj.weight"], k_proj_weight=sd["attnpool.k_proj.weight"],
-        v_proj_weight=sd["attnpool.v_proj.weight"], in_proj_weight=None,
-        in_proj_bias=torch.cat([sd["attnpool.q_proj.bias"], sd["attnpool.k_proj.bias"], sd["attnpool.v_proj.bias"]]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-        out_proj_weight=sd["attnpool.c_proj.weight"], out_proj_bias=sd["attnpool.c_proj.bias"],
-        use_separate_proj_weight=True, training=False, need_weights=False)
+        query=t,
+        key=t,
+        value=t,
+        embed_dim_to_check=t.shape[-1],
+        num_heads=heads,
+        q_proj_weight=sd["attnpool.q_proj.weight"],
+        k_proj_weight=sd["attnpool.k_proj.weight"],
+        v_proj_weight=sd["attnpool.v_proj.weight"],
+        in_proj_weight=None,
+        in_proj_bias=torch.cat(
+            [sd["attnpool.q_proj.bias"], sd["attnpool.k_proj.bias"], sd["attnpool.v_proj.bias"]]
+        ),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=sd["attnpool.c_proj.weight"],
+        out_proj_bias=sd["attnpool.c_proj.bias"],
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )
     return out  # [50, B, D]
 
 
@@ -196,9 +261,16 @@ def _reference_pool_surgery(sd, heads, x4):
 
 def test_feature_shapes_and_strides(tiny_visual, tiny_features):
     w = tiny_visual.width
-    expect = {"x1": (2, 4 * w, 56, 56), "x2": (2, 8 * w, 28, 28), "x3": (2, 16 * w, 14, 14),
-              "x4": (2, 32 * w, 7, 7), "global": (2, 64), "dense": (2, 64, 7, 7),
-              "surgery_global": (2, 64), "surgery_dense": (2, 64, 7, 7)}
+    expect = {
+        "x1": (2, 4 * w, 56, 56),
+        "x2": (2, 8 * w, 28, 28),
+        "x3": (2, 16 * w, 14, 14),
+        "x4": (2, 32 * w, 7, 7),
+        "global": (2, 64),
+        "dense": (2, 64, 7, 7),
+        "surgery_global": (2, 64),
+        "surgery_dense": (2, 64, 7, 7),
+    }
     assert {k: tuple(v.shape) for k, v in tiny_features.items()} == expect
 
 
@@ -223,8 +295,12 @@ def test_attention_pool_matches_references(tiny_visual, images, tiny_features):
         torch.testing.assert_close(tiny_visual(images), plain[0], rtol=1e-4, atol=1e-5)
     surgery = _reference_pool_surgery(sd, heads, x4)  # [B, 50, D]
     torch.testing.assert_close(tiny_features["surgery_global"], surgery[:, 0], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(tiny_features["surgery_dense"],
-                               surgery[:, 1:].transpose(1, 2).reshape(b, -1, 7, 7), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        tiny_features["surgery_dense"],
+        surgery[:, 1:].transpose(1, 2).reshape(b, -1, 7, 7),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_full_size_attention_pool_matches_references():
@@ -244,10 +320,16 @@ def test_full_size_attention_pool_matches_references():
         surgery = _reference_pool_surgery(sd, 32, x4)
         torch.testing.assert_close(ap(x4), plain[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got["global"], plain[0], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got["dense"], plain[1:].permute(1, 2, 0).reshape(2, 1024, 7, 7), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        got["dense"], plain[1:].permute(1, 2, 0).reshape(2, 1024, 7, 7), rtol=1e-4, atol=1e-4
+    )
     torch.testing.assert_close(got["surgery_global"], surgery[:, 0], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got["surgery_dense"], surgery[:, 1:].transpose(1, 2).reshape(2, 1024, 7, 7),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        got["surgery_dense"],
+        surgery[:, 1:].transpose(1, 2).reshape(2, 1024, 7, 7),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert (got["surgery_global"] - got["global"]).abs().max() > 1e-2
 
 
@@ -266,7 +348,9 @@ def test_dense_token_order_is_row_major(tiny_visual, tiny_features):
     ap = copy.deepcopy(tiny_visual.attnpool)
     c = ap.embed_dim
     with torch.no_grad():
-        ap.positional_embedding.copy_(10.0 * torch.randn(50, c, generator=torch.Generator().manual_seed(4)))
+        ap.positional_embedding.copy_(
+            10.0 * torch.randn(50, c, generator=torch.Generator().manual_seed(4))
+        )
         ap.v_proj.weight.copy_(torch.eye(c))
         ap.v_proj.bias.zero_()
         x4 = tiny_features["x4"]
@@ -278,7 +362,9 @@ def test_dense_token_order_is_row_major(tiny_visual, tiny_features):
     assert (got - expect.transpose(2, 3)).abs().max() > 1.0
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 256, 256), (1, 3, 224, 256), (1, 1, 224, 224), (3, 224, 224)])
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 256, 256), (1, 3, 224, 256), (1, 1, 224, 224), (3, 224, 224)]
+)
 def test_wrong_image_size_is_refused(tiny_visual, shape):
     with pytest.raises(ValueError, match=r"\[B, 3, 224, 224\]"):
         tiny_visual(torch.zeros(shape))
@@ -311,7 +397,9 @@ def test_onnx_export_tiny_parity(tiny_visual, tmp_path):
         x = torch.randn(b, 3, 224, 224, generator=g)
         with torch.no_grad():
             f = tiny_visual.forward_features(x)
-        got = dict(zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {"image": x.numpy()}), strict=True))
+        got = dict(
+            zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {"image": x.numpy()}), strict=True)
+        )
         for name in OUTPUT_NAMES:
             err = float(np.abs(got[name] - f[name].numpy()).max())
             assert err <= 1e-4, (b, name, err)
@@ -349,7 +437,9 @@ def _reference_text(sd: dict, heads: int, tokens: torch.Tensor) -> torch.Tensor:
     for i in range(layers):
         p = f"transformer.resblocks.{i}."
         h = F.layer_norm(x, (w,), sd[p + "ln_1.weight"], sd[p + "ln_1.bias"])
-        q, k, v = (h @ sd[p + "attn.in_proj_weight"].T + sd[p + "attn.in_proj_bias"]).split(w, dim=-1)
+        q, k, v = (h @ sd[p + "attn.in_proj_weight"].T + sd[p + "attn.in_proj_bias"]).split(
+            w, dim=-1
+        )
         q, k, v = (t.reshape(b, n, heads, hd).transpose(1, 2) for t in (q, k, v))
         a = ((q @ k.transpose(-2, -1)) / hd**0.5 + mask).softmax(-1)
         o = (a @ v).transpose(1, 2).reshape(b, n, w)
@@ -366,7 +456,9 @@ def _reference_text(sd: dict, heads: int, tokens: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def tiny_text():
     torch.manual_seed(3)
-    t = CLIPTextTower(embed_dim=16, context_length=77, vocab_size=600, width=32, heads=2, layers=2).eval()
+    t = CLIPTextTower(
+        embed_dim=16, context_length=77, vocab_size=600, width=32, heads=2, layers=2
+    ).eval()
     with torch.no_grad():  # non-trivial LayerNorm affines and biases
         for name, p in t.named_parameters():
             if name.endswith("bias") or "ln_" in name:
@@ -449,7 +541,11 @@ def test_tiny_vocab_bpe_and_cleaning(tiny_vocab):
     assert tok.encode("dog, bark") == expect
     # lower-casing, whitespace collapsing, html unescaping
     assert tok.encode("  DOG,\n\t BaRk ") == expect
-    assert tok.encode("dog &amp;amp; cat") == [_merge_id("dog</w>"), _byte_id("&", True), _merge_id("cat</w>")]
+    assert tok.encode("dog &amp;amp; cat") == [
+        _merge_id("dog</w>"),
+        _byte_id("&", True),
+        _merge_id("cat</w>"),
+    ]
     # unknown words fall back to byte symbols; digits are split one by one
     assert tok.encode("xyz") == [_byte_id("x"), _byte_id("y"), _byte_id("z", True)]
     assert tok.encode("42") == [_byte_id("4", True), _byte_id("2", True)]
@@ -486,7 +582,9 @@ def test_tokenize_padding_and_truncation(tiny_vocab):
     assert (cut[0, 1:-1] == _merge_id("dog</w>")).all()
     # exactly full: 75 words + SOT + EOT fit without truncation
     assert tok([" ".join(["dog"] * 75)])[0, -1] == tok.eot_token
-    assert tok(["dog"], context_length=4).tolist() == [[tok.sot_token, _merge_id("dog</w>"), tok.eot_token, 0]]
+    assert tok(["dog"], context_length=4).tolist() == [
+        [tok.sot_token, _merge_id("dog</w>"), tok.eot_token, 0]
+    ]
     # the module-level helper gives the same
     np.testing.assert_array_equal(tokenize(["dog, bark", ""], vocab_path=tiny_vocab), out)
     with pytest.raises(TypeError):
@@ -498,7 +596,9 @@ def test_find_vocab_locations(tiny_vocab, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
     with pytest.raises(FileNotFoundError) as e:
         find_vocab()
-    assert VOCAB_ENV in str(e.value) and "open_clip" in str(e.value) and str(tmp_path) in str(e.value)
+    assert (
+        VOCAB_ENV in str(e.value) and "open_clip" in str(e.value) and str(tmp_path) in str(e.value)
+    )
     with pytest.raises(FileNotFoundError, match="nowhere"):
         find_vocab(tmp_path / "nowhere.txt.gz")
     # the layout of the open_clip_torch wheel
@@ -522,7 +622,9 @@ def _real_vocab() -> Path | None:
         return None
 
 
-@pytest.mark.skipif(_real_vocab() is None, reason=f"official {VOCAB_NAME} not found (set ${VOCAB_ENV})")
+@pytest.mark.skipif(
+    _real_vocab() is None, reason=f"official {VOCAB_NAME} not found (set ${VOCAB_ENV})"
+)
 def test_real_vocab_encoding():
     path = _real_vocab()
     assert sha256_of(path) == OFFICIAL_VOCAB_SHA256

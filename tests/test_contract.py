@@ -50,10 +50,26 @@ MALFORMED = [
     ("graphs.acfpn.sha256", 12, "graphs.acfpn.sha256"),
     ("graphs.acfpn.opset", "18", "graphs.acfpn.opset"),
     ("graphs.acfpn.precision", "fp8", "graphs.acfpn.precision"),
-    ("graphs.acfpn.precision", "int8", "graphs.acfpn.agreement"),  # int8 without its measured agreement
-    ("graphs.acfpn.agreement", {"cosine_min": 1.5, "max_abs": 0.1, "inputs": "x"}, "graphs.acfpn.agreement.cosine_min"),
-    ("graphs.acfpn.agreement", {"cosine_min": 0.999, "max_abs": -1, "inputs": "x"}, "graphs.acfpn.agreement.max_abs"),
-    ("graphs.acfpn.agreement", {"cosine_min": 0.999, "max_abs": 0.1}, "graphs.acfpn.agreement.inputs"),
+    (
+        "graphs.acfpn.precision",
+        "int8",
+        "graphs.acfpn.agreement",
+    ),  # int8 without its measured agreement
+    (
+        "graphs.acfpn.agreement",
+        {"cosine_min": 1.5, "max_abs": 0.1, "inputs": "x"},
+        "graphs.acfpn.agreement.cosine_min",
+    ),
+    (
+        "graphs.acfpn.agreement",
+        {"cosine_min": 0.999, "max_abs": -1, "inputs": "x"},
+        "graphs.acfpn.agreement.max_abs",
+    ),
+    (
+        "graphs.acfpn.agreement",
+        {"cosine_min": 0.999, "max_abs": 0.1},
+        "graphs.acfpn.agreement.inputs",
+    ),
     ("graphs.acfpn.inputs.0.name", "img", "graphs.acfpn.inputs[0].name"),
     ("graphs.acfpn.inputs.1.dtype", "float64", "graphs.acfpn.inputs[1].dtype"),
     ("graphs.acfpn.outputs.0.shape", [1, 1], "graphs.acfpn.outputs[0].shape"),
@@ -76,7 +92,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("path", "value", "field"), MALFORMED, ids=[r[0] for r in MALFORMED])
-def test_malformed_manifest_is_refused_at_load_naming_the_field(manifest, tmp_path, path, value, field):
+def test_malformed_manifest_is_refused_at_load_naming_the_field(
+    manifest, tmp_path, path, value, field
+):
     assert validate_manifest(manifest, "ok")  # the real one passes
     bad = _set(manifest, path, value)
     (tmp_path / "manifest.json").write_text(json.dumps(bad))
@@ -114,7 +132,9 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 def _frames_audio():
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)], rng.uniform(-0.3, 0.3, 16000).astype(np.float32)
+    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)], rng.uniform(
+        -0.3, 0.3, 16000
+    ).astype(np.float32)
 
 
 def test_a_graph_replaced_after_load_does_not_run(bundle_copy):
@@ -139,7 +159,10 @@ def test_a_broken_graph_with_a_recomputed_hash_is_refused_naming_it(bundle_copy,
     frames, audio = _frames_audio()
     with pytest.raises(BundleError, match="graph 'acfpn'"):
         pipe.segment(frames, audio, 16000, mode="acfpn")
-    assert pipe.segment(frames, audio, 16000, mode="heatmap").masks[0].shape == (32, 32)  # the rest still runs
+    assert pipe.segment(frames, audio, 16000, mode="heatmap").masks[0].shape == (
+        32,
+        32,
+    )  # the rest still runs
 
 
 def test_verify_false_warns_once(bundle_copy, caplog):

@@ -45,7 +45,9 @@ def _read_wav(name: str) -> np.ndarray:
     """int16 WAV -> float32 [T] in [-1, 1) (librosa convention)."""
     path = DATA / name
     if not path.is_file():
-        pytest.skip(f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)")
+        pytest.skip(
+            f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)"
+        )
     with wave.open(str(path)) as w:
         assert w.getsampwidth() == 2 and w.getframerate() == SR
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
@@ -53,8 +55,14 @@ def _read_wav(name: str) -> np.ndarray:
     return (data / 32768.0).astype(np.float32)
 
 
-def _clips(batch: int, num_samples: int, scale: float = 32768.0, channels: int | None = None,
-           noise_floor: float = 0.0, seed: int = 0) -> torch.Tensor:
+def _clips(
+    batch: int,
+    num_samples: int,
+    scale: float = 32768.0,
+    channels: int | None = None,
+    noise_floor: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """Real audio [B, T] (or [B, C, T]) float32 in int16 units (scale 32768) or [-1, 1] (scale 1).
 
     ``noise_floor``: RMS, in int16 units, of seeded white noise added to every clip (see the note on
@@ -127,8 +135,18 @@ def test_official_key_layout_and_param_count():
     sd = model.state_dict()
     assert len(sd) == 370
     counts = Counter(k.split(".")[0] for k in sd)
-    expected = {"window": 1, "conv1": 1, "bn1": 5, "layer1": 60, "layer2": 78, "layer3": 114,
-                "layer4": 60, "fc": 2, "fbsp": 4, **{f"att{i}": 9 for i in range(1, 6)}}
+    expected = {
+        "window": 1,
+        "conv1": 1,
+        "bn1": 5,
+        "layer1": 60,
+        "layer2": 78,
+        "layer3": 114,
+        "layer4": 60,
+        "fc": 2,
+        "fbsp": 4,
+        **{f"att{i}": 9 for i in range(1, 6)},
+    }
     assert dict(counts) == expected
     assert sum(p.numel() for p in model.parameters()) == 32_104_771
     assert next(iter(sd)) == "window"
@@ -137,16 +155,24 @@ def test_official_key_layout_and_param_count():
         assert tuple(sd[f"fbsp.{k}"].shape) == (1025,)
     assert tuple(sd["fbsp.bias"].shape) == (0,)
     assert tuple(sd["fc.weight"].shape) == (1024, 2048)
-    att = {1: (64, 256, (3, 1)), 2: (256, 512, (1, 5)), 3: (512, 1024, (3, 1)),
-           4: (1024, 2048, (1, 5)), 5: (2048, 2048, (3, 5))}
+    att = {
+        1: (64, 256, (3, 1)),
+        2: (256, 512, (1, 5)),
+        3: (512, 1024, (3, 1)),
+        4: (1024, 2048, (1, 5)),
+        5: (2048, 2048, (3, 5)),
+    }
     for i, (cin, cout, k) in att.items():
         assert tuple(sd[f"att{i}.conv_depth.weight"].shape) == (cin, 1, *k)
         assert tuple(sd[f"att{i}.conv_point.weight"].shape) == (cout, cin, 1, 1)
         assert tuple(sd[f"att{i}.bn.running_var"].shape) == (cout,)
     # the trunk is torchvision's ResNeXt-50 32x4d key for key, shape for shape
     tv_sd = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
-    ours = {k: v for k, v in sd.items() if k.split(".")[0] not in {"window", "fbsp", "fc"}
-            and not k.startswith("att")}
+    ours = {
+        k: v
+        for k, v in sd.items()
+        if k.split(".")[0] not in {"window", "fbsp", "fc"} and not k.startswith("att")
+    }
     assert set(ours) == set(tv_sd)
     assert all(tuple(ours[k].shape) == tuple(tv_sd[k].shape) for k in ours)
 
@@ -189,10 +215,13 @@ def _fbsp_transcribed(m, fb, fc, n, eps=1e-8):
     mag_out = (mags**2) ** (0.5 * pr) * torch.exp(-pi * phases)
     ang = pr * phases + 0.5 * pi * (mags**2).log()
     win = mag_out.unsqueeze(-1) * torch.stack((ang.cos(), ang.sin()), dim=-1)
-    w = scale * torch.cat((
-        win[..., :1] * kernel[..., :1] - win[..., 1:] * kernel[..., 1:],
-        win[..., :1] * kernel[..., 1:] + win[..., 1:] * kernel[..., :1],
-    ), dim=-1)
+    w = scale * torch.cat(
+        (
+            win[..., :1] * kernel[..., :1] - win[..., 1:] * kernel[..., 1:],
+            win[..., :1] * kernel[..., 1:] + win[..., 1:] * kernel[..., :1],
+        ),
+        dim=-1,
+    )
     return w / (n**0.5)
 
 
@@ -236,8 +265,15 @@ def _gate(sd, i, x, size):
     pad = (wd.shape[-2] // 2, wd.shape[-1] // 2)
     p = F.conv2d(p, wd, sd[f"att{i}.conv_depth.bias"], padding=pad, groups=wd.shape[0])
     p = F.conv2d(p, sd[f"att{i}.conv_point.weight"], sd[f"att{i}.conv_point.bias"])
-    p = F.batch_norm(p, sd[f"att{i}.bn.running_mean"], sd[f"att{i}.bn.running_var"],
-                     sd[f"att{i}.bn.weight"], sd[f"att{i}.bn.bias"], training=False, eps=1e-5)
+    p = F.batch_norm(
+        p,
+        sd[f"att{i}.bn.running_mean"],
+        sd[f"att{i}.bn.running_var"],
+        sd[f"att{i}.bn.weight"],
+        sd[f"att{i}.bn.bias"],
+        training=False,
+        eps=1e-5,
+    )
     return torch.sigmoid(p)
 
 
@@ -247,10 +283,20 @@ def original(tiny):
     sd = {k: v.detach().clone() for k, v in tiny.state_dict().items()}
     cfg = get_config("audioclip-tiny")["audio"]
     tv = torchvision.models.resnet.ResNet(
-        torchvision.models.resnet.Bottleneck, list(cfg["layers"]), num_classes=cfg["num_classes"],
-        groups=cfg["groups"], width_per_group=cfg["width_per_group"])
-    tv.load_state_dict({k: v for k, v in sd.items() if k.split(".")[0] not in {"window", "fbsp"}
-                        and not k.startswith("att")}, strict=True)
+        torchvision.models.resnet.Bottleneck,
+        list(cfg["layers"]),
+        num_classes=cfg["num_classes"],
+        groups=cfg["groups"],
+        width_per_group=cfg["width_per_group"],
+    )
+    tv.load_state_dict(
+        {
+            k: v
+            for k, v in sd.items()
+            if k.split(".")[0] not in {"window", "fbsp"} and not k.startswith("att")
+        },
+        strict=True,
+    )
     with torch.no_grad():
         w = _fbsp_transcribed(sd["fbsp.m"], sd["fbsp.fb"], sd["fbsp.fc"], 2048)
     return sd, tv.eval(), w
@@ -317,9 +363,20 @@ def test_input_validation(tiny):
 # --- folded form -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n_in", "n_out"), [((43, 10), (22, 5)), ((11, 3), (6, 2)), ((86, 20), (43, 10)),
-                                             ((22, 5), (11, 3)), ((11, 13), (1, 1)), ((86, 98), (86, 98)),
-                                             ((7, 9), (3, 4)), ((5, 1), (3, 1)), ((20, 43), (10, 22))])
+@pytest.mark.parametrize(
+    ("n_in", "n_out"),
+    [
+        ((43, 10), (22, 5)),
+        ((11, 3), (6, 2)),
+        ((86, 20), (43, 10)),
+        ((22, 5), (11, 3)),
+        ((11, 13), (1, 1)),
+        ((86, 98), (86, 98)),
+        ((7, 9), (3, 4)),
+        ((5, 1), (3, 1)),
+        ((20, 43), (10, 22)),
+    ],
+)
 def test_static_pool_equals_adaptive_max_pool(n_in, n_out):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, *n_in, generator=g)
@@ -350,8 +407,9 @@ NOISE_FLOOR = 100.0
 RAW_BOUND = 5e-3
 
 
-@pytest.mark.parametrize(("num_samples", "channels"),
-                         [(SR, None), (5 * SR, None), (SR, 2), (1000, None)])
+@pytest.mark.parametrize(
+    ("num_samples", "channels"), [(SR, None), (5 * SR, None), (SR, 2), (1000, None)]
+)
 def test_folded_matches_analytic(tiny, num_samples, channels):
     x = _clips(2, num_samples, channels=channels, noise_floor=NOISE_FLOOR)
     folded = fold_audio_encoder(tiny, num_samples)
@@ -389,8 +447,9 @@ def test_folded_shares_trunk_weights(tiny):
 @pytest.mark.parametrize("seconds", [1, 5])
 def test_onnx_export_tiny_matches_analytic(tiny, tmp_path, seconds):
     num_samples = seconds * SR
-    res = export_audioclip_audio(tiny, tmp_path / f"audio_{seconds}s.onnx", num_samples, atol=1e-4,
-                                 check_analytic=False)  # checked below on real audio
+    res = export_audioclip_audio(
+        tiny, tmp_path / f"audio_{seconds}s.onnx", num_samples, atol=1e-4, check_analytic=False
+    )  # checked below on real audio
     assert res.inputs[0]["name"] == "waveform" and res.inputs[0]["shape"][1] == num_samples
     assert isinstance(res.inputs[0]["shape"][0], str)  # dynamic batch
     assert res.outputs[0]["name"] == "embedding" and res.outputs[0]["shape"][1] == 64

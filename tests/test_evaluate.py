@@ -46,8 +46,16 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def acfpn_run(tiny_bundle, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_acfpn")
-    summary = ev.evaluate(tiny_bundle, data, kinds=("s4", "ms3"), mode="acfpn", out=out,
-                          save_masks=True, save_overlays=True, progress=False)
+    summary = ev.evaluate(
+        tiny_bundle,
+        data,
+        kinds=("s4", "ms3"),
+        mode="acfpn",
+        out=out,
+        save_masks=True,
+        save_overlays=True,
+        progress=False,
+    )
     return summary, out
 
 
@@ -62,19 +70,35 @@ def _independent_logits(bundle: Path, rec) -> np.ndarray:
     audio_graph = m["graphs"][entry["audio_graph"]]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    sa = ort.InferenceSession(str(bundle / audio_graph["file"]), opts, providers=["CPUExecutionProvider"])
+    sa = ort.InferenceSession(
+        str(bundle / audio_graph["file"]), opts, providers=["CPUExecutionProvider"]
+    )
     sv = ort.InferenceSession(str(bundle / entry["file"]), opts, providers=["CPUExecutionProvider"])
-    wav = prepare_audioclip_audio(rec.wav, None, 5, target_rate=pre["audio"]["sample_rate"], chunk_seconds=1.0,
-                                  tile=pre["audio"]["tile"], input_scale=entry["audio_input_scale"])
+    wav = prepare_audioclip_audio(
+        rec.wav,
+        None,
+        5,
+        target_rate=pre["audio"]["sample_rate"],
+        chunk_seconds=1.0,
+        tile=pre["audio"]["tile"],
+        input_scale=entry["audio_input_scale"],
+    )
     frames = [avsbench.load_frame(p) for p in rec.frames]
-    img = clip_preprocess(frames, size=pre["image"]["size"], mean=pre["image"]["mean"], std=pre["image"]["std"])
+    img = clip_preprocess(
+        frames, size=pre["image"]["size"], mean=pre["image"]["mean"], std=pre["image"]["std"]
+    )
     emb = sa.run(None, {"waveform": wav})[0]
     return sv.run(None, {"image": img, "audio_embedding": emb})[0][:, 0]
 
 
 def test_acfpn_outputs_and_warnings(acfpn_run, data):
     summary, out = acfpn_run
-    for name in ("summary.json", "summary.md", "per_video_s4_test.jsonl", "per_video_ms3_test.jsonl"):
+    for name in (
+        "summary.json",
+        "summary.md",
+        "per_video_s4_test.jsonl",
+        "per_video_ms3_test.jsonl",
+    ):
         assert (out / name).is_file(), name
     disk = json.loads((out / "summary.json").read_text())
     md = (out / "summary.md").read_text()
@@ -123,14 +147,21 @@ def test_acfpn_metrics_equal_runtime_metrics_on_independent_logits(acfpn_run, ti
             assert abs(fscore(p, gt) - row["fscore"]) > 1e-4
             # the saved masks are the runtime's: sigmoid > 0.5, i.e. logit > 0
             for k in range(5):
-                png = np.asarray(Image.open(out / "masks" / kind / rec.name / f"{rec.name}_{k + 1}.png"))
+                png = np.asarray(
+                    Image.open(out / "masks" / kind / rec.name / f"{rec.name}_{k + 1}.png")
+                )
                 assert np.mean((png > 0) == (z[k] > 0)) > 0.9999
 
 
 def test_heatmap_mode_scores_binary_masks(tiny_bundle, data, tmp_path):
-    summary = ev.evaluate(tiny_bundle, data, kinds=("s4",), mode="heatmap", out=tmp_path, progress=False)
+    summary = ev.evaluate(
+        tiny_bundle, data, kinds=("s4",), mode="heatmap", out=tmp_path, progress=False
+    )
     assert summary["scored_on"] == "binary {0,1} masks" and summary["paper_method"] is None
-    assert summary["random_weights"] and "(no figure for this mode)" in (tmp_path / "summary.md").read_text()
+    assert (
+        summary["random_weights"]
+        and "(no figure for this mode)" in (tmp_path / "summary.md").read_text()
+    )
     rows = _rows(tmp_path / "per_video_s4_test.jsonl")
     assert len(rows) == VIDEOS
     pipe = runtime.load(tiny_bundle)
@@ -145,7 +176,9 @@ def test_heatmap_mode_scores_binary_masks(tiny_bundle, data, tmp_path):
 
 def test_full_mask_baseline_matches_its_closed_form(data, tmp_path):
     """Every pixel foreground: IoU = |G| / (H W) per frame, and F = mean of 1.3 p / (0.3 p + 1)."""
-    summary = ev.evaluate(None, data, kinds=("s4", "ms3"), mode="full-mask", out=tmp_path, progress=False)
+    summary = ev.evaluate(
+        None, data, kinds=("s4", "ms3"), mode="full-mask", out=tmp_path, progress=False
+    )
     assert not summary["random_weights"] and summary["paper_method"] == "Full-mask"
     assert summary["comparable"]  # a complete test split, no random weights
     for kind in ("s4", "ms3"):
@@ -158,11 +191,21 @@ def test_full_mask_baseline_matches_its_closed_form(data, tmp_path):
     # S4 train has one GT mask per video (frame 1): one metric frame per video
     s = ev.evaluate(None, data, kinds=("s4",), split="train", mode="full-mask", progress=False)
     r = s["results"]["s4"]
-    assert r["frames"] == r["videos"] == VIDEOS and any("test split only" in w for w in s["warnings"])
+    assert r["frames"] == r["videos"] == VIDEOS and any(
+        "test split only" in w for w in s["warnings"]
+    )
 
 
 def test_max_videos_marks_a_partial_run(tiny_bundle, data, tmp_path):
-    s = ev.evaluate(tiny_bundle, data, kinds=("ms3",), mode="heatmap", out=tmp_path, max_videos=1, progress=False)
+    s = ev.evaluate(
+        tiny_bundle,
+        data,
+        kinds=("ms3",),
+        mode="heatmap",
+        out=tmp_path,
+        max_videos=1,
+        progress=False,
+    )
     r = s["results"]["ms3"]
     assert r["videos"] == 1 and r["videos_in_split"] == VIDEOS and not r["complete"]
     assert any("partial run" in w for w in s["warnings"])
@@ -179,8 +222,21 @@ def test_missing_dataset_file_is_named(tiny_bundle, data, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=re.escape(str(rec.frames[3]))):
         ev.evaluate(tiny_bundle, root, kinds=("s4",), mode="heatmap", progress=False)
     rec.wav.unlink()
-    rc = ev.main(["--bundle", str(tiny_bundle), "--data-root", str(root), "--kind", "s4", "--mode", "heatmap",
-                  "--out", str(tmp_path / "o"), "--quiet"])
+    rc = ev.main(
+        [
+            "--bundle",
+            str(tiny_bundle),
+            "--data-root",
+            str(root),
+            "--kind",
+            "s4",
+            "--mode",
+            "heatmap",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "error:" in err and (str(rec.frames[3]) in err or str(rec.wav) in err)
@@ -208,9 +264,14 @@ def test_paper_figures_are_the_posters():
     if not POSTER.is_file():
         pytest.skip(f"{POSTER} not found")
     text = POSTER.read_text()
-    names = {"AC-FPN (Hadamard)": "AC-FPN (Hadamard)", "AC-FPN (Concatenation)": "AC-FPN (Concatenation)",
-             "TPAVI-ResNet50 [30]": "TPAVI-ResNet50", "Point-Prompt(global)": "Point-Prompt (global)",
-             "Point-Prompt(local)": "Point-Prompt (local)", "Point-Prompt(dense)": "Point-Prompt (dense)"}
+    names = {
+        "AC-FPN (Hadamard)": "AC-FPN (Hadamard)",
+        "AC-FPN (Concatenation)": "AC-FPN (Concatenation)",
+        "TPAVI-ResNet50 [30]": "TPAVI-ResNet50",
+        "Point-Prompt(global)": "Point-Prompt (global)",
+        "Point-Prompt(local)": "Point-Prompt (local)",
+        "Point-Prompt(dense)": "Point-Prompt (dense)",
+    }
     seen = set()
     for line in text.splitlines():
         cells = [c.strip() for c in line.split("\t") if c.strip()]
@@ -236,7 +297,9 @@ bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
 print("TORCH", bad)
 sys.exit(rc or (3 if bad else 0))
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "| ours: `heatmap` (**RANDOM WEIGHTS -- not comparable**)" in r.stdout
     assert (tmp_path / "summary.json").is_file()
@@ -246,7 +309,11 @@ def test_random_weights_flag_follows_the_graphs_the_mode_runs(tiny_bundle):
     """Official AudioCLIP towers beside a random AC-FPN head: heatmap is comparable, acfpn is not."""
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     assert ev._random_weight_sources(m, "acfpn") == ["acfpn", "audioclip"]
-    m["weights"]["audioclip"] = {"path": "/w/AudioCLIP-Full-Training.pt", "sha256": "0" * 64, "config": "audioclip"}
+    m["weights"]["audioclip"] = {
+        "path": "/w/AudioCLIP-Full-Training.pt",
+        "sha256": "0" * 64,
+        "config": "audioclip",
+    }
     assert ev._random_weight_sources(m, "heatmap") == []
     assert ev._random_weight_sources(m, "acfpn") == ["acfpn"]
     del m["graphs"]["audioclip_image"]["weights"]  # unnamed weights: every random source counts

@@ -14,7 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 if __import__("importlib").util.find_spec("groundingdino") is None:
-    pytest.skip("GroundingDINO not installed (pip install --no-deps rf-groundingdino)", allow_module_level=True)
+    pytest.skip(
+        "GroundingDINO not installed (pip install --no-deps rf-groundingdino)",
+        allow_module_level=True,
+    )
 
 from PIL import Image  # noqa: E402
 
@@ -92,20 +95,28 @@ def test_text_bank_shape_and_order(model):
     labels = ["Speech", "Dog", "Male speech, man speaking", "Music"]
     f = caption_features(model, labels)
     n, lmax = len(labels), int(f["length"].max())
-    assert f["encoded_text"].shape == (n, lmax, 256) and f["text_self_attention_masks"].shape == (n, lmax, lmax)
+    assert f["encoded_text"].shape == (n, lmax, 256) and f["text_self_attention_masks"].shape == (
+        n,
+        lmax,
+        lmax,
+    )
     assert f["captions"] == [preprocess_caption(s) for s in labels]
     for i, s in enumerate(labels):
         t = encode_caption(model, preprocess_caption(s))
         k = t["encoded_text"].shape[1]
         assert f["length"][i] == k
         np.testing.assert_array_equal(f["encoded_text"][i, :k], t["encoded_text"][0].numpy())
-        np.testing.assert_array_equal(f["text_self_attention_masks"][i, :k, :k], t["text_self_attention_masks"][0].numpy())
+        np.testing.assert_array_equal(
+            f["text_self_attention_masks"][i, :k, :k], t["text_self_attention_masks"][0].numpy()
+        )
         assert not f["text_token_mask"][i, k:].any() and not f["encoded_text"][i, k:].any()
 
 
 def test_checkpoint_strict(tmp_path, model, tok):
     sd = {"module." + k: v for k, v in model.state_dict().items()}
-    sd["module.bert.embeddings.position_ids"] = torch.arange(64)[None]  # older transformers stored it
+    sd["module.bert.embeddings.position_ids"] = torch.arange(64)[
+        None
+    ]  # older transformers stored it
     path = tmp_path / "gd.pth"
     torch.save({"model": sd}, path)
     m2, prov = load_grounding_dino(path, tok, config="test-tiny", seed=5)
@@ -129,12 +140,22 @@ def test_image_preprocessing_matches_reference(hw):
 
     rng = np.random.default_rng(hw[0])
     frame = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-    tr = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
-                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    tr = T.Compose(
+        [
+            T.RandomResize([800], max_size=1333),
+            T.ToTensor(),
+            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     ref, _ = tr(Image.fromarray(frame), None)
     size = detector_size(*hw, 800, 1333)
     assert size == tuple(ref.shape[1:])
-    pre = {"short_side": 800, "max_size": 1333, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    pre = {
+        "short_side": 800,
+        "max_size": 1333,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     got, how = detector_input(frame, pre, size)
     assert how == "reference"
     np.testing.assert_array_equal(got[0], ref.numpy())

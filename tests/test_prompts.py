@@ -50,11 +50,11 @@ def ref_get_topk_points(similarity):
 def ref_peak_rowcol(similarity, t):
     """get_peak_points up to np.argwhere: (pos_points, neg_points) as (row, col)."""
     s = np.pad(similarity, [(2, 2), (2, 2)], mode="constant")
-    center = s[1:s.shape[0] - 1, 1:s.shape[1] - 1]
-    left = s[1:s.shape[0] - 1, 2:s.shape[1]]
-    right = s[1:s.shape[0] - 1, 0:s.shape[1] - 2]
-    up = s[2:s.shape[0], 1:s.shape[1] - 1]
-    down = s[0:s.shape[0] - 2, 1:s.shape[1] - 1]
+    center = s[1 : s.shape[0] - 1, 1 : s.shape[1] - 1]
+    left = s[1 : s.shape[0] - 1, 2 : s.shape[1]]
+    right = s[1 : s.shape[0] - 1, 0 : s.shape[1] - 2]
+    up = s[2 : s.shape[0], 1 : s.shape[1] - 1]
+    down = s[0 : s.shape[0] - 2, 1 : s.shape[1] - 1]
     pos_peaks = (center > left) & (center > right) & (center > up) & (center > down)
     neg_peaks = (center < left) & (center < right) & (center < up) & (center < down)
     try_pos = pos_peaks & (center > t)
@@ -63,8 +63,8 @@ def ref_peak_rowcol(similarity, t):
     try_neg = neg_peaks & (center < 1 - t)
     if sum(try_neg.reshape(-1)) == 0:
         try_neg = center == center.min()
-    pos = try_pos[1:center.shape[0] - 1, 1:center.shape[1] - 1]
-    neg = try_neg[1:center.shape[0] - 1, 1:center.shape[1] - 1]
+    pos = try_pos[1 : center.shape[0] - 1, 1 : center.shape[1] - 1]
+    neg = try_neg[1 : center.shape[0] - 1, 1 : center.shape[1] - 1]
     return np.argwhere(pos), np.argwhere(neg)
 
 
@@ -74,7 +74,9 @@ def ref_get_peak_points(similarity, t):
     input_points = points  # the aliasing bug: both names are one array
     input_points[:, 0] = points[:, 1]
     input_points[:, 1] = points[:, 0]
-    input_labels = np.concatenate([np.ones(pos_points.shape[0]), np.zeros(neg_points.shape[0])], axis=0)
+    input_labels = np.concatenate(
+        [np.ones(pos_points.shape[0]), np.zeros(neg_points.shape[0])], axis=0
+    )
     return points, input_labels
 
 
@@ -82,7 +84,9 @@ def ref_get_dense_points(similarity, t, downsample=7):
     similarity = similarity.reshape((1, 1, IMAGE_SIZE, IMAGE_SIZE))
     down_side = IMAGE_SIZE // downsample
     similarity = torch.tensor(similarity)
-    similarity = torch.nn.functional.interpolate(similarity, (down_side, down_side), mode="bilinear")[0, 0]
+    similarity = torch.nn.functional.interpolate(
+        similarity, (down_side, down_side), mode="bilinear"
+    )[0, 0]
     similarity = similarity.cpu().numpy()
     h, w = similarity.shape
     scale_h = IMAGE_SIZE / h
@@ -140,7 +144,9 @@ def similarity_map(rng, quantise: float | None = None) -> np.ndarray:
         sim = np.round(sim / quantise) * quantise
     sm = (sim - sim.min()) / (sim.max() - sim.min())
     sm = torch.from_numpy(sm.reshape(1, 1, 7, 7))
-    return torch.nn.functional.interpolate(sm, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear")[0, 0].numpy()
+    return torch.nn.functional.interpolate(sm, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear")[
+        0, 0
+    ].numpy()
 
 
 def heatmaps(seed: int, n: int):
@@ -181,7 +187,9 @@ def test_top_points_ties_and_constant_map():
     sm[5, 7] = sm[100, 100] = -1.0
     coords, _ = top_points(sm)
     np.testing.assert_array_equal(coords, [[200.5, 10.5], [7.5, 5.5]])  # first in raster order
-    coords, _ = top_points(np.arange(12, dtype=np.float64).reshape(3, 4))  # any size, (x, y) = (col, row)
+    coords, _ = top_points(
+        np.arange(12, dtype=np.float64).reshape(3, 4)
+    )  # any size, (x, y) = (col, row)
     np.testing.assert_array_equal(coords, [[3.5, 2.5], [0.5, 0.5]])
 
 
@@ -238,7 +246,9 @@ def test_peak_thresholds_compare_in_float32():
     sm += 0.5 * 0  # keep zeros: no pits on a flat zero background
     coords, labels = peak_points(sm, t)
     np.testing.assert_array_equal(coords[labels == 1], [[40.5, 30.5]])
-    np.testing.assert_array_equal(peak_points(sm.astype(np.float64), t)[0], coords)  # rounded to f32
+    np.testing.assert_array_equal(
+        peak_points(sm.astype(np.float64), t)[0], coords
+    )  # rounded to f32
     t = 0.65
     assert float(np.float32(1 - t)) < 1 - t  # in float64 the pit below *would* pass
     sm = np.ones((50, 60), np.float32)
@@ -254,7 +264,9 @@ def test_peak_fallbacks():
     sm[5:8, 9:11] = 0.5
     coords, labels = peak_points(sm, 0.6)
     pos = coords[labels == 1]
-    assert len(pos) == 6 and set(map(tuple, pos)) == {(x + 0.5, y + 0.5) for y in (5, 6, 7) for x in (9, 10)}
+    assert len(pos) == 6 and set(map(tuple, pos)) == {
+        (x + 0.5, y + 0.5) for y in (5, 6, 7) for x in (9, 10)
+    }
     # No pit below 1 - t: the minimum is the zero ring, cropped away -> no negatives.
     assert (labels == 0).sum() == 0
     # ... unless the map itself has exact zeros: those come back through the fallback.
@@ -293,12 +305,15 @@ def test_dense_grid_is_exact_sampling_and_matches_interpolate():
     sm = rng.random((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     grid = dense_grid(sm)
     np.testing.assert_array_equal(grid, sm[3::7, 3::7])
-    ref = torch.nn.functional.interpolate(torch.from_numpy(sm)[None, None], (32, 32), mode="bilinear")[0, 0]
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(sm)[None, None], (32, 32), mode="bilinear"
+    )[0, 0]
     np.testing.assert_array_equal(grid, ref.numpy())
     for hw in ((100, 150), (35, 70), (7, 7), (13, 29)):
         sm = rng.random(hw, dtype=np.float32)
-        ref = torch.nn.functional.interpolate(torch.from_numpy(sm)[None, None],
-                                              (hw[0] // 7, hw[1] // 7), mode="bilinear")[0, 0].numpy()
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(sm)[None, None], (hw[0] // 7, hw[1] // 7), mode="bilinear"
+        )[0, 0].numpy()
         np.testing.assert_allclose(dense_grid(sm), ref, rtol=0, atol=2e-7)
 
 
@@ -316,8 +331,10 @@ def test_dense_points_match_reference_on_untied_maps(t):
 
 def test_dense_points_tie_rule():
     checked = 0
-    for sm in list(heatmaps(5, 25)) + [np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32),
-                                       np.full((IMAGE_SIZE, IMAGE_SIZE), 0.9, np.float32)]:
+    for sm in list(heatmaps(5, 25)) + [
+        np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32),
+        np.full((IMAGE_SIZE, IMAGE_SIZE), 0.9, np.float32),
+    ]:
         for t in (0.85, 0.7, 0.3):
             ref_c, ref_l, cells, num = ref_get_dense_points(sm, t)
             coords, labels = dense_points(sm, t)
@@ -337,12 +354,12 @@ def test_dense_points_tie_rule():
             above = np.flatnonzero(cells > cut)
             tied = np.flatnonzero(cells == cut)
             assert set(above) <= set(pos)
-            assert sorted(set(pos) & set(tied)) == list(tied[len(tied) - (num - len(above)):])
+            assert sorted(set(pos) & set(tied)) == list(tied[len(tied) - (num - len(above)) :])
             cut = cells[neg].max()
             below = np.flatnonzero(cells < cut)
             tied = np.flatnonzero(cells == cut)
             assert set(below) <= set(neg)
-            assert sorted(set(neg) & set(tied)) == list(tied[:num - len(below)])
+            assert sorted(set(neg) & set(tied)) == list(tied[: num - len(below)])
             checked += 1
     assert checked == 81
 
@@ -351,14 +368,18 @@ def test_dense_points_counts_and_coordinates():
     sm = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     coords, labels = dense_points(sm, 0.85)  # nothing >= t: one point each
     assert labels.tolist() == [1, 0]
-    np.testing.assert_array_equal(coords, [[220.5, 220.5], [3.5, 3.5]])  # stable ties: last / first cell
+    np.testing.assert_array_equal(
+        coords, [[220.5, 220.5], [3.5, 3.5]]
+    )  # stable ties: last / first cell
     coords, labels = dense_points(np.ones((IMAGE_SIZE, IMAGE_SIZE), np.float32), 0.85)
     assert labels.sum() == 512 and labels.size == 1024  # capped at half the cells
     sm = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     sm[3 + 7 * 5, 3 + 7 * 9] = np.float32(0.85)  # exactly at t: counts (>=)
     sm[3 + 7 * 20, 3 + 7 * 1] = 0.9
     coords, labels = dense_points(sm, 0.85)
-    np.testing.assert_array_equal(coords[:2], [[(9 + 0.5) * 7, (5 + 0.5) * 7], [(1 + 0.5) * 7, (20 + 0.5) * 7]])
+    np.testing.assert_array_equal(
+        coords[:2], [[(9 + 0.5) * 7, (5 + 0.5) * 7], [(1 + 0.5) * 7, (20 + 0.5) * 7]]
+    )
     assert labels.tolist() == [1, 1, 0, 0]
     coords, labels = dense_points(sm, 0.85, max_points=1)
     assert labels.tolist() == [1, 0]
@@ -387,11 +408,11 @@ def test_connected_components_match_scipy():
     spiral = np.zeros((41, 41), bool)
     top, left, bottom, right = 0, 0, 40, 40
     while top <= bottom and left <= right:
-        spiral[top, left:right + 1] = spiral[top:bottom + 1, right] = True
-        spiral[bottom, left:right + 1] = True
-        spiral[top + 2:bottom + 1, left] = True
+        spiral[top, left : right + 1] = spiral[top : bottom + 1, right] = True
+        spiral[bottom, left : right + 1] = True
+        spiral[top + 2 : bottom + 1, left] = True
         if left + 2 <= right:
-            spiral[top + 2, left:left + 3] = True
+            spiral[top + 2, left : left + 3] = True
         top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
     for m in (spiral, (np.indices((30, 30)).sum(0) % 2 == 0)):
         labels, areas, _ = connected_components(m)
@@ -461,13 +482,26 @@ def test_mask_selection_first_index_on_ties():
         select_max_area(masks[:0])
 
 
-@pytest.mark.parametrize("fn", [top_points, lambda m: peak_points(m, 0.6), lambda m: dense_points(m, 0.85),
-                                lambda m: heatmap_box(m, 0.55)])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        top_points,
+        lambda m: peak_points(m, 0.6),
+        lambda m: dense_points(m, 0.85),
+        lambda m: heatmap_box(m, 0.55),
+    ],
+)
 def test_heatmaps_are_validated(fn):
     good = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    for bad in (good[None], good[0], good.astype(np.int32), good.tolist(), good[:0],
-                np.where(np.eye(IMAGE_SIZE, dtype=bool), np.nan, good).astype(np.float32),
-                np.full_like(good, np.inf)):
+    for bad in (
+        good[None],
+        good[0],
+        good.astype(np.int32),
+        good.tolist(),
+        good[:0],
+        np.where(np.eye(IMAGE_SIZE, dtype=bool), np.nan, good).astype(np.float32),
+        np.full_like(good, np.inf),
+    ):
         with pytest.raises(InputError):
             fn(bad)
 
@@ -528,14 +562,17 @@ def test_heatmap_point_filter_keep_fraction_and_ties():
     assert top.sum() == 1 and pts[top, 0][0] == pts[:, 0].max()
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({}, "exactly one"),
-    ({"keep": 0.1, "threshold": 0.5}, "exactly one"),
-    ({"keep": 0.0}, "keep must be a fraction"),
-    ({"keep": 1.5}, "keep must be a fraction"),
-    ({"threshold": float("nan")}, "finite"),
-    ({"keep": True}, "real number"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({}, "exactly one"),
+        ({"keep": 0.1, "threshold": 0.5}, "exactly one"),
+        ({"keep": 0.0}, "keep must be a fraction"),
+        ({"keep": 1.5}, "keep must be a fraction"),
+        ({"threshold": float("nan")}, "finite"),
+        ({"keep": True}, "real number"),
+    ],
+)
 def test_heatmap_point_filter_rejects_bad_options(kw, match):
     with pytest.raises(InputError, match=match):
         heatmap_point_filter(np.zeros((8, 8), np.float32), (8, 8), **kw)

@@ -25,14 +25,23 @@ from runtime.modes.random_sam import pick_random_masks
 sys.path.insert(0, str(Path(__file__).parent))
 from avsbench_fixture import make_avsbench  # noqa: E402
 
-LOW_AMG = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+LOW_AMG = {
+    "points_per_side": 3,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
 PHOTOS = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg")
 
 
 @pytest.fixture(scope="module")
 def frames(demo_dir) -> list[np.ndarray]:
-    return [np.asarray(Image.open(demo_dir / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
-            for n in PHOTOS]
+    return [
+        np.asarray(
+            Image.open(demo_dir / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        )
+        for n in PHOTOS
+    ]
 
 
 def _iou(a, b):
@@ -57,7 +66,10 @@ def test_mode_matches_reference(tiny_bundle, demo_dir, frames):
 
     from reference.zero_shot import load_reference_models
 
-    assert "random-sam" in MODES and MODES["random-sam"].graphs == ("sam_image_encoder", "sam_prompt_decoder")
+    assert "random-sam" in MODES and MODES["random-sam"].graphs == (
+        "sam_image_encoder",
+        "sam_prompt_decoder",
+    )
     pipe = runtime.load(tiny_bundle, threads=2)
     wav = demo_dir / "cat_3-95694-A-5.wav"
     res = pipe.segment(frames, wav, mode="random-sam", seed=3, amg=LOW_AMG)
@@ -86,8 +98,15 @@ def test_avs_eval_reports_it_beside_the_papers_row(tiny_bundle, tmp_path):
 
     root = tmp_path / "avsbench"
     make_avsbench(root, "s4", videos_per_split=1, seed=1)
-    s = ev.evaluate(tiny_bundle, root, kinds=("s4",), mode="random-sam", params={"amg": LOW_AMG},
-                    out=tmp_path / "out", progress=False)
+    s = ev.evaluate(
+        tiny_bundle,
+        root,
+        kinds=("s4",),
+        mode="random-sam",
+        params={"amg": LOW_AMG},
+        out=tmp_path / "out",
+        progress=False,
+    )
     assert s["paper_method"] == "Random-SAM"
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "paper: Random-SAM" in md and "| Full-mask |" in md

@@ -36,6 +36,7 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 
 # --- torch-free runtime --------------------------------------------------------------------------
 
+
 def test_runtime_import_never_loads_torch(tiny_bundle):
     code = f"""
 import sys, numpy as np
@@ -48,7 +49,9 @@ bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "
 print("LOADED", bad)
 sys.exit(1 if bad else 0)
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -57,12 +60,22 @@ def test_runtime_sources_do_not_import_torch():
     for p in (REPO / "runtime").rglob("*.py"):
         for i, line in enumerate(p.read_text().splitlines(), 1):
             s = line.strip()
-            if s.startswith(("import torch", "from torch", "import models", "from models", "import export", "from export")):
+            if s.startswith(
+                (
+                    "import torch",
+                    "from torch",
+                    "import models",
+                    "from models",
+                    "import export",
+                    "from export",
+                )
+            ):
                 bad.append(f"{p.name}:{i}: {s}")
     assert not bad, bad
 
 
 # --- bundle -------------------------------------------------------------------------------------
+
 
 def test_bundle_opens_and_records_random_weights(tiny_bundle):
     b = Bundle.open(tiny_bundle)
@@ -121,6 +134,7 @@ def test_bundle_bad_schema(tiny_bundle, tmp_path):
 
 # --- sessions -----------------------------------------------------------------------------------
 
+
 def test_session_reports_real_provider(tiny_bundle):
     sess, info = create_session(tiny_bundle / "audioclip_image.onnx", graph="audioclip_image")
     assert info.providers == sess.get_providers()
@@ -137,16 +151,19 @@ def test_provider_table_rejects_unknown():
 
 # --- image preprocessing vs torchvision -----------------------------------------------------------
 
+
 def _torchvision_chain(img: np.ndarray, antialias: bool) -> np.ndarray:
     import torchvision.transforms as T
     from torchvision.transforms import InterpolationMode
 
-    tf = T.Compose([
-        T.ToTensor(),
-        T.Resize(224, interpolation=InterpolationMode.BICUBIC, antialias=antialias),
-        T.CenterCrop(224),
-        T.Normalize(MEAN, STD),
-    ])
+    tf = T.Compose(
+        [
+            T.ToTensor(),
+            T.Resize(224, interpolation=InterpolationMode.BICUBIC, antialias=antialias),
+            T.CenterCrop(224),
+            T.Normalize(MEAN, STD),
+        ]
+    )
     return tf(img).numpy()
 
 
@@ -201,15 +218,34 @@ def test_frames_grayscale_rgba_16bit_and_limits(tmp_path):
 
 def test_resize_matches_torch_interpolate():
     rng = np.random.default_rng(1)
-    for h, w, oh, ow in [(300, 500, 224, 373), (7, 7, 224, 224), (720, 1280, 224, 398), (64, 64, 1500, 2250)]:
+    for h, w, oh, ow in [
+        (300, 500, 224, 373),
+        (7, 7, 224, 224),
+        (720, 1280, 224, 398),
+        (64, 64, 1500, 2250),
+    ]:
         x = rng.random((2, h, w)).astype(np.float32)
         for mode in ("bilinear", "bicubic"):
             for aa in (False, True):
-                ref = F.interpolate(torch.from_numpy(x)[None], size=(oh, ow), mode=mode, align_corners=False, antialias=aa)[0].numpy()
-                assert np.abs(resize(x, (oh, ow), mode, aa) - ref).max() < 5e-6, (h, w, oh, ow, mode, aa)
+                ref = F.interpolate(
+                    torch.from_numpy(x)[None],
+                    size=(oh, ow),
+                    mode=mode,
+                    align_corners=False,
+                    antialias=aa,
+                )[0].numpy()
+                assert np.abs(resize(x, (oh, ow), mode, aa) - ref).max() < 5e-6, (
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    mode,
+                    aa,
+                )
 
 
 # --- audio preprocessing vs librosa -------------------------------------------------------------
+
 
 def test_read_wav_formats(tmp_path):
     rng = np.random.default_rng(0)
@@ -289,14 +325,19 @@ def test_chunking_follows_the_avsbench_convention():
 
 def test_prepare_audio_scale_and_tiling(demo_dir):
     wav = demo_dir / "cat_3-95694-A-5.wav"
-    a1 = prepare_audioclip_audio(wav, None, 5, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0)
-    a2 = prepare_audioclip_audio(wav, None, 5, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=32768.0)
+    a1 = prepare_audioclip_audio(
+        wav, None, 5, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0
+    )
+    a2 = prepare_audioclip_audio(
+        wav, None, 5, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=32768.0
+    )
     assert a1.shape == (5, 220500)
     np.testing.assert_allclose(a2, a1 * 32768.0, rtol=1e-6)
     np.testing.assert_array_equal(a1[2, :44100], a1[2, 44100:88200])
 
 
 # --- heatmap ------------------------------------------------------------------------------------
+
 
 def _torch_heatmap(dense, audio, reverse):
     r = torch.from_numpy(dense)
@@ -335,6 +376,7 @@ def test_heatmap_flat_map_is_zero_not_nan():
 
 # --- end to end ---------------------------------------------------------------------------------
 
+
 def test_segment_heatmap_end_to_end(tiny_bundle, demo_dir):
     frames = [demo_dir / "cat_1.jpg", demo_dir / "cars_2.jpg", demo_dir / "clock_1.jpg"]
     pipe = runtime.load(tiny_bundle)
@@ -342,7 +384,10 @@ def test_segment_heatmap_end_to_end(tiny_bundle, demo_dir):
     assert len(res.masks) == 3 and res.random_weights
     for f, m in zip(frames, res.masks, strict=True):
         assert m.dtype == bool and m.shape == load_frame(f).shape[:2]
-    assert res.providers == {"audioclip_audio": "CPUExecutionProvider", "audioclip_image": "CPUExecutionProvider"}
+    assert res.providers == {
+        "audioclip_audio": "CPUExecutionProvider",
+        "audioclip_image": "CPUExecutionProvider",
+    }
     assert "total" in res.timings
     with pytest.raises(InputError, match="takes parameters"):
         pipe.segment(frames, demo_dir / "cat_3-95694-A-5.wav", mode="heatmap", thres=0.3)
@@ -361,10 +406,20 @@ def test_segment_matches_pytorch_reference(tiny_bundle, demo_dir):
     frames = [load_frame(demo_dir / "coughing_1.jpg"), load_frame(demo_dir / "cat_2.jpg")]
     pipe = runtime.load(tiny_bundle, preset="sam4avs")
     res = pipe.segment(frames, wav, mode="heatmap", threshold=0.5)
-    audio = prepare_audioclip_audio(wav, None, 2, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0)
+    audio = prepare_audioclip_audio(
+        wav, None, 2, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0
+    )
     squashed = [
-        F.interpolate(torch.from_numpy(f.transpose(2, 0, 1).copy()).float()[None], size=(224, 224), mode="bilinear")
-        .round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        F.interpolate(
+            torch.from_numpy(f.transpose(2, 0, 1).copy()).float()[None],
+            size=(224, 224),
+            mode="bilinear",
+        )
+        .round()
+        .clamp(0, 255)[0]
+        .permute(1, 2, 0)
+        .numpy()
+        .astype(np.uint8)
         for f in frames
     ]  # AVSBench squashes frames to 224x224; the sam4avs preset resizes without antialiasing
     imgs = np.stack([_torchvision_chain(f, False) for f in squashed])
@@ -373,7 +428,9 @@ def test_segment_matches_pytorch_reference(tiny_bundle, demo_dir):
         dense = model.visual.forward_features(torch.from_numpy(imgs))["surgery_dense"].numpy()
     ref = _torch_heatmap(dense, emb, reverse=True)
     for i, f in enumerate(frames):
-        full = F.interpolate(torch.from_numpy(ref[i])[None, None], f.shape[:2], mode="bilinear")[0, 0].numpy()
+        full = F.interpolate(torch.from_numpy(ref[i])[None, None], f.shape[:2], mode="bilinear")[
+            0, 0
+        ].numpy()
         # the uint8 squash may round a few pixels differently (+-1 level); the min-max normalised
         # map then moves by ~1e-3, so masks may differ only within that band around the threshold
         assert np.abs(full - res.scores[i]).max() < 5e-3

@@ -48,7 +48,9 @@ SIZES = [(224, 224), (720, 1280), (1500, 2250)]
 def _photo(name: str) -> np.ndarray:
     path = DATA / name
     if not path.exists():
-        pytest.skip(f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)")
+        pytest.skip(
+            f"real media not found: {path} (set AVS_SHARED_DATA, or put shared/ beside the repository)"
+        )
     return np.asarray(Image.open(path).convert("RGB"))
 
 
@@ -80,9 +82,17 @@ def runner(request, exported, cfg):
     point = None
     if request.param == "point-decoder":
         point = cpu_session(request.getfixturevalue("micro_point_decoder").path, 1)
-    return SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
-                     cfg["pixel_mean"], cfg["pixel_std"], patch_size=cfg["patch_size"],
-                     mask_threshold=cfg["mask_threshold"], max_batch=3, point_decoder=point)
+    return SamRunner(
+        cpu_session(enc.path, 1),
+        cpu_session(dec.path, 1),
+        cfg["image_size"],
+        cfg["pixel_mean"],
+        cfg["pixel_std"],
+        patch_size=cfg["patch_size"],
+        mask_threshold=cfg["mask_threshold"],
+        max_batch=3,
+        point_decoder=point,
+    )
 
 
 def _predictor_with_features(sam, features: torch.Tensor, orig_hw) -> SamPredictor:
@@ -95,8 +105,9 @@ def _predictor_with_features(sam, features: torch.Tensor, orig_hw) -> SamPredict
     return pred
 
 
-def _reference(pred: SamPredictor, coords=None, labels=None, boxes=None, mask_input=None,
-               multimask=True):
+def _reference(
+    pred: SamPredictor, coords=None, labels=None, boxes=None, mask_input=None, multimask=True
+):
     """SamPredictor.predict_torch on prompts given in original-frame pixels (batched prompt sets)."""
     tr, orig = pred.transform, pred.original_size
     c = l_ = b = m = None
@@ -128,8 +139,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_registry_entries():
     assert {"vit_h", "vit_l", "vit_b", "micro"} <= set(SAM_CONFIGS)
     names = {k: get_sam_config(k)["checkpoint"] for k in ("vit_h", "vit_l", "vit_b")}
-    assert names == {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth",
-                     "vit_b": "sam_vit_b_01ec64.pth"}
+    assert names == {
+        "vit_h": "sam_vit_h_4b8939.pth",
+        "vit_l": "sam_vit_l_0b3195.pth",
+        "vit_b": "sam_vit_b_01ec64.pth",
+    }
     assert get_sam_config("default")["name"] == "vit_h"
     micro = get_sam_config("micro")
     assert (micro["image_size"], micro["embedding_size"]) == (256, 16)
@@ -197,7 +211,9 @@ def test_load_sam_checkpoint_strict(tmp_path, sam):
 def test_encoder_graph_vs_torch(exported, sam):
     enc, _ = exported
     assert enc.inputs == [{"name": "image", "dtype": "float32", "shape": ["batch", 3, 256, 256]}]
-    assert enc.outputs == [{"name": "image_embeddings", "dtype": "float32", "shape": ["batch", 256, 16, 16]}]
+    assert enc.outputs == [
+        {"name": "image_embeddings", "dtype": "float32", "shape": ["batch", 256, 16, 16]}
+    ]
     assert enc.parity_max_abs_err <= TOL
     sess = cpu_session(enc.path, 1)
     g = torch.Generator().manual_seed(7)
@@ -246,11 +262,15 @@ def test_preprocess_shape_and_coords(hw):
     pts = rng.uniform(0, 1, (3, 5, 2)) * [hw[1], hw[0]]
     assert np.array_equal(apply_coords(pts, hw, 1024), tr.apply_coords(pts, hw).astype(np.float32))
     boxes = np.sort(rng.uniform(0, 1, (4, 2, 2)) * [hw[1], hw[0]], axis=1).reshape(4, 4)
-    assert np.array_equal(apply_boxes(boxes, hw, 1024), tr.apply_boxes(boxes, hw).astype(np.float32))
+    assert np.array_equal(
+        apply_boxes(boxes, hw, 1024), tr.apply_boxes(boxes, hw).astype(np.float32)
+    )
 
 
-@pytest.mark.parametrize("orig_hw,low", [(hw, 64) for hw in SIZES + [(17, 3001), (256, 256)]]
-                         + [((720, 1280), 256), ((99, 40), 256)])
+@pytest.mark.parametrize(
+    "orig_hw,low",
+    [(hw, 64) for hw in SIZES + [(17, 3001), (256, 256)]] + [((720, 1280), 256), ((99, 40), 256)],
+)
 def test_postprocess_masks_vs_torch(sam, orig_hw, low):
     """Low-res (64) or already input-size (256 = S) logits -> frame size, vs Sam.postprocess_masks."""
     rng = np.random.default_rng(1)
@@ -279,8 +299,9 @@ def _random_boxes(rng, k, hw):
 
 
 @pytest.mark.parametrize("orig_hw", SIZES)
-@pytest.mark.parametrize("num_prompts,num_points,multimask", [(1, 1, True), (5, 3, True), (5, 3, False),
-                                                              (1, 200, False)])
+@pytest.mark.parametrize(
+    "num_prompts,num_points,multimask", [(1, 1, True), (5, 3, True), (5, 3, False), (1, 200, False)]
+)
 def test_decoder_points_vs_sam(runner, sam, orig_hw, num_prompts, num_points, multimask):
     rng = np.random.default_rng(num_prompts * 1000 + num_points)
     feats = torch.from_numpy(rng.standard_normal((1, 256, 16, 16)).astype(np.float32))
@@ -288,8 +309,14 @@ def test_decoder_points_vs_sam(runner, sam, orig_hw, num_prompts, num_points, mu
     pts, labels = _random_points(rng, num_prompts, num_points, orig_hw)
     ref_m, ref_iou, ref_low = _reference(pred, pts, labels, multimask=multimask)
     arg_pts, arg_lab = (pts[0], labels[0]) if num_prompts == 1 else (pts, labels)
-    m, iou, low = runner.predict(feats.numpy(), orig_hw, point_coords=arg_pts, point_labels=arg_lab,
-                                 multimask_output=multimask, return_logits=True)
+    m, iou, low = runner.predict(
+        feats.numpy(),
+        orig_hw,
+        point_coords=arg_pts,
+        point_labels=arg_lab,
+        multimask_output=multimask,
+        return_logits=True,
+    )
     nm = 3 if multimask else 1
     assert m.shape == (num_prompts, nm, *orig_hw) and iou.shape == (num_prompts, nm)
     assert low.shape == (num_prompts, nm, 64, 64)
@@ -306,14 +333,22 @@ def test_decoder_boxes_and_points_vs_sam(runner, sam, orig_hw):
     boxes = _random_boxes(rng, 5, orig_hw)
     # boxes only, single mask per box (the Box-Prompt strategy)
     ref = _reference(pred, boxes=boxes, multimask=False)
-    got = runner.predict(feats.numpy(), orig_hw, boxes=boxes, multimask_output=False, return_logits=True)
+    got = runner.predict(
+        feats.numpy(), orig_hw, boxes=boxes, multimask_output=False, return_logits=True
+    )
     for g, r in zip(got, ref, strict=True):
         assert _max_err(g, r) <= TOL
     # one shared point set + 5 boxes; SAM takes the points per box
     pts, labels = _random_points(rng, 1, 2, orig_hw)
     ref = _reference(pred, np.repeat(pts, 5, 0), np.repeat(labels, 5, 0), boxes, multimask=True)
-    got = runner.predict(feats.numpy(), orig_hw, point_coords=pts[0], point_labels=labels[0],
-                         boxes=boxes, return_logits=True)
+    got = runner.predict(
+        feats.numpy(),
+        orig_hw,
+        point_coords=pts[0],
+        point_labels=labels[0],
+        boxes=boxes,
+        return_logits=True,
+    )
     for g, r in zip(got, ref, strict=True):
         assert _max_err(g, r) <= TOL
 
@@ -343,27 +378,46 @@ def test_decoder_64_prompt_sets_in_chunks(runner, sam):
 
     used = runner.point_decoder or runner.decoder
     point = None if runner.point_decoder is None else Spy(runner.point_decoder)
-    spy_runner = SamRunner(runner.encoder, Spy(runner.decoder), 256, runner.pixel_mean, runner.pixel_std,
-                           point_decoder=point)
-    m, iou, low = spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts, point_labels=labels,
-                                     return_logits=True)
+    spy_runner = SamRunner(
+        runner.encoder,
+        Spy(runner.decoder),
+        256,
+        runner.pixel_mean,
+        runner.pixel_std,
+        point_decoder=point,
+    )
+    m, iou, low = spy_runner.predict(
+        feats.numpy(), orig_hw, point_coords=pts, point_labels=labels, return_logits=True
+    )
     assert [(s, f["point_coords"].shape) for s, f in calls] == [(used, (16, 2, 2))] * 4
     calls.clear()
     spy_runner.max_prompts = 64
-    m1, iou1, _ = spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts, point_labels=labels,
-                                     return_logits=True)
+    m1, iou1, _ = spy_runner.predict(
+        feats.numpy(), orig_hw, point_coords=pts, point_labels=labels, return_logits=True
+    )
     assert len(calls) == 1 and _max_err(m1, m) <= 1e-5 and _max_err(iou1, iou) <= 1e-5
     calls.clear()
-    spy_runner.predict(feats.numpy(), orig_hw, point_coords=pts[:2], point_labels=labels[:2],
-                       mask_input=np.zeros((64, 64), np.float32))
+    spy_runner.predict(
+        feats.numpy(),
+        orig_hw,
+        point_coords=pts[:2],
+        point_labels=labels[:2],
+        mask_input=np.zeros((64, 64), np.float32),
+    )
     assert [s for s, _ in calls] == [runner.decoder]  # a mask input needs the full decoder
     ref_m, ref_iou, ref_low = _reference(pred, pts, labels)
-    assert _max_err(m, ref_m) <= TOL and _max_err(iou, ref_iou) <= TOL and _max_err(low, ref_low) <= TOL
+    assert (
+        _max_err(m, ref_m) <= TOL
+        and _max_err(iou, ref_iou) <= TOL
+        and _max_err(low, ref_low) <= TOL
+    )
     # chunking gives the same answer
-    small = SamRunner(runner.encoder, runner.decoder, 256, runner.pixel_mean, runner.pixel_std,
-                      max_prompts=10)
-    m2, iou2, _ = small.predict(feats.numpy(), orig_hw, point_coords=pts, point_labels=labels,
-                                return_logits=True)
+    small = SamRunner(
+        runner.encoder, runner.decoder, 256, runner.pixel_mean, runner.pixel_std, max_prompts=10
+    )
+    m2, iou2, _ = small.predict(
+        feats.numpy(), orig_hw, point_coords=pts, point_labels=labels, return_logits=True
+    )
     assert _max_err(m2, m) <= 1e-5 and _max_err(iou2, iou) <= 1e-5
 
 
@@ -374,13 +428,28 @@ def test_decoder_mask_input_vs_sam(runner, sam):
     pred = _predictor_with_features(sam, feats, orig_hw)
     pts, labels = _random_points(rng, 1, 2, orig_hw)
     prev = rng.standard_normal((1, 64, 64)).astype(np.float32) * 3
-    ref = pred.predict(pts[0], labels[0], mask_input=prev, multimask_output=False, return_logits=True)
-    got = runner.predict(feats.numpy(), orig_hw, point_coords=pts[0], point_labels=labels[0],
-                         mask_input=prev, multimask_output=False, return_logits=True)
+    ref = pred.predict(
+        pts[0], labels[0], mask_input=prev, multimask_output=False, return_logits=True
+    )
+    got = runner.predict(
+        feats.numpy(),
+        orig_hw,
+        point_coords=pts[0],
+        point_labels=labels[0],
+        mask_input=prev,
+        multimask_output=False,
+        return_logits=True,
+    )
     for g, r in zip(got, ref, strict=True):
         assert _max_err(g[0], r) <= TOL
-    no_mask = runner.predict(feats.numpy(), orig_hw, point_coords=pts[0], point_labels=labels[0],
-                             multimask_output=False, return_logits=True)
+    no_mask = runner.predict(
+        feats.numpy(),
+        orig_hw,
+        point_coords=pts[0],
+        point_labels=labels[0],
+        multimask_output=False,
+        return_logits=True,
+    )
     assert _max_err(no_mask[2], got[2]) > 1e-3  # the mask input is really used
 
 
@@ -388,9 +457,14 @@ def test_decoder_mask_input_vs_sam(runner, sam):
 
 
 def test_embed_batches_vs_torch(runner, sam):
-    frames = [_photo(n) for n in ("cars_1.jpg", "clock_1.jpg", "coughing_1.jpg", "cat_1.jpg", "cars_2.jpg")]
+    frames = [
+        _photo(n)
+        for n in ("cars_1.jpg", "clock_1.jpg", "coughing_1.jpg", "cat_1.jpg", "cars_2.jpg")
+    ]
     embs = runner.embed(frames)  # max_batch=3: chunks of 3 and 2
-    assert len(embs) == 5 and all(e.shape == (1, 256, 16, 16) and e.dtype == np.float32 for e in embs)
+    assert len(embs) == 5 and all(
+        e.shape == (1, 256, 16, 16) and e.dtype == np.float32 for e in embs
+    )
     tr = ResizeLongestSide(256)
     for f, e in zip(frames, embs, strict=True):
         x = torch.as_tensor(tr.apply_image(f)).permute(2, 0, 1).contiguous()[None]
@@ -410,7 +484,10 @@ def test_predict_matches_sampredictor_on_photo(runner, sam, name):
     (emb,) = runner.embed([img])
     prompts = [
         {"point_coords": np.array([[0.4 * w, 0.5 * h]]), "point_labels": np.array([1])},
-        {"point_coords": np.array([[0.3 * w, 0.6 * h], [0.8 * w, 0.2 * h]]), "point_labels": np.array([1, 0])},
+        {
+            "point_coords": np.array([[0.3 * w, 0.6 * h], [0.8 * w, 0.2 * h]]),
+            "point_labels": np.array([1, 0]),
+        },
         {"box": np.array([0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h])},
     ]
     for pr in prompts:
@@ -468,18 +545,32 @@ def test_bad_prompts(runner):
         ({"boxes": [50.0, 20.0, 10.0, 90.0]}, "x0 <= x1"),
         ({"boxes": [0.0, 0.0, 201.0, 90.0]}, "lie in the frame"),
         ({"boxes": [[0.0, 0.0, 5.0]]}, "boxes must be"),
-        ({"boxes": np.zeros((2, 4)), "point_coords": np.zeros((3, 1, 2)),
-          "point_labels": np.ones((3, 1))}, "with 2 boxes"),
+        (
+            {
+                "boxes": np.zeros((2, 4)),
+                "point_coords": np.zeros((3, 1, 2)),
+                "point_labels": np.ones((3, 1)),
+            },
+            "with 2 boxes",
+        ),
         ({}, "at least one prompt"),
-        ({"point_coords": ok_pts, "point_labels": ok_lab, "mask_input": np.zeros((32, 32), np.float32)},
-         "mask_input must be"),
+        (
+            {
+                "point_coords": ok_pts,
+                "point_labels": ok_lab,
+                "mask_input": np.zeros((32, 32), np.float32),
+            },
+            "mask_input must be",
+        ),
         ({"point_coords": ok_pts, "point_labels": ok_lab, "multimask_output": "yes"}, "bool"),
     ]
     for kwargs, msg in cases:
         with pytest.raises(InputError, match=msg):
             runner.predict(emb, hw, **kwargs)
     with pytest.raises(InputError, match="embedding must"):
-        runner.predict(np.zeros((1, 256, 8, 8), np.float32), hw, point_coords=ok_pts, point_labels=ok_lab)
+        runner.predict(
+            np.zeros((1, 256, 8, 8), np.float32), hw, point_coords=ok_pts, point_labels=ok_lab
+        )
     with pytest.raises(InputError, match="embedding must"):
         runner.predict(emb.astype(np.float64), hw, point_coords=ok_pts, point_labels=ok_lab)
     with pytest.raises(InputError, match="orig_hw"):
@@ -487,7 +578,9 @@ def test_bad_prompts(runner):
     with pytest.raises(InputError, match="orig_hw"):
         runner.predict(emb, (10.5, 5), point_coords=ok_pts, point_labels=ok_lab)
     # a label of -1 (padding) and the frame's far edge are accepted
-    m, _, _ = runner.predict(emb, hw, point_coords=[[200.0, 100.0], [0.0, 0.0]], point_labels=[1, -1])
+    m, _, _ = runner.predict(
+        emb, hw, point_coords=[[200.0, 100.0], [0.0, 0.0]], point_labels=[1, -1]
+    )
     assert m.shape == (1, 3, 100, 200)
 
 
@@ -508,8 +601,13 @@ def test_vit_b_export_parity(tmp_path):
     dec = export_sam_decoder(sam, tmp_path / "dec.onnx", atol=TOL)
     assert dec.outputs[1]["shape"] == ["num_prompts", 4, 256, 256]
     cfg = get_sam_config("vit_b")
-    runner = SamRunner(cpu_session(enc.path, 1), cpu_session(dec.path, 1), cfg["image_size"],
-                       cfg["pixel_mean"], cfg["pixel_std"])
+    runner = SamRunner(
+        cpu_session(enc.path, 1),
+        cpu_session(dec.path, 1),
+        cfg["image_size"],
+        cfg["pixel_mean"],
+        cfg["pixel_std"],
+    )
     img = _photo("cars_1.jpg")
     pred = SamPredictor(sam)
     pred.set_image(img)

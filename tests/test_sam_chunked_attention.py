@@ -91,9 +91,23 @@ def test_export_graph_checks_against_reference(tmp_path):
     torch.manual_seed(0)
     wrapper, other = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     x = (torch.randn(2, 4),)
-    ok = export_graph(wrapper, x, tmp_path / "a.onnx", input_names=["x"], output_names=["y"], atol=1e-5,
-                      reference=copy.deepcopy(wrapper))
+    ok = export_graph(
+        wrapper,
+        x,
+        tmp_path / "a.onnx",
+        input_names=["x"],
+        output_names=["y"],
+        atol=1e-5,
+        reference=copy.deepcopy(wrapper),
+    )
     assert ok.parity_max_abs_err <= 1e-5
     with pytest.raises(RuntimeError, match="differs from PyTorch"):
-        export_graph(wrapper, x, tmp_path / "b.onnx", input_names=["x"], output_names=["y"], atol=1e-5,
-                     reference=other)
+        export_graph(
+            wrapper,
+            x,
+            tmp_path / "b.onnx",
+            input_names=["x"],
+            output_names=["y"],
+            atol=1e-5,
+            reference=other,
+        )

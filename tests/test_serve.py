@@ -77,15 +77,30 @@ def rss_kb(pid: int) -> int:
     return total
 
 
-def start_server(tmp: Path, bundle: Path, env, *, instances: int = 1, ports=None, exit_timeout_s: int = 10,
-                 repo_dir: Path | None = None) -> TritonServer:
+def start_server(
+    tmp: Path,
+    bundle: Path,
+    env,
+    *,
+    instances: int = 1,
+    ports=None,
+    exit_timeout_s: int = 10,
+    repo_dir: Path | None = None,
+) -> TritonServer:
     rdir = repo_dir or tmp / "repo"
     if repo_dir is None:
         repo.write_avs_model(rdir, bundle, instances=instances, max_request_mb=MAX_MB, threads=1)
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
-    srv = TritonServer(rdir, env, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                       log_path=tmp / "tritonserver.log", exit_timeout_s=exit_timeout_s,
-                       extra_env={"AVS_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    srv = TritonServer(
+        rdir,
+        env,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        log_path=tmp / "tritonserver.log",
+        exit_timeout_s=exit_timeout_s,
+        extra_env={"AVS_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
     srv.start()
     try:
         srv.wait_ready(180)
@@ -125,6 +140,7 @@ def supported_modes(bundle: Path) -> list[str]:
 
 # --- repository and contract (no server) ------------------------------------------------------------
 
+
 def test_avs_config_parses_with_tritons_schema(tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -159,23 +175,40 @@ def test_client_reports_a_server_that_is_down():
 
 # --- parity ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def served_env_reference(tmp_path_factory, bundle, triton_env):
     """In-process results of every mode computed in the served model's own environment (numpy<2)."""
     out = tmp_path_factory.mktemp("reference")
     spec = [{"mode": m, "params": FAST_PARAMS.get(m, {})} for m in supported_modes(bundle)]
-    subprocess.run([str(triton_env.python), str(Path(__file__).with_name("serve_helpers.py")), str(bundle),
-                    str(out), json.dumps(spec)], check=True, timeout=600,
-                   env={**triton_env.process_env(), "OPENBLAS_NUM_THREADS": "1", "AVS_THREADS": "1"})
-    return {m["mode"]: (np.load(out / f"{m['mode']}.npz")["masks"], json.loads((out / f"{m['mode']}.json").read_text()))
-            for m in spec}
+    subprocess.run(
+        [
+            str(triton_env.python),
+            str(Path(__file__).with_name("serve_helpers.py")),
+            str(bundle),
+            str(out),
+            json.dumps(spec),
+        ],
+        check=True,
+        timeout=600,
+        env={**triton_env.process_env(), "OPENBLAS_NUM_THREADS": "1", "AVS_THREADS": "1"},
+    )
+    return {
+        m["mode"]: (
+            np.load(out / f"{m['mode']}.npz")["masks"],
+            json.loads((out / f"{m['mode']}.json").read_text()),
+        )
+        for m in spec
+    }
 
 
 _here: dict[str, runtime.SegmentResult] = {}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_every_mode_matches_in_process_bit_for_bit(server, pipe, bundle, served_env_reference, protocol):
+def test_every_mode_matches_in_process_bit_for_bit(
+    server, pipe, bundle, served_env_reference, protocol
+):
     """Served masks equal the in-process runtime's bit for bit (the runtime run with the server's numpy).
 
     Against this process's runtime (numpy 2) masks may differ in a few pixels: the float32 image resize
@@ -195,14 +228,18 @@ def test_every_mode_matches_in_process_bit_for_bit(server, pipe, bundle, served_
             assert np.array_equal(np.stack(got.masks), ref_masks), mode
             assert got.prompts == [f["prompt"] for f in ref_info["frames"]], mode
             assert got.random_weights is ref_info["random_weights"]
-            assert [f["score"] for f in got.info_json["frames"]] == [f["score"] for f in ref_info["frames"]], mode
+            assert [f["score"] for f in got.info_json["frames"]] == [
+                f["score"] for f in ref_info["frames"]
+            ], mode
             # and the same as this process's runtime up to that rounding
             if mode not in _here:
                 _here[mode] = pipe.segment(list(frames), audio, rate, mode=mode, **params)
             ref = _here[mode]
             assert got.preset == ref.preset
             differ = np.mean([np.mean(a != b) for a, b in zip(got.masks, ref.masks, strict=True)])
-            assert differ <= 0.01, f"{mode}: {100 * differ:.2f} % of pixels differ from the numpy-2 runtime"
+            assert differ <= 0.01, (
+                f"{mode}: {100 * differ:.2f} % of pixels differ from the numpy-2 runtime"
+            )
             assert len(got.prompts) == len(ref.prompts)
 
 
@@ -221,19 +258,26 @@ def test_encoded_frames_and_wav_equal_the_arrays_they_hold(server, pipe, tmp_pat
         raw = c.segment(frames, pcm, rate, mode="heatmap")
     assert all(np.array_equal(a, b) for a, b in zip(got.masks, raw.masks, strict=True))
     assert got.prompts == raw.prompts
-    ref = pipe.segment(paths, wav, mode="heatmap")  # this process's runtime, up to rounding (see above)
+    ref = pipe.segment(
+        paths, wav, mode="heatmap"
+    )  # this process's runtime, up to rounding (see above)
     assert np.mean([np.mean(a != b) for a, b in zip(got.masks, ref.masks, strict=True)]) <= 0.01
 
 
 def test_readme_curl_example_is_answered(server):
     """The README's example: its python3 one-liner makes the body, sent as curl sends it."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme[readme.index("python3 -c 'import json"):]
-    code = block[len("python3 -c '"):block.index("' |")]
-    assert "http://127.0.0.1:8000/v2/models/avs/infer" in block[:block.index("```")]
-    body = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=30).stdout
-    req = urllib.request.Request(f"http://{server.http_url}/v2/models/avs/infer", data=body,
-                                 headers={"Content-Type": "application/json"})
+    block = readme[readme.index("python3 -c 'import json") :]
+    code = block[len("python3 -c '") : block.index("' |")]
+    assert "http://127.0.0.1:8000/v2/models/avs/infer" in block[: block.index("```")]
+    body = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, timeout=30
+    ).stdout
+    req = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/avs/infer",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         answer = json.loads(r.read())
     out = {o["name"]: o for o in answer["outputs"]}
@@ -249,11 +293,17 @@ def test_self_contained_avs_model_of_triton_repo_serves(tmp_path, bundle, triton
     from export.triton_repo import write_repository
 
     full = write_repository(bundle, tmp_path / "full")
-    only = tmp_path / "repo"  # this tritonserver has no onnxruntime backend: serve the avs model alone
+    only = (
+        tmp_path / "repo"
+    )  # this tritonserver has no onnxruntime backend: serve the avs model alone
     shutil.copytree(full / "avs", only / "avs")
     text = (only / "avs" / "config.pbtxt").read_text()
-    (only / "avs" / "config.pbtxt").write_text(text.replace('key: "threads"\n  value: { string_value: "0" }',
-                                                             'key: "threads"\n  value: { string_value: "1" }'))
+    (only / "avs" / "config.pbtxt").write_text(
+        text.replace(
+            'key: "threads"\n  value: { string_value: "0" }',
+            'key: "threads"\n  value: { string_value: "1" }',
+        )
+    )
     srv = start_server(tmp_path, bundle, triton_env, repo_dir=only)
     try:
         with TritonClient(srv.http_url, timeout=60) as c:
@@ -269,11 +319,32 @@ def test_avs_serve_prints_a_working_curl_example_and_stops_on_sigint(tmp_path, b
     import shlex
 
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [sys.executable, "-m", "avs", "serve", str(bundle), "--http-port", str(http), "--grpc-port", str(grpc),
-           "--metrics-port", str(metrics), "--threads", "1", "--exit-timeout", "10"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avs",
+        "serve",
+        str(bundle),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--threads",
+        "1",
+        "--exit-timeout",
+        "10",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "AVS_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
     try:
         t_end = time.monotonic() + 180
@@ -286,11 +357,17 @@ def test_avs_serve_prints_a_working_curl_example_and_stops_on_sigint(tmp_path, b
                 break
         out = "".join(lines)
         assert "avs serve: ready" in out, out[-3000:]
-        assert f"http://127.0.0.1:{http}" in out and f"127.0.0.1:{grpc}" in out and f":{metrics}/metrics" in out
+        assert (
+            f"http://127.0.0.1:{http}" in out
+            and f"127.0.0.1:{grpc}" in out
+            and f":{metrics}/metrics" in out
+        )
         curl = next(ln.strip() for ln in lines if ln.strip().startswith("curl "))
         argv = shlex.split(curl)
         url, body = argv[argv.index("-X") + 2], argv[argv.index("-d") + 1]
-        req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=body.encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             answer = json.loads(r.read())
         assert {o["name"] for o in answer["outputs"]} == {"masks", "info"}
@@ -305,6 +382,7 @@ def test_avs_serve_prints_a_working_curl_example_and_stops_on_sigint(tmp_path, b
 
 
 # --- bad requests ----------------------------------------------------------------------------------
+
 
 def _bad_requests():
     frames, audio, rate = clip(1, (16, 16), seconds=0.5)
@@ -322,21 +400,47 @@ def _bad_requests():
         ("fp32 frames", with_(frames=frames.astype(np.float32)), "expects 'UINT8'"),
         ("frames of rank 3", with_(frames=frames[0]), "Expected [-1,-1,-1,3]"),
         ("zero frames", with_(frames=np.zeros((0, 16, 16, 3), np.uint8)), "at least 1 frame"),
-        ("frame over the size limit", with_(frames=np.zeros((1, 8, 8200, 3), np.uint8)), "8192 px per side"),
-        ("too many frames", with_(frames=np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)),
-         f"limit of {wire.MAX_FRAMES}"),
-        ("request over the byte limit", with_(audio=np.zeros(3 * 2**20, np.float32)), f"limit of {MAX_MB} MiB"),
-        ("truncated wav", with_(audio=None, sample_rate=None, audio_encoded=b(wav[:20])), "fmt or data chunk"),
-        ("not a wav", with_(audio=None, sample_rate=None, audio_encoded=b(b"ID3 this is an mp3, honest")),
-         "RIFF/WAVE"),
+        (
+            "frame over the size limit",
+            with_(frames=np.zeros((1, 8, 8200, 3), np.uint8)),
+            "8192 px per side",
+        ),
+        (
+            "too many frames",
+            with_(frames=np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)),
+            f"limit of {wire.MAX_FRAMES}",
+        ),
+        (
+            "request over the byte limit",
+            with_(audio=np.zeros(3 * 2**20, np.float32)),
+            f"limit of {MAX_MB} MiB",
+        ),
+        (
+            "truncated wav",
+            with_(audio=None, sample_rate=None, audio_encoded=b(wav[:20])),
+            "fmt or data chunk",
+        ),
+        (
+            "not a wav",
+            with_(audio=None, sample_rate=None, audio_encoded=b(b"ID3 this is an mp3, honest")),
+            "RIFF/WAVE",
+        ),
         ("nan audio", with_(audio=np.full(800, np.nan, np.float32)), "NaN"),
         ("unknown mode", with_(mode=b(b"telepathy")), "unknown mode 'telepathy'; choose from"),
         ("params not json", with_(params=b(b"{threshold: 0.5")), "expected a JSON object"),
         ("params not an object", with_(params=b(b"[0.5]")), "expected a JSON object"),
-        ("unknown parameter", with_(mode=b(b"heatmap"), params=b(b'{"treshold": 0.5}')), "takes parameters"),
+        (
+            "unknown parameter",
+            with_(mode=b(b"heatmap"), params=b(b'{"treshold": 0.5}')),
+            "takes parameters",
+        ),
         ("missing sample_rate", with_(sample_rate=None), "sample_rate: expected INT32 [1]"),
         ("no frames input", with_(frames=None), "exactly one of `frames`"),
-        ("bad png", with_(frames=None, frames_encoded=b(b"\x89PNG\r\n\x1a\n garbage")), "PNG or JPEG"),
+        (
+            "bad png",
+            with_(frames=None, frames_encoded=b(b"\x89PNG\r\n\x1a\n garbage")),
+            "PNG or JPEG",
+        ),
     ], good
 
 
@@ -357,6 +461,7 @@ def test_bad_requests_are_answered_and_the_next_request_is_served(server, protoc
 
 # --- load and leaks --------------------------------------------------------------------------------
 
+
 def _load(server, want: np.ndarray, n_clients: int, n_req: int, budget_s: float) -> None:
     """``n_clients`` threads (HTTP and gRPC alternately) x ``n_req`` heatmap requests; all must be served."""
     frames, audio, rate = clip(1, (16, 16), seconds=0.25)
@@ -365,7 +470,9 @@ def _load(server, want: np.ndarray, n_clients: int, n_req: int, budget_s: float)
     def worker(k: int) -> None:
         try:
             proto = "http" if k % 2 == 0 else "grpc"
-            with TritonClient(server.http_url if proto == "http" else server.grpc_url, proto, timeout=120) as c:
+            with TritonClient(
+                server.http_url if proto == "http" else server.grpc_url, proto, timeout=120
+            ) as c:
                 for _ in range(n_req):
                     r = c.segment(frames, audio, rate, mode="heatmap")
                     if not np.array_equal(r.masks[0], want):
@@ -417,6 +524,7 @@ def test_server_memory_does_not_grow_over_200_sequential_requests(server):
 
 # --- evaluation against the server ---------------------------------------------------------------
 
+
 def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, tmp_path, capsys):
     from avsbench_fixture import make_avsbench
 
@@ -426,25 +534,47 @@ def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, t
 
     data = make_avsbench(tmp_path / "avsbench", "s4", videos_per_split=3, seed=1)
     out = tmp_path / "served"
-    rc = avs_main(["eval", "--server", server.grpc_url, "--protocol", "grpc", "--concurrency", "3",
-                   "--data-root", str(data), "--mode", "heatmap", "--out", str(out), "--quiet"])
+    rc = avs_main(
+        [
+            "eval",
+            "--server",
+            server.grpc_url,
+            "--protocol",
+            "grpc",
+            "--concurrency",
+            "3",
+            "--data-root",
+            str(data),
+            "--mode",
+            "heatmap",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     served = json.loads((out / "summary.json").read_text())
     local = ev.evaluate(bundle, data, kinds=("s4",), mode="heatmap", progress=False, threads=1)
     a, b = served["results"]["s4"], local["results"]["s4"]
     assert a["videos"] == b["videos"] == 3 and a["frames"] == b["frames"]
     # equal up to the numpy-1 vs numpy-2 rounding of the image resize (see the parity test)
-    assert a["miou"] == pytest.approx(b["miou"], abs=0.01) and a["fscore"] == pytest.approx(b["fscore"], abs=0.01)
+    assert a["miou"] == pytest.approx(b["miou"], abs=0.01) and a["fscore"] == pytest.approx(
+        b["fscore"], abs=0.01
+    )
     assert served["random_weights"] and served["mode"] == "heatmap"
     assert "| ours: `heatmap`" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "per_video_s4_test.jsonl").read_text().splitlines()]
     assert [r["name"] for r in rows] == [r.name for r in avsbench.index_split(data, "s4", "test")]
     # acfpn is scored on logits, which the wire does not carry: refused with the reason
-    assert avs_main(["eval", "--server", server.http_url, "--data-root", str(data), "--mode", "acfpn"]) == 2
+    assert (
+        avs_main(["eval", "--server", server.http_url, "--data-root", str(data), "--mode", "acfpn"])
+        == 2
+    )
     assert "logits" in capsys.readouterr().err
 
 
 # --- faults ----------------------------------------------------------------------------------------
+
 
 def _in_flight(srv: TritonServer, n: int, timeout: float, results: list, mode: str = "point-dense"):
     """Start ``n`` client threads, each sending one 4-frame request; results get 'ok' or the exception."""
@@ -454,7 +584,9 @@ def _in_flight(srv: TritonServer, n: int, timeout: float, results: list, mode: s
         proto = "http" if k % 2 == 0 else "grpc"
         t0 = time.monotonic()
         try:
-            with TritonClient(srv.http_url if proto == "http" else srv.grpc_url, proto, timeout=timeout) as c:
+            with TritonClient(
+                srv.http_url if proto == "http" else srv.grpc_url, proto, timeout=timeout
+            ) as c:
                 c.segment(frames, audio, rate, mode=mode)
             results.append(("ok", time.monotonic() - t0))
         except Exception as e:  # classified by the test
@@ -473,8 +605,11 @@ def _wait_inflight(srv: TritonServer, at_least: int, timeout: float = 30) -> Non
         try:
             with urllib.request.urlopen(srv.metrics_url, timeout=2) as r:
                 text = r.read().decode()
-            pending = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                          if line.startswith("nv_inference_pending_request_count"))
+            pending = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("nv_inference_pending_request_count")
+            )
             if pending >= at_least:
                 return
         except OSError:
@@ -482,7 +617,9 @@ def _wait_inflight(srv: TritonServer, at_least: int, timeout: float = 30) -> Non
         time.sleep(0.05)
 
 
-def test_sigterm_lets_in_flight_requests_finish_then_sigkill_fails_clients_fast(tmp_path, bundle, triton_env):
+def test_sigterm_lets_in_flight_requests_finish_then_sigkill_fails_clients_fast(
+    tmp_path, bundle, triton_env
+):
     srv = start_server(tmp_path, bundle, triton_env, instances=1, exit_timeout_s=60)
     ports = (srv.http_port, srv.grpc_port, srv.metrics_port)
     try:

@@ -45,12 +45,16 @@ def test_repository_configs_parse_and_match_the_bundle(tmp_path, bundle, gpu):
     assert avs.parameters["bundle"].string_value == "bundle"
     # self-contained: the runtime and a verified copy of the bundle sit next to model.py
     version = out / "avs" / "1"
-    assert (version / "model.py").is_file() and (version / "runtime" / "serving" / "triton_model.py").is_file()
+    assert (version / "model.py").is_file() and (
+        version / "runtime" / "serving" / "triton_model.py"
+    ).is_file()
     Bundle.open(version / "bundle", verify=True)
 
     for name, entry in b.graphs.items():
         cfg = parse(out / name / "config.pbtxt")
-        assert cfg.name == name and cfg.backend == "onnxruntime"  # the tiny bundle has no TensorRT plans
+        assert (
+            cfg.name == name and cfg.backend == "onnxruntime"
+        )  # the tiny bundle has no TensorRT plans
         assert (out / name / "1" / "model.onnx").is_file()
         batched = all(t["shape"][0] == "batch" for t in entry["inputs"] + entry["outputs"])
         assert cfg.max_batch_size == (8 if batched else 0), name
@@ -59,11 +63,16 @@ def test_repository_configs_parse_and_match_the_bundle(tmp_path, bundle, gpu):
             assert [t.name for t in tensors] == [s["name"] for s in specs]
             for t, s in zip(tensors, specs, strict=True):
                 shape = s["shape"][1:] if batched else s["shape"]
-                assert list(t.dims) == [d if isinstance(d, int) else -1 for d in shape], (name, t.name)
+                assert list(t.dims) == [d if isinstance(d, int) else -1 for d in shape], (
+                    name,
+                    t.name,
+                )
                 assert t.data_type == mc.TYPE_FP32
         assert cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == kind
     # the encoders batch dynamically
-    assert {"audioclip_audio", "audioclip_image"} <= {n for n in b.graphs if parse(out / n / "config.pbtxt").HasField("dynamic_batching")}
+    assert {"audioclip_audio", "audioclip_image"} <= {
+        n for n in b.graphs if parse(out / n / "config.pbtxt").HasField("dynamic_batching")
+    }
 
 
 def test_triton_repo_refuses_to_overwrite(tmp_path, bundle, capsys):

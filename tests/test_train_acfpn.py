@@ -20,7 +20,9 @@ from models.acfpn import ACFPN, load_acfpn, read_acfpn_checkpoint  # noqa: E402
 from models.checkpoints import CheckpointError, sha256_file  # noqa: E402
 from models.registry import CLIP_MEAN, CLIP_STD  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:'.*' is deprecated and slated for removal:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:'.*' is deprecated and slated for removal:DeprecationWarning"
+)
 TINY = "audioclip-tiny"
 NARROW = ["--neck-channels", "64", "--head-channels", "32"]
 
@@ -140,17 +142,24 @@ def test_short_clips_and_runtime_agreement():
     for k in (2, 3, 4):
         np.testing.assert_array_equal(got[k], x[-44100:])  # then the last second
     short = rng.standard_normal(17640).astype(np.float32)
-    np.testing.assert_array_equal(chunk_per_frame(short, 44100, 5)[0], np.resize(short, 44100))  # cyclic
+    np.testing.assert_array_equal(
+        chunk_per_frame(short, 44100, 5)[0], np.resize(short, 44100)
+    )  # cyclic
 
 
 def test_frame_preprocessing(s4, tmp_path):
     r = avsbench.index_split(s4, "s4", "val")[0]
     got = T.prepare_frames(r.frames)
-    raw = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in r.frames]).astype(np.float32) / 255
+    raw = (
+        np.stack([np.asarray(Image.open(p).convert("RGB")) for p in r.frames]).astype(np.float32)
+        / 255
+    )
     want = (raw - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
     np.testing.assert_allclose(got, want.transpose(0, 3, 1, 2), atol=1e-6)
     big = tmp_path / "big.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(
+        big
+    )
     assert T.prepare_frames([big]).shape == (1, 3, 224, 224)
 
 
@@ -178,7 +187,9 @@ def test_two_steps_on_a_fixed_batch_lower_the_loss(ms3):
     model = ACFPN("hadamard", TINY, neck_channels=64, head_channels=32, seed=0).train()
     opt = T.make_optimizer(model, lr=5e-5)
     assert [g["lr"] for g in opt.param_groups] == [5e-5, pytest.approx(5e-6)]
-    assert not {id(p) for p in model.audio.parameters()} & {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not {id(p) for p in model.audio.parameters()} & {
+        id(p) for g in opt.param_groups for p in g["params"]
+    }
     losses = [T.train_step(model, batch, opt) for _ in range(2)]  # each: the loss before its update
     images, audio, masks, idx = T._flatten_batch(batch, torch.device("cpu"))
     with torch.no_grad():
@@ -188,9 +199,17 @@ def test_two_steps_on_a_fixed_batch_lower_the_loss(ms3):
 
 def test_paper_mode_differs_in_audio_handling(s4):
     default = T.parse_args(["--data-root", str(s4), "--out", "x", "--config", TINY, *NARROW])
-    paper = T.parse_args(["--data-root", str(s4), "--out", "x", "--config", TINY, "--paper", *NARROW])
-    assert default.epochs == 70 and T.parse_args(["--data-root", "d", "--out", "o", "--split-kind", "ms3"]).epochs == 200
-    assert T.dataset_options(default)["input_scale"] == 32768.0 and T.dataset_options(paper)["input_scale"] == 1.0
+    paper = T.parse_args(
+        ["--data-root", str(s4), "--out", "x", "--config", TINY, "--paper", *NARROW]
+    )
+    assert (
+        default.epochs == 70
+        and T.parse_args(["--data-root", "d", "--out", "o", "--split-kind", "ms3"]).epochs == 200
+    )
+    assert (
+        T.dataset_options(default)["input_scale"] == 32768.0
+        and T.dataset_options(paper)["input_scale"] == 1.0
+    )
     b_def = _batch(s4, "s4", "train", 1, T.dataset_options(default)["input_scale"])
     b_pap = _batch(s4, "s4", "train", 1, T.dataset_options(paper)["input_scale"])
     torch.testing.assert_close(b_def["audio"], b_pap["audio"] * 32768.0)
@@ -217,14 +236,35 @@ def test_cli_checkpoint_and_resume(s4, tmp_path):
     audioclip = tmp_path / "AudioCLIP-Full-Training.pt"
     torch.save(AudioCLIP(TINY).state_dict(), audioclip)
     out = tmp_path / "run"
-    common = ["--data-root", str(s4), "--split-kind", "s4", "--config", TINY, "--batch-size", "1",
-              "--max-videos", "1", "--audio-tile", "1", "--num-workers", "0", "--no-progress",
-              "--checkpoint-dir", str(tmp_path), "--out", str(out), *NARROW]
+    common = [
+        "--data-root",
+        str(s4),
+        "--split-kind",
+        "s4",
+        "--config",
+        TINY,
+        "--batch-size",
+        "1",
+        "--max-videos",
+        "1",
+        "--audio-tile",
+        "1",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--checkpoint-dir",
+        str(tmp_path),
+        "--out",
+        str(out),
+        *NARROW,
+    ]
     first = T.main([*common, "--epochs", "1", "--skip-test"])
     assert [h["epoch"] for h in first["history"]] == [0]
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     last = read_acfpn_checkpoint(out / "last.pt")
-    assert last["payload"]["epoch"] == 0 and not any(k.startswith("audio.") for k in last["state_dict"])
+    assert last["payload"]["epoch"] == 0 and not any(
+        k.startswith("audio.") for k in last["state_dict"]
+    )
     steps = {int(s["step"]) for s in last["payload"]["optimizer"]["state"].values()}
     assert steps == {1}
 
@@ -238,7 +278,9 @@ def test_cli_checkpoint_and_resume(s4, tmp_path):
     assert set(second["test"]) >= {"miou", "fscore", "videos"}
     assert json.loads((out / "test_metrics.json").read_text())["videos"] == 1
     best = load_acfpn(out / "best.pt")
-    assert best.fusion == "hadamard" and best.neck_channels == 64 and best.audio_input_scale == 32768.0
+    assert (
+        best.fusion == "hadamard" and best.neck_channels == 64 and best.audio_input_scale == 32768.0
+    )
     assert best.tower_provenance["audio"]["sha256"] == sha256_file(audioclip)
     ref = torch.load(audioclip, weights_only=True)
     assert torch.equal(best.audio.fc.weight, ref["audio.fc.weight"])

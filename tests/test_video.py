@@ -25,13 +25,16 @@ def picked(path, **kw) -> tuple[list[int], list]:
 NTSC = Fraction(30000, 1001)
 
 
-@pytest.mark.parametrize(("fps", "n", "expect"), [
-    # int(l * fr + 15 / 16 * fr): fr = 24 -> 22.5; 25 -> 23.4375; 30 (also 29.97 rounded) -> 28.125
-    (24, 24 * 5, [22, 46, 70, 94, 118]),
-    (25, 25 * 5, [23, 48, 73, 98, 123]),
-    (NTSC, 150, [28, 58, 88, 118, 148]),  # 150 frames = 5.005 s -> 5 whole seconds
-    (30, 30 * 5 + 10, [28, 58, 88, 118, 148]),  # 5.33 s -> 5 whole seconds
-])
+@pytest.mark.parametrize(
+    ("fps", "n", "expect"),
+    [
+        # int(l * fr + 15 / 16 * fr): fr = 24 -> 22.5; 25 -> 23.4375; 30 (also 29.97 rounded) -> 28.125
+        (24, 24 * 5, [22, 46, 70, 94, 118]),
+        (25, 25 * 5, [23, 48, 73, 98, 123]),
+        (NTSC, 150, [28, 58, 88, 118, 148]),  # 150 frames = 5.005 s -> 5 whole seconds
+        (30, 30 * 5 + 10, [28, 58, 88, 118, 148]),  # 5.33 s -> 5 whole seconds
+    ],
+)
 def test_avsbench_sampling_picks_the_reference_frames(tmp_path, fps, n, expect):
     p = make_video(tmp_path / "v.mp4", n, fps)
     got, wins = picked(p, sampling="avsbench")
@@ -67,14 +70,17 @@ def test_avsbench_clamps_to_the_last_frame_and_repeats_the_last_audio_second(tmp
     assert dominant(last[rate // 2 + 400 :]) == pytest.approx(600, abs=5)
 
 
-@pytest.mark.parametrize(("fps", "n", "rate", "start", "duration", "expect"), [
-    (25, 30, None, 0.0, None, list(range(30))),
-    (30, 40, 10, 0.0, None, [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39]),
-    (25, 40, 10, 0.0, 1.0, [0, 2, 5, 7, 10, 12, 15, 17, 20, 22]),
-    (NTSC, 40, 10, 0.0, 1.0, [0, 2, 5, 8, 11, 14, 17, 20, 23, 26]),  # k = floor(j / 10 * 29.97)
-    (24, 72, 2, 1.0, 1.5, [24, 36, 48]),
-    (24, 48, None, 1.5, None, list(range(36, 48))),
-])
+@pytest.mark.parametrize(
+    ("fps", "n", "rate", "start", "duration", "expect"),
+    [
+        (25, 30, None, 0.0, None, list(range(30))),
+        (30, 40, 10, 0.0, None, [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39]),
+        (25, 40, 10, 0.0, 1.0, [0, 2, 5, 7, 10, 12, 15, 17, 20, 22]),
+        (NTSC, 40, 10, 0.0, 1.0, [0, 2, 5, 8, 11, 14, 17, 20, 23, 26]),  # k = floor(j / 10 * 29.97)
+        (24, 72, 2, 1.0, 1.5, [24, 36, 48]),
+        (24, 48, None, 1.5, None, list(range(36, 48))),
+    ],
+)
 def test_fps_sampling_picks_exact_frames(tmp_path, fps, n, rate, start, duration, expect):
     p = make_video(tmp_path / "v.mp4", n, fps)
     got, wins = picked(p, sampling="fps", fps=rate, start=start, duration=duration)
@@ -101,11 +107,14 @@ def test_fps_audio_is_the_second_centred_on_each_frame(tmp_path):
         assert a.mean(axis=1) == pytest.approx([c / 10 for c in centres], abs=tol)
 
 
-@pytest.mark.parametrize(("size", "suffix", "codec", "pix"), [
-    ((67, 45), ".mkv", "libx264", "yuv444p"),
-    ((61, 33), ".mkv", "ffv1", "yuv444p"),
-    ((100, 38), ".mp4", "mpeg4", "yuv420p"),
-])
+@pytest.mark.parametrize(
+    ("size", "suffix", "codec", "pix"),
+    [
+        ((67, 45), ".mkv", "libx264", "yuv444p"),
+        ((61, 33), ".mkv", "ffv1", "yuv444p"),
+        ((100, 38), ".mp4", "mpeg4", "yuv420p"),
+    ],
+)
 def test_odd_sizes_and_containers(tmp_path, size, suffix, codec, pix):
     if codec not in av.codecs_available:
         pytest.skip(f"{codec} missing from this PyAV build")
@@ -115,7 +124,10 @@ def test_odd_sizes_and_containers(tmp_path, size, suffix, codec, pix):
     assert info.num_frames == 60 and info.fps == 30 and info.has_audio and info.audio_channels == 2
     got, wins = picked(p, sampling="avsbench")
     assert got == [28, 58]
-    assert wins[0].frames[0].shape[:2] == (size[1], size[0] + (size[0] % 2 if pix == "yuv420p" else 0))
+    assert wins[0].frames[0].shape[:2] == (
+        size[1],
+        size[0] + (size[0] % 2 if pix == "yuv420p" else 0),
+    )
 
 
 def test_windows_are_bounded_in_frames_and_seconds(tmp_path):
@@ -142,7 +154,9 @@ def test_video_without_audio_is_refused_unless_audio_is_given(tmp_path):
 def test_corrupt_empty_and_missing_files_are_refused(tmp_path):
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
-    with pytest.raises(InputError, match="not a video PyAV can read|cannot read|no video stream|no frames"):
+    with pytest.raises(
+        InputError, match="not a video PyAV can read|cannot read|no video stream|no frames"
+    ):
         probe(bad)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -160,12 +174,16 @@ def test_corrupt_empty_and_missing_files_are_refused(tmp_path):
         c.start_encoding()
         c.close()
         assert zero.stat().st_size > 0
-        with pytest.raises(InputError, match="no video stream|no frames|ends before any video frame"):
+        with pytest.raises(
+            InputError, match="no video stream|no frames|ends before any video frame"
+        ):
             probe(zero)
     # random bytes under a video name
     noise = tmp_path / "noise.mkv"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
-    with pytest.raises(InputError, match="not a video PyAV can read|no video stream|before any video frame"):
+    with pytest.raises(
+        InputError, match="not a video PyAV can read|no video stream|before any video frame"
+    ):
         probe(noise)
     # a truncated file is read as far as it goes (ffmpeg's behaviour), its length from what is there
     good = make_video(tmp_path / "good.mkv", 100, 25, codec="ffv1", pix_fmt="yuv444p")
@@ -177,15 +195,18 @@ def test_corrupt_empty_and_missing_files_are_refused(tmp_path):
     assert got == list(range(len(got))) and len(got) <= info.num_frames
 
 
-@pytest.mark.parametrize(("kw", "msg"), [
-    ({"sampling": "every"}, "sampling must be one of"),
-    ({"start": 9.0}, "outside the video"),
-    ({"start": -1}, "outside the video"),
-    ({"duration": 0}, "duration must be > 0"),
-    ({"sampling": "avsbench", "fps": 5}, "applies to sampling='fps'"),
-    ({"sampling": "fps", "fps": 50}, "fps must be in"),
-    ({"sampling": "fps", "fps": float("nan")}, "finite"),
-])
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"sampling": "every"}, "sampling must be one of"),
+        ({"start": 9.0}, "outside the video"),
+        ({"start": -1}, "outside the video"),
+        ({"duration": 0}, "duration must be > 0"),
+        ({"sampling": "avsbench", "fps": 5}, "applies to sampling='fps'"),
+        ({"sampling": "fps", "fps": 50}, "fps must be in"),
+        ({"sampling": "fps", "fps": float("nan")}, "finite"),
+    ],
+)
 def test_bad_plan_arguments(tmp_path, kw, msg):
     info = probe(make_video(tmp_path / "v.mp4", 50, 25))
     with pytest.raises(InputError, match=msg):

@@ -57,8 +57,14 @@ def _streams(path):
 
 def test_segment_video_returns_per_frame_results_with_their_frames(pipe, clip):
     seen = []
-    res = pipe.segment_video(clip, mode=MODE, sampling="fps", fps=5, window_seconds=1.0,
-                             progress=lambda d, t: seen.append((d, t)))
+    res = pipe.segment_video(
+        clip,
+        mode=MODE,
+        sampling="fps",
+        fps=5,
+        window_seconds=1.0,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert isinstance(res, VideoSegmentResult)
     assert res.frame_indices == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28]
     assert res.times == pytest.approx([k / 10 for k in res.frame_indices])
@@ -90,17 +96,30 @@ def test_params_are_checked_before_decoding(pipe, clip):
 
 def test_outputs_folder(pipe, clip, tmp_path):
     out = tmp_path / "out"
-    summary = segment_video_to_folder(pipe, clip, out, mode=MODE, sampling="fps", window_seconds=1.2)
+    summary = segment_video_to_folder(
+        pipe, clip, out, mode=MODE, sampling="fps", window_seconds=1.2
+    )
     assert summary["samples"] == 30 and summary["random_weights"] is True
-    assert sorted(p.name for p in out.iterdir()) == ["figure.png", "masks", "overlay.mp4", "segments.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figure.png",
+        "masks",
+        "overlay.mp4",
+        "segments.jsonl",
+    ]
     frames, audio_s, rate = _streams(out / "overlay.mp4")
     assert len(frames) == 30 and rate == 10 and frames[0].shape == (48, 64, 3)
     assert audio_s == pytest.approx(3.0, abs=0.08)  # the input's length (AAC pads to whole frames)
     lines = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
-    assert lines[0]["type"] == "video" and lines[0]["mode"] == MODE and lines[0]["random_weights"] is True
+    assert (
+        lines[0]["type"] == "video"
+        and lines[0]["mode"] == MODE
+        and lines[0]["random_weights"] is True
+    )
     assert lines[-1]["type"] == "summary"
     recs = [x for x in lines if x["type"] == "frame"]
-    assert [r["video_frame"] for r in recs] == list(range(30)) and [r["sample"] for r in recs] == list(range(30))
+    assert [r["video_frame"] for r in recs] == list(range(30)) and [
+        r["sample"] for r in recs
+    ] == list(range(30))
     assert sum(x["type"] == "window" for x in lines) == 3  # 12 + 12 + 6 frames
     pngs = sorted((out / "masks").iterdir())
     assert [p.name for p in pngs] == [f"{j:06d}.png" for j in range(30)]
@@ -116,7 +135,9 @@ def test_outputs_folder(pipe, clip, tmp_path):
     # the overlay tints the mask: magenta-shifted pixels where the mask is, the frame elsewhere
     src, _, _ = _streams(clip)
     m = rle.decode(recs[3]["rle"])
-    diff = np.abs(frames[3].astype(int) - src[3].astype(int)).sum(axis=2)[16:]  # rows 0-15: label, inset
+    diff = np.abs(frames[3].astype(int) - src[3].astype(int)).sum(axis=2)[
+        16:
+    ]  # rows 0-15: label, inset
     m = m[16:]
     assert m.any() and (~m).any()
     assert diff[m].mean() > 3 * max(1.0, diff[~m].mean())
@@ -125,7 +146,15 @@ def test_outputs_folder(pipe, clip, tmp_path):
 
 
 def test_avsbench_overlay_is_one_frame_per_second_with_the_audio(pipe, tmp_path):
-    v = make_video(tmp_path / "v.mkv", 25 * 4, 25, size=(65, 49), codec="libx264", pix_fmt="yuv444p", channels=2)
+    v = make_video(
+        tmp_path / "v.mkv",
+        25 * 4,
+        25,
+        size=(65, 49),
+        codec="libx264",
+        pix_fmt="yuv444p",
+        channels=2,
+    )
     out = tmp_path / "out"
     segment_video_to_folder(pipe, v, out, mode=MODE, figure_png=False, masks=False)
     frames, audio_s, rate = _streams(out / "overlay.mp4")
@@ -144,7 +173,9 @@ def test_output_folder_rules(pipe, clip, tmp_path):
     (out / "masks").mkdir()
     (out / "masks" / "000099.png").write_bytes(b"stale")
     (out / ".segments.jsonl.part").write_text("half")
-    segment_video_to_folder(pipe, clip, out, mode=MODE, sampling="fps", fps=2, overwrite=True, figure_png=False)
+    segment_video_to_folder(
+        pipe, clip, out, mode=MODE, sampling="fps", fps=2, overwrite=True, figure_png=False
+    )
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{j:06d}.png" for j in range(6)]
     assert (out / "notes.txt").read_text() == "mine"
     assert not list(out.glob(".*"))
@@ -166,10 +197,15 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(pipe, clip, tmp_path
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        segment_video_to_folder(pipe, clip, out, mode=MODE, sampling="fps", window_seconds=0.5, progress=interrupt)
+        segment_video_to_folder(
+            pipe, clip, out, mode=MODE, sampling="fps", window_seconds=0.5, progress=interrupt
+        )
     # during the run only temporary names existed; after the interruption nothing is left
-    assert seen and all(name.startswith(".") and name.endswith(".part") for names in seen for name in names)
+    assert seen and all(
+        name.startswith(".") and name.endswith(".part") for names in seen for name in names
+    )
     assert list(out.iterdir()) == []
+
 
 def test_write_atomic_failure_leaves_neither_file_nor_temporary(tmp_path, monkeypatch):
     target = tmp_path / "x.json"
@@ -194,8 +230,25 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_cli_segments_a_video(bundle, clip, tmp_path, capsys):
     out = tmp_path / "o"
-    rc, so, _ = _cli(capsys, "--video", str(clip), "--out", str(out), "--bundle", str(bundle), "--mode", MODE,
-                     "--param", "threshold=0.3", "--sampling", "fps", "--fps", "5", "--json", "--no-figure")
+    rc, so, _ = _cli(
+        capsys,
+        "--video",
+        str(clip),
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--mode",
+        MODE,
+        "--param",
+        "threshold=0.3",
+        "--sampling",
+        "fps",
+        "--fps",
+        "5",
+        "--json",
+        "--no-figure",
+    )
     assert rc == 0
     summary = json.loads(so)
     assert summary["samples"] == 15 and set(summary["files"]) == {"overlay", "masks", "jsonl"}
@@ -205,22 +258,27 @@ def test_cli_segments_a_video(bundle, clip, tmp_path, capsys):
     assert rec["prompt"]["threshold"] == 0.3
 
 
-@pytest.mark.parametrize(("args", "msg"), [
-    (["--video", "{missing}"], "video file not found"),
-    (["--video", "{corrupt}"], "not a video PyAV can read"),
-    (["--video", "{silent}"], "has no audio track"),
-    (["--video", "{clip}", "--param", "threshold"], "--param expects key=value"),
-    (["--video", "{clip}", "--param", "bogus=1"], "takes parameters"),
-    (["--video", "{clip}", "--mode", "nope"], "unknown mode"),
-    (["--video", "{clip}", "--start", "99"], "outside the video"),
-    (["--video", "{clip}", "--fps", "5"], "--fps applies to --sampling fps"),
-    (["--video", "{clip}", "--out", "{file}"], "not a folder"),
-    (["--video", "{clip}", "--out", "{file}/sub"], "cannot write"),
-    (["--video", "{clip}", "--out", "{full}"], "not empty"),
-    (["--video", "{clip}", "--bundle", "{nobundle}"], "is not a bundle"),
-    (["--frames", "{clip}"], "--frames needs --audio"),
-])
-def test_cli_errors_are_one_line_exit_2_before_inference(bundle, clip, tmp_path, capsys, monkeypatch, args, msg):
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--video", "{missing}"], "video file not found"),
+        (["--video", "{corrupt}"], "not a video PyAV can read"),
+        (["--video", "{silent}"], "has no audio track"),
+        (["--video", "{clip}", "--param", "threshold"], "--param expects key=value"),
+        (["--video", "{clip}", "--param", "bogus=1"], "takes parameters"),
+        (["--video", "{clip}", "--mode", "nope"], "unknown mode"),
+        (["--video", "{clip}", "--start", "99"], "outside the video"),
+        (["--video", "{clip}", "--fps", "5"], "--fps applies to --sampling fps"),
+        (["--video", "{clip}", "--out", "{file}"], "not a folder"),
+        (["--video", "{clip}", "--out", "{file}/sub"], "cannot write"),
+        (["--video", "{clip}", "--out", "{full}"], "not empty"),
+        (["--video", "{clip}", "--bundle", "{nobundle}"], "is not a bundle"),
+        (["--frames", "{clip}"], "--frames needs --audio"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2_before_inference(
+    bundle, clip, tmp_path, capsys, monkeypatch, args, msg
+):
     from runtime.pipeline import Pipeline
 
     def no_inference(*a, **k):
@@ -233,8 +291,15 @@ def test_cli_errors_are_one_line_exit_2_before_inference(bundle, clip, tmp_path,
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     (tmp_path / "nobundle").mkdir()
-    subs = {"missing": tmp_path / "missing.mp4", "corrupt": tmp_path / "corrupt.mp4", "silent": tmp_path / "silent.mp4",
-            "clip": clip, "file": tmp_path / "file", "full": tmp_path / "full", "nobundle": tmp_path / "nobundle"}
+    subs = {
+        "missing": tmp_path / "missing.mp4",
+        "corrupt": tmp_path / "corrupt.mp4",
+        "silent": tmp_path / "silent.mp4",
+        "clip": clip,
+        "file": tmp_path / "file",
+        "full": tmp_path / "full",
+        "nobundle": tmp_path / "nobundle",
+    }
     args = [a.format(**subs) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "o")]
@@ -266,8 +331,21 @@ def test_cli_frames_form_still_works(bundle, tmp_path, capsys):
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes(x.tobytes())
-    rc = main(["segment", "--frames", *paths, "--audio", str(wav), "--bundle", str(bundle), "--mode", MODE,
-               "--out", str(tmp_path / "m")])
+    rc = main(
+        [
+            "segment",
+            "--frames",
+            *paths,
+            "--audio",
+            str(wav),
+            "--bundle",
+            str(bundle),
+            "--mode",
+            MODE,
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     assert rc == 0 and "mask covers" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["mask_1.png", "mask_2.png"]
 
@@ -309,8 +387,17 @@ def test_two_minute_video_streams_in_bounded_memory(pipe, tmp_path):
             Path("/proc/self/clear_refs").write_text("5")
 
     out = tmp_path / "out"
-    summary = segment_video_to_folder(pipe, p, out, mode=MODE, sampling="fps", fps=0.5, window_seconds=8.0,
-                                      progress=progress, figure_png=False)
+    summary = segment_video_to_folder(
+        pipe,
+        p,
+        out,
+        mode=MODE,
+        sampling="fps",
+        fps=0.5,
+        window_seconds=8.0,
+        progress=progress,
+        figure_png=False,
+    )
     peak = _rss_kb("VmHWM")
     assert summary["samples"] == 60 and state["calls"] == 15
     grown_mb = (peak - state["base"]) / 1024

@@ -16,7 +16,13 @@ def test_hand_checked_examples():
     # starts with 1: a zero-length run of 0s first; [[1, 0, 0]] -> 1, 0, 0
     assert rle.encode(np.array([[1, 0, 0]], bool), compressed=False)["counts"] == [0, 1, 2]
     # rows differ from columns: [[1, 1], [0, 0]] column-major is 1, 0, 1, 0
-    assert rle.encode(np.array([[1, 1], [0, 0]], bool), compressed=False)["counts"] == [0, 1, 1, 1, 1]
+    assert rle.encode(np.array([[1, 1], [0, 0]], bool), compressed=False)["counts"] == [
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]
     assert rle.encode(np.zeros((3, 4), bool), compressed=False)["counts"] == [12]
     assert rle.encode(np.ones((3, 4), bool), compressed=False)["counts"] == [0, 12]
     # compact string: 5-bit groups from '0'; 12 -> '<' (12 + 48), 0 -> '0'
@@ -75,11 +81,15 @@ def test_agrees_with_pycocotools():
         for density in (0.0, 0.1, 0.5, 1.0):
             m = rng.random(shape) < density
             if density == 0.5:  # blobs as well as noise
-                m = np.kron(rng.random((shape[0] // 4 + 1, shape[1] // 4 + 1)) < 0.5, np.ones((4, 4), bool))[: shape[0], : shape[1]]
+                m = np.kron(
+                    rng.random((shape[0] // 4 + 1, shape[1] // 4 + 1)) < 0.5, np.ones((4, 4), bool)
+                )[: shape[0], : shape[1]]
             ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
             ours = rle.encode(m)
             assert ours["counts"] == ref["counts"].decode("ascii")
             assert ours["size"] == list(ref["size"])
-            assert np.array_equal(mask_utils.decode(ours | {"counts": ours["counts"].encode()}).astype(bool), m)
+            assert np.array_equal(
+                mask_utils.decode(ours | {"counts": ours["counts"].encode()}).astype(bool), m
+            )
             assert np.array_equal(rle.decode({"size": ref["size"], "counts": ref["counts"]}), m)
             assert rle.area(ours) == int(mask_utils.area(ref))

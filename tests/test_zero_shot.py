@@ -59,7 +59,12 @@ OWN_SIZE = ["clock_1.jpg", "coughing_1.jpg"]  # 627x1023 landscape, 951x634 port
 WAV = "cat_3-95694-A-5.wav"
 STRATEGIES = ("point-global", "point-local", "point-dense", "heatmap-box")
 PRESETS = ("default", "sam4avs")
-LOW_AMG = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+LOW_AMG = {
+    "points_per_side": 3,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,8 +94,10 @@ def demo(demo_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def frames224(demo) -> list[np.ndarray]:
-    return [np.asarray(Image.open(demo / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
-            for n in CLIP_224]
+    return [
+        np.asarray(Image.open(demo / n).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
+        for n in CLIP_224
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -111,21 +118,34 @@ def zs(tiny_bundle, tmp_path_factory, demo, frames224):
     models = load_reference_models(d)
     m = json.loads((d / "manifest.json").read_text())
     pre = m["preprocessing"]["image"]
-    sample = np.concatenate([frames224, [np.asarray(Image.open(demo / n).convert("RGB").resize((224, 224)))
-                                         for n in ("cat_2.jpg", "lightning_1.jpg", "coughing_2.jpg")]])
-    images = torch.from_numpy(clip_preprocess(list(sample), size=224, mean=pre["mean"], std=pre["std"]))
+    sample = np.concatenate(
+        [
+            frames224,
+            [
+                np.asarray(Image.open(demo / n).convert("RGB").resize((224, 224)))
+                for n in ("cat_2.jpg", "lightning_1.jpg", "coughing_2.jpg")
+            ],
+        ]
+    )
+    images = torch.from_numpy(
+        clip_preprocess(list(sample), size=224, mean=pre["mean"], std=pre["std"])
+    )
     condition_visual(models.aclp.visual, images)
     ctx = BuildContext(out=d)
     res = export_audioclip_image(models.aclp.visual, d / "audioclip_image.onnx", atol=1e-4)
     m["graphs"]["audioclip_image"] = ctx.entry(res, weights="audioclip")
-    m["weights"]["audioclip"]["test_conditioning"] = "attnpool v/k centred x3, c_proj bias 0 (tests/test_zero_shot.py)"
+    m["weights"]["audioclip"]["test_conditioning"] = (
+        "attnpool v/k centred x3, c_proj bias 0 (tests/test_zero_shot.py)"
+    )
     mp = pytest.MonkeyPatch()
     if no_prompt.REFERENCE_1S_GRAPH not in m["graphs"]:
         rate = 48000
-        res1 = export_audioclip_audio(models.aclp.audio, d / "audioclip_audio_1s.onnx", rate, atol=1e-4,
-                                      check_analytic=False)
-        m["graphs"][no_prompt.REFERENCE_1S_GRAPH] = ctx.entry(res1, weights="audioclip", num_samples=rate,
-                                                              sample_rate=rate)
+        res1 = export_audioclip_audio(
+            models.aclp.audio, d / "audioclip_audio_1s.onnx", rate, atol=1e-4, check_analytic=False
+        )
+        m["graphs"][no_prompt.REFERENCE_1S_GRAPH] = ctx.entry(
+            res1, weights="audioclip", num_samples=rate, sample_rate=rate
+        )
     runtime.bundle.write_manifest(d, m)
     yield d, models
     mp.undo()
@@ -162,9 +182,13 @@ def test_heatmaps_match_reference(pipes, ref_maps, frames224, demo, preset):
 
 def test_no_prompt_audio_matches_reference(zs, pipes, demo):
     models = zs[1]
-    for preset, source, loader in (("sam4avs", "reference-1s", reference_audio_48k_1s),
-                                   ("default", "clip", reference_audio_44k)):
-        got = no_prompt.no_prompt_audio_embeddings(pipes[preset], demo / WAV, None, 5, source=source)
+    for preset, source, loader in (
+        ("sam4avs", "reference-1s", reference_audio_48k_1s),
+        ("default", "clip", reference_audio_44k),
+    ):
+        got = no_prompt.no_prompt_audio_embeddings(
+            pipes[preset], demo / WAV, None, 5, source=source
+        )
         wave = loader(demo / WAV, num_frames=5, input_scale=ref_config(preset).audio_input_scale)
         with torch.no_grad():
             ref = models.aclp.audio(wave).numpy()
@@ -185,7 +209,9 @@ def _check_against_reference(res, ref_masks, ref_prompts, strategy, frames):
         if rp is None:
             assert "empty_reason" in p and sc.shape == (0,)
             continue
-        assert sc.shape == (1,) and sc.dtype == np.float32 and p["iou"] == pytest.approx(float(sc[0]))
+        assert (
+            sc.shape == (1,) and sc.dtype == np.float32 and p["iou"] == pytest.approx(float(sc[0]))
+        )
         if strategy == "heatmap-box":
             assert p["points"] is None
             np.testing.assert_allclose(p["box"], rp["box"], atol=1e-9)
@@ -201,8 +227,9 @@ def test_strategy_matches_reference_224(zs, pipes, ref_maps, frames224, demo, pr
     res = pipes[preset].segment(frames224, demo / WAV, mode=strategy)
     assert res.mode == strategy and res.preset == preset
     t = THRESHOLDS["s4"].get(strategy)
-    ref_masks, ref_prompts = reference_prompt_masks(zs[1], frames224, ref_maps[preset, "224"], strategy,
-                                                    cfg=ref_config(preset), t=t)
+    ref_masks, ref_prompts = reference_prompt_masks(
+        zs[1], frames224, ref_maps[preset, "224"], strategy, cfg=ref_config(preset), t=t
+    )
     _check_against_reference(res, ref_masks, ref_prompts, strategy, frames224)
     assert any(m.any() for m in res.masks)
     if strategy == "point-local":  # the (col, col) quirk only under sam4avs
@@ -213,20 +240,30 @@ def test_strategy_matches_reference_224(zs, pipes, ref_maps, frames224, demo, pr
         assert p["sam_input_hw"] == (224, 224)
 
 
-_SLOW = pytest.mark.slow  # the same resize path as point-global; kept out of the default run for time
+_SLOW = (
+    pytest.mark.slow
+)  # the same resize path as point-global; kept out of the default run for time
 
 
-@pytest.mark.parametrize("preset, strategy", [
-    *[("default", s) for s in STRATEGIES],
-    ("sam4avs", "point-global"),
-    *[pytest.param("sam4avs", s, marks=_SLOW) for s in STRATEGIES[1:]],
-])
-def test_strategy_matches_reference_own_size(zs, pipes, ref_maps, frames_own, demo, preset, strategy):
+@pytest.mark.parametrize(
+    "preset, strategy",
+    [
+        *[("default", s) for s in STRATEGIES],
+        ("sam4avs", "point-global"),
+        *[pytest.param("sam4avs", s, marks=_SLOW) for s in STRATEGIES[1:]],
+    ],
+)
+def test_strategy_matches_reference_own_size(
+    zs, pipes, ref_maps, frames_own, demo, preset, strategy
+):
     res = pipes[preset].segment(frames_own, demo / WAV, mode=strategy)
     t = THRESHOLDS["s4"].get(strategy)
-    ref_masks, ref_prompts = reference_prompt_masks(zs[1], frames_own, ref_maps[preset, "own"], strategy,
-                                                    cfg=ref_config(preset), t=t)
-    if preset == "sam4avs":  # the reference's prompts are in the squashed 224x224 frame; ours in frame pixels
+    ref_masks, ref_prompts = reference_prompt_masks(
+        zs[1], frames_own, ref_maps[preset, "own"], strategy, cfg=ref_config(preset), t=t
+    )
+    if (
+        preset == "sam4avs"
+    ):  # the reference's prompts are in the squashed 224x224 frame; ours in frame pixels
         for rp, f in zip(ref_prompts, frames_own, strict=True):
             if rp is not None:
                 sx, sy = f.shape[1] / 224, f.shape[0] / 224
@@ -245,8 +282,14 @@ def test_ms3_thresholds_and_overrides(zs, pipes, ref_maps, frames224, demo):
     for strategy in ("point-dense",):
         res = pipe.segment(frames224, demo / WAV, mode=strategy, dataset="ms3")
         assert all(p["threshold"] == THRESHOLDS["ms3"][strategy] for p in res.prompts)
-        ref_masks, ref_prompts = reference_prompt_masks(zs[1], frames224, ref_maps["default", "224"], strategy,
-                                                        cfg=ref_config("default"), t=THRESHOLDS["ms3"][strategy])
+        ref_masks, ref_prompts = reference_prompt_masks(
+            zs[1],
+            frames224,
+            ref_maps["default", "224"],
+            strategy,
+            cfg=ref_config("default"),
+            t=THRESHOLDS["ms3"][strategy],
+        )
         _check_against_reference(res, ref_masks, ref_prompts, strategy, frames224)
     # explicit t wins over dataset; a box threshold nothing reaches gives empty masks (reference: ValueError)
     res = pipe.segment(frames224, demo / WAV, mode="heatmap-box", t=1.0, dataset="ms3")
@@ -263,7 +306,9 @@ def test_ms3_thresholds_and_overrides(zs, pipes, ref_maps, frames224, demo):
 def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
     pipe = runtime.load(zs[0], threads=2)
     runner = pipe.sam_runner()
-    assert runner.max_batch == pipe.default_sam_batch()  # from MemAvailable and the bundle's bytes per frame
+    assert (
+        runner.max_batch == pipe.default_sam_batch()
+    )  # from MemAvailable and the bundle's bytes per frame
     assert pipe.sam_runner(max_batch=5) is runner and runner.max_batch == 5
 
     class Count:
@@ -282,15 +327,21 @@ def test_embedding_once_per_frame_and_runner_cached(zs, demo, frames224):
     runner.point_decoder = Count(runner.point_decoder)
     frames = [frames224[i % 3] for i in range(5)]
     res = pipe.segment(frames, demo / WAV, mode="point-dense")
-    assert runner.encoder.calls == 1 and runner.point_decoder.calls == 5 and runner.decoder.calls == 0
-    assert {"audio", "image", "heatmap", "prompts", "sam_encoder", "sam_decoder", "total"} <= set(res.timings)
+    assert (
+        runner.encoder.calls == 1 and runner.point_decoder.calls == 5 and runner.decoder.calls == 0
+    )
+    assert {"audio", "image", "heatmap", "prompts", "sam_encoder", "sam_decoder", "total"} <= set(
+        res.timings
+    )
 
 
 # --- No-Prompt --------------------------------------------------------------------------------------------
 
 
 def _check_no_prompt(res, ref_masks, ref_info):
-    for i, (m, r, info, sc, p) in enumerate(zip(res.masks, ref_masks, ref_info, res.scores, res.prompts, strict=True)):
+    for i, (m, r, info, sc, p) in enumerate(
+        zip(res.masks, ref_masks, ref_info, res.scores, res.prompts, strict=True)
+    ):
         assert _iou(m, r) >= 0.999, f"frame {i}"
         assert p["num_masks"] == len(info["records"])
         assert len(p["selected"]) == len(info["selected"])
@@ -306,13 +357,21 @@ def test_no_prompt_matches_reference_lowered_thresholds(zs, pipes, frames224, de
     whole frame and their crops alike, so the softmax is sharpened (logit_scale 1000, both sides)
     for a crop to score above 0.5."""
     frames = frames224[:2]
-    res = pipes[preset].segment(frames, demo / WAV, mode="no-prompt", amg=LOW_AMG, logit_scale=1000.0)
-    ref_masks, ref_info = reference_no_prompt(zs[1], frames, demo / WAV, preset=preset, amg=LOW_AMG,
-                                              logit_scale=1000.0)
+    res = pipes[preset].segment(
+        frames, demo / WAV, mode="no-prompt", amg=LOW_AMG, logit_scale=1000.0
+    )
+    ref_masks, ref_info = reference_no_prompt(
+        zs[1], frames, demo / WAV, preset=preset, amg=LOW_AMG, logit_scale=1000.0
+    )
     _check_no_prompt(res, ref_masks, ref_info)
     assert all(p["num_masks"] == 27 for p in res.prompts)
-    assert any(m.any() for m in res.masks), "no crop was selected: the crop-scoring path is not exercised"
-    assert all(p["audio_source"] == ("reference-1s" if preset == "sam4avs" else "clip") for p in res.prompts)
+    assert any(m.any() for m in res.masks), (
+        "no crop was selected: the crop-scoring path is not exercised"
+    )
+    assert all(
+        p["audio_source"] == ("reference-1s" if preset == "sam4avs" else "clip")
+        for p in res.prompts
+    )
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -321,11 +380,14 @@ def test_no_prompt_own_size(zs, pipes, frames_own, demo, preset):
     amg = {**LOW_AMG, "points_per_side": 2}
     frames = frames_own[1:]
     res = pipes[preset].segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
-    ref_masks, ref_info = reference_no_prompt(zs[1], frames, demo / WAV, preset=preset, amg=amg,
-                                              logit_scale=1000.0)
+    ref_masks, ref_info = reference_no_prompt(
+        zs[1], frames, demo / WAV, preset=preset, amg=amg, logit_scale=1000.0
+    )
     _check_no_prompt(res, ref_masks, ref_info)
     assert [m.shape for m in res.masks] == [f.shape[:2] for f in frames]
-    assert res.prompts[0]["sam_input_hw"] == ((224, 224) if preset == "sam4avs" else frames[0].shape[:2])
+    assert res.prompts[0]["sam_input_hw"] == (
+        (224, 224) if preset == "sam4avs" else frames[0].shape[:2]
+    )
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -335,19 +397,41 @@ def test_no_prompt_audio_grid(pipes, frames224, demo, preset):
     pipe, frames = pipes[preset], frames224[:2]
     amg = {**LOW_AMG, "points_per_side": 6}
     full = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
-    every = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0, grid="audio",
-                         grid_keep=1.0)
+    every = pipe.segment(
+        frames,
+        demo / WAV,
+        mode="no-prompt",
+        amg=amg,
+        logit_scale=1000.0,
+        grid="audio",
+        grid_keep=1.0,
+    )
     for a, b in zip(full.prompts, every.prompts, strict=True):
-        assert a["num_points"] == b["num_points"] == 36 and a["grid"] == "full" and b["grid"] == "audio"
+        assert (
+            a["num_points"] == b["num_points"] == 36
+            and a["grid"] == "full"
+            and b["grid"] == "audio"
+        )
         np.testing.assert_array_equal(a["boxes"], b["boxes"])
     assert all(np.array_equal(a, b) for a, b in zip(full.masks, every.masks, strict=True))
 
-    sparse = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0, grid="audio",
-                          grid_keep=0.25)
+    sparse = pipe.segment(
+        frames,
+        demo / WAV,
+        mode="no-prompt",
+        amg=amg,
+        logit_scale=1000.0,
+        grid="audio",
+        grid_keep=0.25,
+    )
     for p, f in zip(sparse.prompts, full.prompts, strict=True):
-        assert p["num_points"] == 9 and p["num_masks"] == 27  # 3 masks per point, none filtered here
+        assert (
+            p["num_points"] == 9 and p["num_masks"] == 27
+        )  # 3 masks per point, none filtered here
         assert {tuple(b) for b in p["boxes"]} <= {tuple(b) for b in f["boxes"]}
-    thr = pipe.segment(frames[:1], demo / WAV, mode="no-prompt", amg=amg, grid="audio", grid_threshold=1.0)
+    thr = pipe.segment(
+        frames[:1], demo / WAV, mode="no-prompt", amg=amg, grid="audio", grid_threshold=1.0
+    )
     assert thr.prompts[0]["num_points"] == 1  # the hottest point only
 
 
@@ -368,12 +452,15 @@ def _records(frame: np.ndarray) -> list[dict]:
 
     def add(seg):
         ys, xs = np.nonzero(seg)
-        box = [0, 0, 0, 0] if ys.size == 0 else [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()),
-                                                  int(ys.max() - ys.min())]
+        box = (
+            [0, 0, 0, 0]
+            if ys.size == 0
+            else [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]
+        )
         recs.append({"segmentation": seg, "bbox": box, "area": int(seg.sum())})
 
     yy, xx = np.mgrid[:h, :w]
-    add(((xx - 60) ** 2 + (yy - 60) ** 2) < 40 ** 2)
+    add(((xx - 60) ** 2 + (yy - 60) ** 2) < 40**2)
     add(np.zeros((h, w), bool))
     one = np.zeros((h, w), bool)
     one[100, 30] = True
@@ -383,7 +470,7 @@ def _records(frame: np.ndarray) -> list[dict]:
     add(row)
     add((abs(xx - 160) + abs(yy - 150)) < 50)
     add((xx > 20) & (xx < 110) & (yy > 130) & (yy < 210))
-    add(((xx - 170) ** 2 + (yy - 50) ** 2) < 30 ** 2)
+    add(((xx - 170) ** 2 + (yy - 50) ** 2) < 30**2)
     return recs
 
 
@@ -399,14 +486,21 @@ def test_score_masks_crops_and_index_shift(zs, pipes, frames224, target):
     from reference.zero_shot import image_transform, segment_image
 
     crop = segment_image(img, recs[target]["segmentation"]).crop(
-        [recs[target]["bbox"][0], recs[target]["bbox"][1], recs[target]["bbox"][0] + recs[target]["bbox"][2] + 1,
-         recs[target]["bbox"][1] + recs[target]["bbox"][3] + 1])
+        [
+            recs[target]["bbox"][0],
+            recs[target]["bbox"][1],
+            recs[target]["bbox"][0] + recs[target]["bbox"][2] + 1,
+            recs[target]["bbox"][1] + recs[target]["bbox"][3] + 1,
+        ]
+    )
     with torch.no_grad():
         audio = models.aclp.visual(image_transform(True)(crop)[None])[0]
     for preset in PRESETS:
         cfg = ref_config(preset)
         ref_mask, ref_sel, ref_scores = reference_select(models, frame, recs, audio, cfg=cfg)
-        mask, scores, sel = no_prompt.score_masks(pipes[preset], frame, recs, audio.numpy(), quirk=cfg.quirks)
+        mask, scores, sel = no_prompt.score_masks(
+            pipes[preset], frame, recs, audio.numpy(), quirk=cfg.quirks
+        )
         assert sel == ref_sel, preset
         assert np.array_equal(mask, ref_mask)
         np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
@@ -420,7 +514,9 @@ def test_score_masks_no_crops(pipes, frames224):
     frame = frames224[0]
     empty = [{"segmentation": np.zeros(frame.shape[:2], bool), "bbox": [0, 0, 0, 0]}]
     for quirk in (False, True):
-        mask, scores, sel = no_prompt.score_masks(pipes["default"], frame, empty, np.ones(64, np.float32), quirk=quirk)
+        mask, scores, sel = no_prompt.score_masks(
+            pipes["default"], frame, empty, np.ones(64, np.float32), quirk=quirk
+        )
         assert not mask.any() and scores.shape == (0,) and sel == []
 
 
@@ -430,9 +526,18 @@ def test_score_masks_no_crops(pipes, frames224):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_all_zero_heatmap_gives_empty_masks(pipes, frames224, frames_own, strategy):
     for frames in (frames224, frames_own):
-        res = SegmentResult.from_frames("", "", heatmap_sam.segment_from_heatmaps(
-            pipes["default"], frames, np.zeros((len(frames), 224, 224), np.float32), strategy, t=0.5,
-            frame_policy="native"))
+        res = SegmentResult.from_frames(
+            "",
+            "",
+            heatmap_sam.segment_from_heatmaps(
+                pipes["default"],
+                frames,
+                np.zeros((len(frames), 224, 224), np.float32),
+                strategy,
+                t=0.5,
+                frame_policy="native",
+            ),
+        )
         assert [m.shape for m in res.masks] == [f.shape[:2] for f in frames]
         assert not any(m.any() for m in res.masks)
         assert all("constant heatmap" in p["empty_reason"] for p in res.prompts)
@@ -444,30 +549,51 @@ def test_small_frame(pipes, demo):
         pipes["default"].segment([tiny], demo / WAV, mode="point-global")
     with pytest.raises(InputError, match="patch size"):
         pipes["default"].segment([tiny], demo / WAV, mode="no-prompt", amg=LOW_AMG)
-    res = pipes["sam4avs"].segment([tiny], demo / WAV, mode="point-global")  # SAM on the 224x224 resize
+    res = pipes["sam4avs"].segment(
+        [tiny], demo / WAV, mode="point-global"
+    )  # SAM on the 224x224 resize
     assert res.masks[0].shape == (12, 12) and res.prompts[0]["sam_input_hw"] == (224, 224)
-    res = pipes["default"].segment([tiny], demo / WAV, mode="point-global", frame_policy="reference")
+    res = pipes["default"].segment(
+        [tiny], demo / WAV, mode="point-global", frame_policy="reference"
+    )
     assert res.masks[0].shape == (12, 12)
 
 
 def test_bad_parameters(zs, pipes, frames224, tiny_bundle, demo):
     pipe = pipes["default"]
     wav = demo / WAV
-    for kw in ({"t": 1.5}, {"t": "0.6"}, {"dataset": "avs"}, {"frame_policy": "squash"}, {"quirk": "yes"}):
+    for kw in (
+        {"t": 1.5},
+        {"t": "0.6"},
+        {"dataset": "avs"},
+        {"frame_policy": "squash"},
+        {"quirk": "yes"},
+    ):
         with pytest.raises(InputError):
             pipe.segment(frames224[:1], wav, mode="point-local", **kw)
-    for kw in ({"amg": {"points_per_sides": 4}}, {"amg": 3}, {"score_threshold": 1.5}, {"logit_scale": 0.0},
-               {"audio_source": "48k"}):
+    for kw in (
+        {"amg": {"points_per_sides": 4}},
+        {"amg": 3},
+        {"score_threshold": 1.5},
+        {"logit_scale": 0.0},
+        {"audio_source": "48k"},
+    ):
         with pytest.raises(InputError):
             pipe.segment(frames224[:1], wav, mode="no-prompt", **kw)
     with pytest.raises(InputError, match="takes parameters"):
         pipe.segment(frames224[:1], wav, mode="point-global", t=0.5)
     with pytest.raises(InputError):
-        heatmap_sam.segment_from_heatmaps(pipe, frames224, np.zeros((2, 224, 224), np.float32), "point-global")
+        heatmap_sam.segment_from_heatmaps(
+            pipe, frames224, np.zeros((2, 224, 224), np.float32), "point-global"
+        )
     with pytest.raises(InputError):
-        heatmap_sam.segment_from_heatmaps(pipe, frames224[:1], np.zeros((1, 224, 224)), "point-dense")  # no t
+        heatmap_sam.segment_from_heatmaps(
+            pipe, frames224[:1], np.zeros((1, 224, 224)), "point-dense"
+        )  # no t
     with pytest.raises(InputError):
-        heatmap_sam.segment_from_heatmaps(pipe, frames224[:1], np.full((1, 224, 224), np.nan), "point-global")
+        heatmap_sam.segment_from_heatmaps(
+            pipe, frames224[:1], np.full((1, 224, 224), np.nan), "point-global"
+        )
     # sam4avs No-Prompt needs the 1-s audio graph
     plain = runtime.load(tiny_bundle, preset="sam4avs")
     if not plain.bundle.has(no_prompt.REFERENCE_1S_GRAPH):
@@ -480,10 +606,17 @@ def test_bad_parameters(zs, pipes, frames224, tiny_bundle, demo):
 def test_modes_registered():
     for name in ("no-prompt", *STRATEGIES):
         spec = MODES[name]
-        assert set(spec.graphs) == {"audioclip_audio", "audioclip_image", "sam_image_encoder", "sam_prompt_decoder"}
+        assert set(spec.graphs) == {
+            "audioclip_audio",
+            "audioclip_image",
+            "sam_image_encoder",
+            "sam_prompt_decoder",
+        }
         assert spec.doc
     code = "import sys, runtime.modes as m; assert 'point-dense' in m.MODES; assert 'torch' not in sys.modules"
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
 
 

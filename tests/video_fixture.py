@@ -35,8 +35,18 @@ def read_index(frame: np.ndarray) -> int:
     return k
 
 
-def make_video(path: Path, n: int, fps, *, size=(64, 48), audio_rate: int | None = 16000, channels: int = 1,
-               tone=None, codec=None, pix_fmt="yuv420p") -> Path:
+def make_video(
+    path: Path,
+    n: int,
+    fps,
+    *,
+    size=(64, 48),
+    audio_rate: int | None = 16000,
+    channels: int = 1,
+    tone=None,
+    codec=None,
+    pix_fmt="yuv420p",
+) -> Path:
     """n index frames at ``fps`` (+ audio: a tone whose frequency encodes the time, unless ``tone``)."""
     w, h = size
     frames = (index_frame(k, h, w) for k in range(n))
@@ -45,4 +55,12 @@ def make_video(path: Path, n: int, fps, *, size=(64, 48), audio_rate: int | None
         t = np.arange(int(round(n / float(Fraction(fps)) * audio_rate))) / audio_rate
         x = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32) if tone is None else tone(t)
         audio = np.stack([x] * channels) if channels > 1 else x
-    return write_video(path, frames, Fraction(fps), audio=audio, sample_rate=audio_rate, codec=codec, pix_fmt=pix_fmt)
+    return write_video(
+        path,
+        frames,
+        Fraction(fps),
+        audio=audio,
+        sample_rate=audio_rate,
+        codec=codec,
+        pix_fmt=pix_fmt,
+    )

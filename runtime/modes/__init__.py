@@ -25,15 +25,18 @@ from runtime.modes.spec import ModeSpec, Param
 
 __all__ = ["MODES", "PREFERENCE", "ModeSpec", "Param", "default_mode", "get_mode"]
 
-MODES: dict[str, ModeSpec] = {spec.name: spec for spec in (
-    acfpn.MODE,
-    box.MODE,
-    *points.MODES,
-    heatmap_box.MODE,
-    no_prompt.MODE,
-    heatmap.MODE,
-    random_sam.MODE,
-)}
+MODES: dict[str, ModeSpec] = {
+    spec.name: spec
+    for spec in (
+        acfpn.MODE,
+        box.MODE,
+        *points.MODES,
+        heatmap_box.MODE,
+        no_prompt.MODE,
+        heatmap.MODE,
+        random_sam.MODE,
+    )
+}
 
 PREFERENCE = ("acfpn", "box", "point-dense", "heatmap")  # default_mode's order
 
@@ -50,4 +53,6 @@ def default_mode(bundle) -> str:
     for m in PREFERENCE:
         if all(bundle.has(g) for g in MODES[m].graphs):
             return m
-    raise InputError(f"bundle {bundle.root} supports no segmentation mode (graphs: {sorted(bundle.graphs)})")
+    raise InputError(
+        f"bundle {bundle.root} supports no segmentation mode (graphs: {sorted(bundle.graphs)})"
+    )

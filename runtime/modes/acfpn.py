@@ -19,8 +19,13 @@ def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold, keep_logi
     """
     entry = pipe.bundle.graphs["acfpn"]
     with timed(timings, "audio"):
-        emb = pipe.audio_embeddings(audio, sample_rate, len(frames), input_scale=entry.get("audio_input_scale"),
-                                    graph=entry.get("audio_graph", "audioclip_audio"))
+        emb = pipe.audio_embeddings(
+            audio,
+            sample_rate,
+            len(frames),
+            input_scale=entry.get("audio_input_scale"),
+            graph=entry.get("audio_graph", "audioclip_audio"),
+        )
     with timed(timings, "image"):
         images = pipe.clip_images(frames, squash=True)
     with timed(timings, "acfpn"):
@@ -28,9 +33,15 @@ def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold, keep_logi
     with timed(timings, "postprocess"):
         full = to_frame_size(logits[:, 0], frames)
         probs = [(1.0 / (1.0 + np.exp(-m.astype(np.float64)))).astype(np.float32) for m in full]
-        return [FrameOutput(p > np.float32(threshold), p, {"threshold": threshold},
-                            logits=z.astype(np.float32) if keep_logits else None)
-                for p, z in zip(probs, full, strict=True)]
+        return [
+            FrameOutput(
+                p > np.float32(threshold),
+                p,
+                {"threshold": threshold},
+                logits=z.astype(np.float32) if keep_logits else None,
+            )
+            for p, z in zip(probs, full, strict=True)
+        ]
 
 
 MODE = ModeSpec(
@@ -38,9 +49,19 @@ MODE = ModeSpec(
     graphs=("audioclip_audio", "acfpn"),
     optional_graphs=("acfpn_audio",),
     run=run_acfpn,
-    params=(Param("threshold", 0.5, "float", "sigmoid probability above which a pixel sounds",
-                  low=0.0, high=1.0, open_low=True, open_high=True),
-            Param("keep_logits", False, "bool", "also return the mask logits (SegmentResult.logits)")),
+    params=(
+        Param(
+            "threshold",
+            0.5,
+            "float",
+            "sigmoid probability above which a pixel sounds",
+            low=0.0,
+            high=1.0,
+            open_low=True,
+            open_high=True,
+        ),
+        Param("keep_logits", False, "bool", "also return the mask logits (SegmentResult.logits)"),
+    ),
     presets=("audio_input_scale", "image_antialias"),
     score_kind="probability map float32 [H, W]",
     doc="Supervised AC-FPN (AudioCLIP towers + FPN head); needs trained AC-FPN weights to mean anything.",

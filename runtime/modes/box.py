@@ -66,8 +66,15 @@ BOX_GRAPHS = ("clap_audio", "detector", "sam_image_encoder", "sam_prompt_decoder
 # --- audio and labels ----------------------------------------------------------------------------
 
 
-def clap_audio_input(audio, sample_rate: int | None, num_frames: int, *, rate: int,
-                     clip_samples: int, chunk_seconds: float) -> np.ndarray:
+def clap_audio_input(
+    audio,
+    sample_rate: int | None,
+    num_frames: int,
+    *,
+    rate: int,
+    clip_samples: int,
+    chunk_seconds: float,
+) -> np.ndarray:
     """The ``clap_audio`` input of a clip: float32 [F, clip_samples], values in [-1, 1].
 
     audio: WAV path, or an array (float in [-1, 1] or PCM ints) with ``sample_rate`` in Hz.
@@ -93,13 +100,21 @@ def clap_audio_input(audio, sample_rate: int | None, num_frames: int, *, rate: i
 def clap_embeddings(pipe, audio, sample_rate: int | None, num_frames: int) -> np.ndarray:
     """CLAP audio embeddings, one per frame: float32 [F, D], rows L2-normalised."""
     c = pipe.section("clap")
-    x = clap_audio_input(audio, sample_rate, num_frames, rate=c.sample_rate, clip_samples=c.clip_samples,
-                         chunk_seconds=c.chunk_seconds)
+    x = clap_audio_input(
+        audio,
+        sample_rate,
+        num_frames,
+        rate=c.sample_rate,
+        clip_samples=c.clip_samples,
+        chunk_seconds=c.chunk_seconds,
+    )
     b, t = pipe.graph_input_shape("clap_audio")
     if isinstance(t, int) and t != x.shape[1]:
-        raise InputError(f"clap_audio was exported for T={t} samples, preprocessing gives {x.shape[1]}")
+        raise InputError(
+            f"clap_audio was exported for T={t} samples, preprocessing gives {x.shape[1]}"
+        )
     if isinstance(b, int):  # fixed-batch graph: one chunk per call
-        emb = np.concatenate([pipe.run("clap_audio", x[i:i + b])[0] for i in range(0, len(x), b)])
+        emb = np.concatenate([pipe.run("clap_audio", x[i : i + b])[0] for i in range(0, len(x), b)])
     else:
         (emb,) = pipe.run("clap_audio", x)
     return (emb / np.linalg.norm(emb, axis=-1, keepdims=True)).astype(np.float32)
@@ -115,7 +130,9 @@ def labels(pipe) -> list[str]:
     return pipe.label_names(BOX_PROMPT_LABELS)
 
 
-def top_labels(audio_embedding: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_labels(
+    audio_embedding: np.ndarray, bank: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` labels closest to one audio embedding.
 
     audio_embedding: float [D] (L2-normalised); bank: float [N, D] (rows L2-normalised).
@@ -124,7 +141,9 @@ def top_labels(audio_embedding: np.ndarray, bank: np.ndarray, k: int) -> tuple[n
     a = np.asarray(audio_embedding, np.float32)
     b = np.asarray(bank, np.float32)
     if b.ndim != 2 or a.shape != (b.shape[1],):
-        raise InputError(f"audio_embedding must be [D] and bank [N, D] with the same D, got {a.shape} and {b.shape}")
+        raise InputError(
+            f"audio_embedding must be [D] and bank [N, D] with the same D, got {a.shape} and {b.shape}"
+        )
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputError(f"k must be a positive int, got {k!r}")
     if k > b.shape[0]:
@@ -137,7 +156,9 @@ def top_labels(audio_embedding: np.ndarray, bank: np.ndarray, k: int) -> tuple[n
 # --- detector --------------------------------------------------------------------------------------
 
 
-def detector_size(height: int, width: int, short_side: int, max_size: int | None) -> tuple[int, int]:
+def detector_size(
+    height: int, width: int, short_side: int, max_size: int | None
+) -> tuple[int, int]:
     """(h, w) after GroundingDINO's ``RandomResize([short_side], max_size)`` (its
     ``get_size_with_aspect_ratio``): shorter side to ``short_side`` unless the longer would exceed
     ``max_size``, sizes truncated to int."""
@@ -162,8 +183,15 @@ def detector_input(frame: np.ndarray, pre, graph_hw: tuple[int, int]) -> tuple[n
     and "reference" (the reference's size equals the graph's) or "stretched" (resized to the graph's
     size directly).
     """
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise InputError(f"frame must be uint8 [H, W, 3] RGB, got {getattr(frame, 'dtype', type(frame))} {np.shape(frame)}")
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.dtype != np.uint8
+        or frame.ndim != 3
+        or frame.shape[2] != 3
+    ):
+        raise InputError(
+            f"frame must be uint8 [H, W, 3] RGB, got {getattr(frame, 'dtype', type(frame))} {np.shape(frame)}"
+        )
     get = pre.get if isinstance(pre, dict) else (lambda k, d=None: getattr(pre, k, d))
     oh, ow = detector_size(frame.shape[0], frame.shape[1], int(get("short_side")), get("max_size"))
     how = "reference" if (oh, ow) == tuple(graph_hw) else "stretched"
@@ -188,12 +216,14 @@ def boxes_cxcywh_to_xyxy(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.nda
     return (xyxy * np.asarray([W, H, W, H], np.float32)).astype(np.float32)
 
 
-def detect(pipe, image: np.ndarray, label_index: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def detect(
+    pipe, image: np.ndarray, label_index: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One detector call for one label: (boxes float32 [K, 4] normalised cxcywh, scores float32 [K]) with score > threshold."""
     n = int(pipe.bank(DETECTOR_LENGTH_BANK)[label_index])
     texts = []
     for spec in GRAPHS["detector"].inputs[1:]:
-        arr = pipe.bank(detector_bank(spec.name))[label_index: label_index + 1]
+        arr = pipe.bank(detector_bank(spec.name))[label_index : label_index + 1]
         square = spec.shape.count("tokens") == 2  # [1, L, L] attention mask
         texts.append(np.ascontiguousarray(arr[:, :n, :n] if square else arr[:, :n]))
     scores, boxes = pipe.run("detector", image, *texts)
@@ -204,7 +234,9 @@ def detect(pipe, image: np.ndarray, label_index: int, threshold: float) -> tuple
 # --- SAM -------------------------------------------------------------------------------------------
 
 
-def box_frame_masks(runner, embedding: np.ndarray, frame_hw: tuple[int, int], boxes_xyxy: np.ndarray) -> np.ndarray:
+def box_frame_masks(
+    runner, embedding: np.ndarray, frame_hw: tuple[int, int], boxes_xyxy: np.ndarray
+) -> np.ndarray:
     """Union of SAM's single-mask outputs for every box: bool [H, W].
 
     boxes_xyxy: float [K, 4] pixels of the frame (may extend past its edges, as GroundingDINO's do;
@@ -216,7 +248,9 @@ def box_frame_masks(runner, embedding: np.ndarray, frame_hw: tuple[int, int], bo
     out = np.zeros((h, w), bool)
     if b.shape[0] == 0:
         return out
-    _, low = runner.predict_low_res(embedding, (h, w), boxes=b, multimask_output=False, boxes_inside=False)
+    _, low = runner.predict_low_res(
+        embedding, (h, w), boxes=b, multimask_output=False, boxes_inside=False
+    )
     buf = np.empty((h, w), bool)
     for i in range(b.shape[0]):  # one box at a time keeps the full-size logits small
         out |= runner.upscale(low[i, 0], (h, w), out=buf)
@@ -252,12 +286,17 @@ def run_box(pipe, frames, audio, sample_rate, timings, *, k, box_threshold):
             s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
             xyxy = boxes_cxcywh_to_xyxy(b, frame.shape[:2])
             frame_boxes.append(xyxy)
-            prompts.append({
-                "labels": [names[int(j)] for j in idx], "label_indices": idx.tolist(),
-                "label_scores": cos.tolist(), "boxes_xyxy": xyxy.tolist(), "box_scores": s.tolist(),
-                "detector_resize": how,
-                **({} if len(xyxy) else {EMPTY_REASON: "no detector box above the threshold"}),
-            })
+            prompts.append(
+                {
+                    "labels": [names[int(j)] for j in idx],
+                    "label_indices": idx.tolist(),
+                    "label_scores": cos.tolist(),
+                    "boxes_xyxy": xyxy.tolist(),
+                    "box_scores": s.tolist(),
+                    "detector_resize": how,
+                    **({} if len(xyxy) else {EMPTY_REASON: "no detector box above the threshold"}),
+                }
+            )
     masks: list[np.ndarray] = [np.zeros(f.shape[:2], bool) for f in frames]
     with timed(timings, "sam"):
         todo = [i for i, b in enumerate(frame_boxes) if len(b)]
@@ -266,7 +305,10 @@ def run_box(pipe, frames, audio, sample_rate, timings, *, k, box_threshold):
             embs = pipe.sam_embeddings([frames[i] for i in todo])
             for i, e in zip(todo, embs, strict=True):
                 masks[i] = box_frame_masks(runner, e, frames[i].shape[:2], frame_boxes[i])
-    return [FrameOutput(m, np.asarray(p["box_scores"], np.float32), p) for m, p in zip(masks, prompts, strict=True)]
+    return [
+        FrameOutput(m, np.asarray(p["box_scores"], np.float32), p)
+        for m, p in zip(masks, prompts, strict=True)
+    ]
 
 
 MODE = ModeSpec(
@@ -274,9 +316,18 @@ MODE = ModeSpec(
     graphs=BOX_GRAPHS,
     optional_graphs=SAM_OPTIONAL,
     run=run_box,
-    params=(Param("k", 1, "int", "AudioSet labels per frame (1 for S4, 2 for MS3)", low=1),
-            Param("box_threshold", None, "float", "detector score threshold (None: the manifest's)",
-                  low=0.0, high=1.0, nullable=True)),
+    params=(
+        Param("k", 1, "int", "AudioSet labels per frame (1 for S4, 2 for MS3)", low=1),
+        Param(
+            "box_threshold",
+            None,
+            "float",
+            "detector score threshold (None: the manifest's)",
+            low=0.0,
+            high=1.0,
+            nullable=True,
+        ),
+    ),
     score_kind="detector scores of the kept boxes float32 [K]",
     doc="Box-Prompt: CLAP top-k AudioSet labels -> GroundingDINO boxes -> SAM box masks, united.",
 )

@@ -36,7 +36,9 @@ def frame_policy(pipe, policy: str | None) -> str:
     if policy is None:
         return "reference" if quirks(pipe, None) else "native"
     if policy not in FRAME_POLICIES:
-        raise InputError(f"frame_policy must be one of {FRAME_POLICIES} or None (preset), got {policy!r}")
+        raise InputError(
+            f"frame_policy must be one of {FRAME_POLICIES} or None (preset), got {policy!r}"
+        )
     return policy
 
 
@@ -46,8 +48,10 @@ def threshold(strategy: str, t: float | None, dataset: str) -> float | None:
         return None
     if t is None:
         if dataset not in THRESHOLDS:
-            raise InputError(f"dataset must be one of {sorted(THRESHOLDS)} (selects the paper's "
-                             f"threshold), got {dataset!r}")
+            raise InputError(
+                f"dataset must be one of {sorted(THRESHOLDS)} (selects the paper's "
+                f"threshold), got {dataset!r}"
+            )
         return THRESHOLDS[dataset][strategy]
     return float(t)
 
@@ -66,9 +70,11 @@ def check_sam_frames(frames: Sequence[np.ndarray], patch: int, why: str) -> None
     """Refuse frames with a side below SAM's patch size (``why`` names what needs them)."""
     for i, f in enumerate(frames):
         if f.shape[0] < patch or f.shape[1] < patch:
-            raise InputError(f"frame {i} is {f.shape[0]}x{f.shape[1]} px: {why} needs both sides >= "
-                             f"the SAM patch size ({patch} px); upscale the frame, or use the "
-                             "'reference' frame policy (SAM on the frame squashed to 224x224)")
+            raise InputError(
+                f"frame {i} is {f.shape[0]}x{f.shape[1]} px: {why} needs both sides >= "
+                f"the SAM patch size ({patch} px); upscale the frame, or use the "
+                "'reference' frame policy (SAM on the frame squashed to 224x224)"
+            )
 
 
 def sam_frames(pipe, frames: Sequence[np.ndarray], policy: str, why: str) -> list[np.ndarray]:
@@ -87,8 +93,18 @@ def nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if (h, w) == (oh, ow):
         return mask
     # float32 source positions, as PyTorch's "nearest-exact"
-    rows = np.minimum(np.floor((np.arange(oh, dtype=np.float32) + np.float32(0.5)) * (np.float32(h) / np.float32(oh))).astype(np.int64), h - 1)
-    cols = np.minimum(np.floor((np.arange(ow, dtype=np.float32) + np.float32(0.5)) * (np.float32(w) / np.float32(ow))).astype(np.int64), w - 1)
+    rows = np.minimum(
+        np.floor(
+            (np.arange(oh, dtype=np.float32) + np.float32(0.5)) * (np.float32(h) / np.float32(oh))
+        ).astype(np.int64),
+        h - 1,
+    )
+    cols = np.minimum(
+        np.floor(
+            (np.arange(ow, dtype=np.float32) + np.float32(0.5)) * (np.float32(w) / np.float32(ow))
+        ).astype(np.int64),
+        w - 1,
+    )
     return mask[rows[:, None], cols[None, :]]
 
 
@@ -108,4 +124,6 @@ def map_points(coords: np.ndarray, sx: float, sy: float) -> np.ndarray:
 def map_box(box: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """Inclusive pixel box [x0, y0, x1, y1] scaled keeping its pixel extent: x1 -> (x1 + 1) * sx - 1."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([x0 * sx, y0 * sy, (x1 + 1.0) * sx - 1.0, (y1 + 1.0) * sy - 1.0], dtype=np.float64)
+    return np.array(
+        [x0 * sx, y0 * sy, (x1 + 1.0) * sx - 1.0, (y1 + 1.0) * sy - 1.0], dtype=np.float64
+    )

@@ -17,15 +17,28 @@ def run_heatmap(pipe, frames, audio, sample_rate, timings, *, threshold, reverse
     rev = bool(pipe.preset_value("heatmap_reverse", reverse))
     maps = heatmaps(pipe, frames, audio, sample_rate, reverse=rev, timings=timings)
     full = to_frame_size(maps, frames)
-    return [FrameOutput(m > np.float32(threshold), m, {"threshold": threshold, "reverse": rev}) for m in full]
+    return [
+        FrameOutput(m > np.float32(threshold), m, {"threshold": threshold, "reverse": rev})
+        for m in full
+    ]
 
 
 MODE = ModeSpec(
     name="heatmap",
     graphs=HEATMAP_GRAPHS,
     run=run_heatmap,
-    params=(Param("threshold", 0.5, "float", "heatmap value above which a pixel sounds", low=0.0, high=1.0),
-            Param("reverse", None, "bool", "1 - cosine heatmap (None: the preset's heatmap_reverse)", nullable=True)),
+    params=(
+        Param(
+            "threshold", 0.5, "float", "heatmap value above which a pixel sounds", low=0.0, high=1.0
+        ),
+        Param(
+            "reverse",
+            None,
+            "bool",
+            "1 - cosine heatmap (None: the preset's heatmap_reverse)",
+            nullable=True,
+        ),
+    ),
     presets=("audio_input_scale", "heatmap_reverse", "image_antialias"),
     score_kind="heatmap float32 [H, W] in [0, 1]",
     doc="AudioCLIP heatmap thresholded: a crude zero-shot baseline, no SAM.",

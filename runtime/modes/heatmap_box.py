@@ -14,12 +14,28 @@ from runtime.modes.spec import ModeSpec, Param
 from runtime.prompts import BOX_STRATEGIES
 
 MODE = ModeSpec(
-    name="heatmap-box", graphs=GRAPHS, optional_graphs=OPTIONAL, run=partial(run_strategy, "heatmap-box"),
-    params=(*COMMON, THRESHOLD, DATASET,
-            Param("box_strategy", None, "str", "which region boxes (None: the dataset's script: s4 "
-                  "single_maxarea, ms3 multi_box)", choices=BOX_STRATEGIES, nullable=True),
-            Param("quirk", None, "bool", "the reference's edge cases (None: the preset's)", nullable=True)),
-    presets=PRESETS, score_kind=SCORE_KIND + "; one per box with multi_box",
+    name="heatmap-box",
+    graphs=GRAPHS,
+    optional_graphs=OPTIONAL,
+    run=partial(run_strategy, "heatmap-box"),
+    params=(
+        *COMMON,
+        THRESHOLD,
+        DATASET,
+        Param(
+            "box_strategy",
+            None,
+            "str",
+            "which region boxes (None: the dataset's script: s4 single_maxarea, ms3 multi_box)",
+            choices=BOX_STRATEGIES,
+            nullable=True,
+        ),
+        Param(
+            "quirk", None, "bool", "the reference's edge cases (None: the preset's)", nullable=True
+        ),
+    ),
+    presets=PRESETS,
+    score_kind=SCORE_KIND + "; one per box with multi_box",
     doc="Heatmap-Box: box(es) of the heatmap regions >= t (0.55) -> SAM; box_strategy single_maxarea "
-        "(s4), multi_box (ms3), single_maxscore or total_box.",
+    "(s4), multi_box (ms3), single_maxscore or total_box.",
 )

@@ -56,8 +56,15 @@ from runtime.result import EMPTY_REASON, FrameOutput, timed
 HEATMAP_STRATEGIES = ("point-global", "point-local", "point-dense", "heatmap-box")
 
 
-def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None, *,
-             reverse: bool | None = None, timings: dict[str, float] | None = None) -> np.ndarray:
+def heatmaps(
+    pipe,
+    frames: Sequence[np.ndarray],
+    audio,
+    sample_rate: int | None,
+    *,
+    reverse: bool | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
     """Audio-image heatmaps of a clip, one per frame (spec 4.0): float32 [N, S, S] in [0, 1].
 
     frames: N uint8 [H, W, 3] RGB frames; audio: WAV path or array with ``sample_rate`` (frame k
@@ -71,9 +78,14 @@ def heatmaps(pipe, frames: Sequence[np.ndarray], audio, sample_rate: int | None,
     return heatmaps_from_embeddings(pipe, frames, emb, reverse=reverse, timings=timings)
 
 
-def heatmaps_from_embeddings(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
-                             reverse: bool | None = None,
-                             timings: dict[str, float] | None = None) -> np.ndarray:
+def heatmaps_from_embeddings(
+    pipe,
+    frames: Sequence[np.ndarray],
+    audio_emb: np.ndarray,
+    *,
+    reverse: bool | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
     """:func:`heatmaps` from given AudioCLIP audio embeddings float [N, D] (one per frame)."""
     timings = {} if timings is None else timings
     emb = audio_emb
@@ -85,9 +97,21 @@ def heatmaps_from_embeddings(pipe, frames: Sequence[np.ndarray], audio_emb: np.n
         return audio_image_heatmap(feats[IMAGE_SURGERY_DENSE], emb, out_size=(s, s), reverse=rev)
 
 
-def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
-                   max_points: int | None, box_strategy: str) -> dict[str, Any]:
-    rec: dict[str, Any] = {"strategy": strategy, "threshold": t, "points": None, "labels": None, "box": None}
+def _choose_prompt(
+    sm: np.ndarray,
+    strategy: str,
+    t: float | None,
+    quirk: bool,
+    max_points: int | None,
+    box_strategy: str,
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "strategy": strategy,
+        "threshold": t,
+        "points": None,
+        "labels": None,
+        "box": None,
+    }
     if float(sm.max()) == float(sm.min()):
         rec[EMPTY_REASON] = "constant heatmap (no location information)"
     elif strategy == "heatmap-box":
@@ -111,10 +135,19 @@ def _choose_prompt(sm: np.ndarray, strategy: str, t: float | None, quirk: bool,
     return rec
 
 
-def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, strategy: str, *,
-                          t: float | None = None, quirk: bool = False, frame_policy: str = "native",
-                          max_points: int | None = None, box_strategy: str = "single_maxarea",
-                          timings: dict[str, float] | None = None) -> list[FrameOutput]:
+def segment_from_heatmaps(
+    pipe,
+    frames: Sequence[np.ndarray],
+    maps: np.ndarray,
+    strategy: str,
+    *,
+    t: float | None = None,
+    quirk: bool = False,
+    frame_policy: str = "native",
+    max_points: int | None = None,
+    box_strategy: str = "single_maxarea",
+    timings: dict[str, float] | None = None,
+) -> list[FrameOutput]:
     """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
 
     frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
@@ -143,8 +176,10 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
     m = np.asarray(maps)
     s = clip_size(pipe)
     if m.dtype.kind != "f" or m.shape != (len(frames), s, s):
-        raise InputError(f"maps must be float [{len(frames)}, {s}, {s}] (one CLIP-input heatmap per "
-                         f"frame), got dtype {m.dtype}, shape {m.shape}")
+        raise InputError(
+            f"maps must be float [{len(frames)}, {s}, {s}] (one CLIP-input heatmap per "
+            f"frame), got dtype {m.dtype}, shape {m.shape}"
+        )
     if not np.all(np.isfinite(m)):
         raise InputError("maps hold NaN/inf")
     if strategy != "point-global" and t is None:
@@ -153,7 +188,9 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
 
     with timed(timings, "prompts"):
         prompts = [_choose_prompt(sm, strategy, t, quirk, max_points, box_strategy) for sm in m]
-    sam_in = sam_frames(pipe, frames, frame_policy, "the 'native' frame policy (SAM at the frame's size)")
+    sam_in = sam_frames(
+        pipe, frames, frame_policy, "the 'native' frame policy (SAM at the frame's size)"
+    )
     need = [i for i, p in enumerate(prompts) if EMPTY_REASON not in p]
     with timed(timings, "sam_encoder"):
         embs = pipe.sam_embeddings([sam_in[i] for i in need]) if need else []
@@ -180,7 +217,9 @@ def segment_from_heatmaps(pipe, frames: Sequence[np.ndarray], maps: np.ndarray, 
             coords, labels = map_points(rec["points"], sx, sy), rec["labels"]
             rec["points"] = map_points(rec["points"], fx, fy)
         with timed(timings, "sam_decoder"):
-            masks, iou, _ = runner.predict(emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True)
+            masks, iou, _ = runner.predict(
+                emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True
+            )
             picks = [select_max_score(masks[p], iou[p]) for p in range(masks.shape[0])]
             mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
         if sam_hw != hw:
@@ -198,25 +237,55 @@ def box_strategy_for(box_strategy: str | None, dataset: str) -> str:
     if box_strategy is None:
         return "multi_box" if dataset == "ms3" else "single_maxarea"
     if box_strategy not in BOX_STRATEGIES:
-        raise InputError(f"box_strategy must be one of {BOX_STRATEGIES} or None (the dataset's: "
-                         f"s4 single_maxarea, ms3 multi_box), got {box_strategy!r}")
+        raise InputError(
+            f"box_strategy must be one of {BOX_STRATEGIES} or None (the dataset's: "
+            f"s4 single_maxarea, ms3 multi_box), got {box_strategy!r}"
+        )
     return box_strategy
 
 
-def run_strategy(strategy: str, pipe, frames, audio, sample_rate, timings, *, reverse=None,
-                 frame_policy=None, t=None, dataset="s4", quirk=None, max_points=None,
-                 box_strategy=None) -> list[FrameOutput]:
+def run_strategy(
+    strategy: str,
+    pipe,
+    frames,
+    audio,
+    sample_rate,
+    timings,
+    *,
+    reverse=None,
+    frame_policy=None,
+    t=None,
+    dataset="s4",
+    quirk=None,
+    max_points=None,
+    box_strategy=None,
+) -> list[FrameOutput]:
     """A heatmap strategy end to end: heatmaps -> prompts -> SAM (the run function of its mode)."""
     policy = resolve_policy(pipe, frame_policy)
     thr = threshold(strategy, t, dataset)
     peak_quirk = quirks(pipe, quirk) if strategy in ("point-local", "heatmap-box") else False
-    boxes = box_strategy_for(box_strategy, dataset) if strategy == "heatmap-box" else "single_maxarea"
+    boxes = (
+        box_strategy_for(box_strategy, dataset) if strategy == "heatmap-box" else "single_maxarea"
+    )
     if policy == "native":  # fail before the heavy work
-        check_sam_frames(frames, pipe.sam_runner().patch_size, "the 'native' frame policy (SAM at the frame's size)")
+        check_sam_frames(
+            frames,
+            pipe.sam_runner().patch_size,
+            "the 'native' frame policy (SAM at the frame's size)",
+        )
     maps = heatmaps(pipe, frames, audio, sample_rate, reverse=reverse, timings=timings)
-    out = segment_from_heatmaps(pipe, frames, maps, strategy, t=thr, quirk=peak_quirk,
-                                frame_policy=policy, max_points=max_points, box_strategy=boxes,
-                                timings=timings)
+    out = segment_from_heatmaps(
+        pipe,
+        frames,
+        maps,
+        strategy,
+        t=thr,
+        quirk=peak_quirk,
+        frame_policy=policy,
+        max_points=max_points,
+        box_strategy=boxes,
+        timings=timings,
+    )
     for o in out:
         o.prompt["frame_policy"] = policy
     return out

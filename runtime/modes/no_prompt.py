@@ -54,8 +54,9 @@ GRIDS = ("full", "audio")
 _CLIP_BATCH = 32  # crops per audioclip_image call
 
 
-def no_prompt_audio_embeddings(pipe, audio, sample_rate: int | None, num_frames: int, *,
-                               source: str = "clip") -> np.ndarray:
+def no_prompt_audio_embeddings(
+    pipe, audio, sample_rate: int | None, num_frames: int, *, source: str = "clip"
+) -> np.ndarray:
     """AudioCLIP embeddings for No-Prompt, one per frame: float32 [F, D] (not normalised).
 
     source ``"clip"``: the standard ``audioclip_audio`` input (44.1 kHz, each 1-s chunk tiled to
@@ -72,11 +73,14 @@ def no_prompt_audio_embeddings(pipe, audio, sample_rate: int | None, num_frames:
         raise InputError(
             f"No-Prompt with the reference's audio (48 kHz, 1-s chunks; preset sam4avs) needs the graph "
             f"{REFERENCE_1S_GRAPH!r}, which bundle {pipe.bundle.root} lacks; rebuild the bundle with it, "
-            f"or pass audio_source='clip' (the standard 44.1 kHz tiled input)")
+            f"or pass audio_source='clip' (the standard 44.1 kHz tiled input)"
+        )
     entry = pipe.bundle.graphs[REFERENCE_1S_GRAPH]
     n, rate = int(entry["num_samples"]), int(entry["sample_rate"])
     x = load_audio(audio, sample_rate, rate)
-    chunks = chunk_per_frame(x, rate, num_frames, chunk_seconds=n / rate, short_clip=short_clip_policy(pipe.preset))
+    chunks = chunk_per_frame(
+        x, rate, num_frames, chunk_seconds=n / rate, short_clip=short_clip_policy(pipe.preset)
+    )
     q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
     wav = (q / 32767.0).astype(np.float32) * np.float32(pipe.preset.audio_input_scale)
     return pipe.run(REFERENCE_1S_GRAPH, wav)[0]
@@ -98,9 +102,16 @@ def _crop(frame: np.ndarray, rec: dict[str, Any], quirk: bool) -> np.ndarray | N
     return np.where(seg[y:y1, x:x1, None], sub, np.uint8(0))
 
 
-def score_masks(pipe, frame: np.ndarray, records: Sequence[dict[str, Any]], audio_embedding: np.ndarray,
-                *, quirk: bool = False, score_threshold: float = 0.5,
-                logit_scale: float = 100.0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def score_masks(
+    pipe,
+    frame: np.ndarray,
+    records: Sequence[dict[str, Any]],
+    audio_embedding: np.ndarray,
+    *,
+    quirk: bool = False,
+    score_threshold: float = 0.5,
+    logit_scale: float = 100.0,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """No-Prompt's retrieval (spec 4.5): which automatic masks sound, and their union.
 
     frame: uint8 [H, W, 3] RGB; records: SAM-style mask records (``segmentation`` bool [H, W],
@@ -130,7 +141,9 @@ def score_masks(pipe, frame: np.ndarray, records: Sequence[dict[str, Any]], audi
         return mask, np.zeros(0, np.float32), []
     feats = []
     for a in range(0, len(crops), _CLIP_BATCH):
-        feats.append(pipe.image_features(pipe.clip_images(crops[a:a + _CLIP_BATCH]))[IMAGE_GLOBAL])
+        feats.append(
+            pipe.image_features(pipe.clip_images(crops[a : a + _CLIP_BATCH]))[IMAGE_GLOBAL]
+        )
     img = l2_normalize(np.concatenate(feats), axis=1)
     aud = l2_normalize(np.asarray(audio_embedding, np.float32).reshape(1, -1), axis=1)
     logits = np.float32(logit_scale) * (img @ aud[0])
@@ -152,12 +165,21 @@ def amg_config(pipe, amg: dict[str, Any] | None) -> AmgConfig:
     return AmgConfig(**{"mask_threshold": pipe.section("sam").mask_threshold, **(amg or {})})
 
 
-def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray, *,
-                      amg: dict[str, Any] | None = None, quirk: bool = False,
-                      score_threshold: float = 0.5, logit_scale: float = 100.0,
-                      frame_policy: str = "native", grid_maps: np.ndarray | None = None,
-                      grid_keep: float | None = 0.1, grid_threshold: float | None = None,
-                      timings: dict[str, float] | None = None) -> list[FrameOutput]:
+def segment_no_prompt(
+    pipe,
+    frames: Sequence[np.ndarray],
+    audio_emb: np.ndarray,
+    *,
+    amg: dict[str, Any] | None = None,
+    quirk: bool = False,
+    score_threshold: float = 0.5,
+    logit_scale: float = 100.0,
+    frame_policy: str = "native",
+    grid_maps: np.ndarray | None = None,
+    grid_keep: float | None = 0.1,
+    grid_threshold: float | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[FrameOutput]:
     """No-Prompt on given audio embeddings (spec 4.5): automatic masks scored by AudioCLIP.
 
     frames: N uint8 [H, W, 3] RGB (both sides >= the SAM patch size); audio_emb: float [N, D],
@@ -185,22 +207,31 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
     if grid_maps is not None:
         gm = np.asarray(grid_maps)
         if gm.ndim != 3 or gm.shape[0] != len(frames) or gm.dtype.kind != "f":
-            raise InputError(f"grid_maps must be float [{len(frames)}, S, S] (one heatmap per frame), "
-                             f"got {gm.dtype} {gm.shape}")
+            raise InputError(
+                f"grid_maps must be float [{len(frames)}, S, S] (one heatmap per frame), "
+                f"got {gm.dtype} {gm.shape}"
+            )
         if grid_threshold is not None:
             grid_keep = None
     runner = pipe.sam_runner()
     generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
-    sam_in = sam_frames(pipe, frames, frame_policy, "No-Prompt (automatic masks at the frame's size)")
+    sam_in = sam_frames(
+        pipe, frames, frame_policy, "No-Prompt (automatic masks at the frame's size)"
+    )
     with timed(timings, "sam_encoder"):
         embs = pipe.sam_embeddings(sam_in)
     out: list[FrameOutput] = []
     for i, (frame, sf) in enumerate(zip(frames, sam_in, strict=True)):
-        audio_filter = None if grid_maps is None else heatmap_point_filter(
-            gm[i], sf.shape[:2], keep=grid_keep, threshold=grid_threshold)
+        audio_filter = (
+            None
+            if grid_maps is None
+            else heatmap_point_filter(gm[i], sf.shape[:2], keep=grid_keep, threshold=grid_threshold)
+        )
         prompted = [0]
 
-        def point_filter(points: np.ndarray, audio_filter=audio_filter, prompted=prompted) -> np.ndarray:
+        def point_filter(
+            points: np.ndarray, audio_filter=audio_filter, prompted=prompted
+        ) -> np.ndarray:
             flags = np.ones(points.shape[0], bool) if audio_filter is None else audio_filter(points)
             prompted[0] += int(np.count_nonzero(flags))
             return flags
@@ -208,12 +239,21 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
         with timed(timings, "amg"):
             records = generator.generate(sf, embedding=embs[i], point_filter=point_filter)
         with timed(timings, "crop_scoring"):
-            mask, sc, sel = score_masks(pipe, sf, records, a[i], quirk=quirk,
-                                        score_threshold=score_threshold, logit_scale=logit_scale)
+            mask, sc, sel = score_masks(
+                pipe,
+                sf,
+                records,
+                a[i],
+                quirk=quirk,
+                score_threshold=score_threshold,
+                logit_scale=logit_scale,
+            )
         rec: dict[str, Any] = {
             "boxes": np.array([r["bbox"] for r in records], dtype=np.int64).reshape(-1, 4),
             "predicted_iou": np.array([r["predicted_iou"] for r in records], dtype=np.float32),
-            "selected": sel, "num_masks": len(records), "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
+            "selected": sel,
+            "num_masks": len(records),
+            "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
             "num_points": prompted[0],
         }
         if not records:
@@ -226,9 +266,23 @@ def segment_no_prompt(pipe, frames: Sequence[np.ndarray], audio_emb: np.ndarray,
     return out
 
 
-def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_threshold=0.5,
-                  logit_scale=100.0, quirk=None, audio_source=None, frame_policy=None, grid="full",
-                  grid_keep=0.1, grid_threshold=None):
+def run_no_prompt(
+    pipe,
+    frames,
+    audio,
+    sample_rate,
+    timings,
+    *,
+    amg=None,
+    score_threshold=0.5,
+    logit_scale=100.0,
+    quirk=None,
+    audio_source=None,
+    frame_policy=None,
+    grid="full",
+    grid_keep=0.1,
+    grid_threshold=None,
+):
     """No-Prompt end to end: audio embeddings, automatic masks, crop scoring (module docstring)."""
     q = quirks(pipe, quirk)
     policy = resolve_policy(pipe, frame_policy)
@@ -236,17 +290,32 @@ def run_no_prompt(pipe, frames, audio, sample_rate, timings, *, amg=None, score_
     runner = pipe.sam_runner()
     amg_config(pipe, amg)  # fail before the heavy work
     if policy == "native":
-        check_sam_frames(frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)")
+        check_sam_frames(
+            frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)"
+        )
     with timed(timings, "audio"):
         emb = no_prompt_audio_embeddings(pipe, audio, sample_rate, len(frames), source=source)
     maps = None
     if grid == "audio":
         with timed(timings, "audio"):
-            heat_emb = emb if source == "clip" else pipe.audio_embeddings(audio, sample_rate, len(frames))
+            heat_emb = (
+                emb if source == "clip" else pipe.audio_embeddings(audio, sample_rate, len(frames))
+            )
         maps = heatmaps_from_embeddings(pipe, frames, heat_emb, timings=timings)
-    out = segment_no_prompt(pipe, frames, emb, amg=amg, quirk=q, score_threshold=score_threshold,
-                            logit_scale=logit_scale, frame_policy=policy, grid_maps=maps,
-                            grid_keep=grid_keep, grid_threshold=grid_threshold, timings=timings)
+    out = segment_no_prompt(
+        pipe,
+        frames,
+        emb,
+        amg=amg,
+        quirk=q,
+        score_threshold=score_threshold,
+        logit_scale=logit_scale,
+        frame_policy=policy,
+        grid_maps=maps,
+        grid_keep=grid_keep,
+        grid_threshold=grid_threshold,
+        timings=timings,
+    )
     for o in out:
         o.prompt["audio_source"] = source
         o.prompt["frame_policy"] = policy
@@ -260,21 +329,73 @@ MODE = ModeSpec(
     optional_graphs=(REFERENCE_1S_GRAPH, *SAM_OPTIONAL),
     run=run_no_prompt,
     params=(
-        Param("amg", None, "dict", "AutomaticMaskGenerator overrides, e.g. {'points_per_side': 16}", nullable=True),
-        Param("score_threshold", 0.5, "float", "softmax score above which a mask sounds", low=0.0, high=1.0,
-              open_high=True),
-        Param("logit_scale", 100.0, "float", "softmax temperature x cosine", low=0.0, open_low=True),
-        Param("quirk", None, "bool", "the reference's crops and index shift (None: the preset's)", nullable=True),
-        Param("audio_source", None, "str", "'clip' (44.1 kHz tiled) or 'reference-1s' (None: the preset's)",
-              choices=NO_PROMPT_AUDIO, nullable=True),
-        Param("frame_policy", None, "str", "'native' or 'reference' (None: the preset's)",
-              choices=FRAME_POLICIES, nullable=True),
-        Param("grid", "full", "str", "'full' (SAM's point grid) or 'audio' (only where the audio heatmap is high)",
-              choices=GRIDS),
-        Param("grid_keep", 0.1, "float", "grid='audio': fraction of the grid points prompted (highest heatmap)",
-              low=0.0, high=1.0, open_low=True),
-        Param("grid_threshold", None, "float", "grid='audio': prompt points with heatmap >= this instead",
-              low=0.0, high=1.0, nullable=True),
+        Param(
+            "amg",
+            None,
+            "dict",
+            "AutomaticMaskGenerator overrides, e.g. {'points_per_side': 16}",
+            nullable=True,
+        ),
+        Param(
+            "score_threshold",
+            0.5,
+            "float",
+            "softmax score above which a mask sounds",
+            low=0.0,
+            high=1.0,
+            open_high=True,
+        ),
+        Param(
+            "logit_scale", 100.0, "float", "softmax temperature x cosine", low=0.0, open_low=True
+        ),
+        Param(
+            "quirk",
+            None,
+            "bool",
+            "the reference's crops and index shift (None: the preset's)",
+            nullable=True,
+        ),
+        Param(
+            "audio_source",
+            None,
+            "str",
+            "'clip' (44.1 kHz tiled) or 'reference-1s' (None: the preset's)",
+            choices=NO_PROMPT_AUDIO,
+            nullable=True,
+        ),
+        Param(
+            "frame_policy",
+            None,
+            "str",
+            "'native' or 'reference' (None: the preset's)",
+            choices=FRAME_POLICIES,
+            nullable=True,
+        ),
+        Param(
+            "grid",
+            "full",
+            "str",
+            "'full' (SAM's point grid) or 'audio' (only where the audio heatmap is high)",
+            choices=GRIDS,
+        ),
+        Param(
+            "grid_keep",
+            0.1,
+            "float",
+            "grid='audio': fraction of the grid points prompted (highest heatmap)",
+            low=0.0,
+            high=1.0,
+            open_low=True,
+        ),
+        Param(
+            "grid_threshold",
+            None,
+            "float",
+            "grid='audio': prompt points with heatmap >= this instead",
+            low=0.0,
+            high=1.0,
+            nullable=True,
+        ),
     ),
     presets=("audio_input_scale", "image_antialias", "zero_shot_quirks"),
     score_kind="softmax scores of the K cropped automatic masks float32 [K]",

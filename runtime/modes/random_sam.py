@@ -42,7 +42,9 @@ def pick_random_masks(counts: list[int], seed: int) -> list[int | None]:
     return [int(rng.integers(c)) if c > 0 else None for c in counts]
 
 
-def run_random_sam(pipe, frames, audio, sample_rate, timings, *, seed=0, amg=None, frame_policy=None):
+def run_random_sam(
+    pipe, frames, audio, sample_rate, timings, *, seed=0, amg=None, frame_policy=None
+):
     """Mode ``random-sam``: one automatic SAM mask per frame, chosen uniformly at random (seeded).
 
     ``audio`` is accepted (every mode takes one) and ignored. Per frame: mask bool [H, W]; score
@@ -63,8 +65,13 @@ def run_random_sam(pipe, frames, audio, sample_rate, timings, *, seed=0, amg=Non
     chosen = pick_random_masks([len(r) for r in records], seed)
     out = []
     for frame, sf, recs, k in zip(frames, sam_in, records, chosen, strict=True):
-        rec: dict[str, Any] = {"num_masks": len(recs), "chosen": k, "seed": int(seed),
-                               "sam_input_hw": tuple(int(v) for v in sf.shape[:2]), "frame_policy": policy}
+        rec: dict[str, Any] = {
+            "num_masks": len(recs),
+            "chosen": k,
+            "seed": int(seed),
+            "sam_input_hw": tuple(int(v) for v in sf.shape[:2]),
+            "frame_policy": policy,
+        }
         if k is None:
             m = np.zeros(sf.shape[:2], bool)
             score = np.zeros(0, np.float32)
@@ -81,12 +88,20 @@ MODE = ModeSpec(
     graphs=SAM_GRAPHS,
     optional_graphs=SAM_OPTIONAL,
     run=run_random_sam,
-    params=(Param("seed", 0, "int", "seed of the per-call random choice", low=0),
-            Param("amg", None, "dict", "AutomaticMaskGenerator overrides", nullable=True),
-            Param("frame_policy", None, "str", "'native' or 'reference' (None: the preset's)",
-                  choices=FRAME_POLICIES, nullable=True)),
+    params=(
+        Param("seed", 0, "int", "seed of the per-call random choice", low=0),
+        Param("amg", None, "dict", "AutomaticMaskGenerator overrides", nullable=True),
+        Param(
+            "frame_policy",
+            None,
+            "str",
+            "'native' or 'reference' (None: the preset's)",
+            choices=FRAME_POLICIES,
+            nullable=True,
+        ),
+    ),
     presets=("image_antialias", "zero_shot_quirks"),
     score_kind="the chosen automatic mask's predicted IoU float32 [1] ([0]: no mask)",
     doc="Baseline Random-SAM (our reading of the paper): one automatic SAM mask per frame, chosen "
-        "uniformly at random (seeded); no audio.",
+    "uniformly at random (seeded); no audio.",
 )

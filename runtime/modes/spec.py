@@ -47,8 +47,10 @@ class Param:
     def _range(self) -> str:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
-        return (f"{'(' if self.open_low or self.low is None else '['}{lo}, "
-                f"{hi}{')' if self.open_high or self.high is None else ']'}")
+        return (
+            f"{'(' if self.open_low or self.low is None else '['}{lo}, "
+            f"{hi}{')' if self.open_high or self.high is None else ']'}"
+        )
 
     def describe(self) -> str:
         """Type and range in words, e.g. ``float in (0, 1)`` or ``one of 's4', 'ms3'``."""
@@ -63,7 +65,11 @@ class Param:
     def _expected(self) -> str:
         if self.kind == "int" and self.low == 1 and self.high is None and not self.open_low:
             return "a positive int" + (" or None" if self.nullable else "")
-        if self.kind in ("float", "int") and not self.choices and (self.low is not None or self.high is not None):
+        if (
+            self.kind in ("float", "int")
+            and not self.choices
+            and (self.low is not None or self.high is not None)
+        ):
             return f"in {self._range()} ({'an' if self.kind == 'int' else 'a'} {self.kind}{' or None' if self.nullable else ''})"
         return self.describe()
 
@@ -86,7 +92,9 @@ class Param:
             if not isinstance(value, Mapping):
                 raise bad
             return dict(value)
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
             raise bad
         if self.kind == "int":
             if float(value) != int(value):
@@ -140,4 +148,6 @@ class ModeSpec:
         if unknown:
             raise InputError(f"mode {self.name!r} takes parameters {sorted(known)}, not {unknown}")
         by_name = {p.name: p for p in self.params}
-        return {k: by_name[k].check(self.name, given[k]) if k in given else v for k, v in known.items()}
+        return {
+            k: by_name[k].check(self.name, given[k]) if k in given else v for k, v in known.items()
+        }

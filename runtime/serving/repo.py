@@ -62,10 +62,14 @@ def avs_model_config(
             raise ValueError(f"{name} must not contain quotes, backslashes or newlines: {v!r}")
     lines = [f'name: "{wire.MODEL_NAME}"', 'backend: "python"', "max_batch_size: 0", ""]
     for t in wire.INPUTS:
-        lines.append(f'input {{\n  name: "{t.name}"\n  data_type: {t.config_dtype}\n  dims: {_dims(t.dims)}\n'
-                     "  optional: true\n}")
+        lines.append(
+            f'input {{\n  name: "{t.name}"\n  data_type: {t.config_dtype}\n  dims: {_dims(t.dims)}\n'
+            "  optional: true\n}"
+        )
     for t in wire.OUTPUTS:
-        lines.append(f'output {{\n  name: "{t.name}"\n  data_type: {t.config_dtype}\n  dims: {_dims(t.dims)}\n}}')
+        lines.append(
+            f'output {{\n  name: "{t.name}"\n  data_type: {t.config_dtype}\n  dims: {_dims(t.dims)}\n}}'
+        )
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     text = "\n".join(lines) + "\n"
@@ -81,7 +85,9 @@ def copy_runtime(dst: Path) -> Path:
     """Copy the runtime package (its ``.py`` files only) to ``dst/runtime``; returns that folder."""
     src = Path(__file__).resolve().parents[1]
     out = dst / "runtime"
-    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    shutil.copytree(
+        src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
+    )
     return out
 
 
@@ -115,7 +121,15 @@ def write_avs_model(
         ref = "bundle"
     else:
         ref = str(bundle)
-    (model / "config.pbtxt").write_text(avs_model_config(
-        bundle=ref, instances=instances, gpu=gpu, max_request_mb=max_request_mb, threads=threads,
-        preset=preset, providers=providers))
+    (model / "config.pbtxt").write_text(
+        avs_model_config(
+            bundle=ref,
+            instances=instances,
+            gpu=gpu,
+            max_request_mb=max_request_mb,
+            threads=threads,
+            preset=preset,
+            providers=providers,
+        )
+    )
     return model

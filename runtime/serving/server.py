@@ -95,10 +95,15 @@ class TritonServer:
             f"--backend-directory={self.env.backend_dir}",
             "--model-control-mode=none",
             "--strict-readiness=true",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={1 if self.verbose else 0}",
         ]
@@ -115,14 +120,23 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
             out = self._log
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         return self
 
     def is_ready(self, timeout: float = 1.0) -> bool:
         """GET ``/v2/health/ready`` answers 200."""
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=timeout) as r:
+            with urllib.request.urlopen(
+                f"http://{self.http_url}/v2/health/ready", timeout=timeout
+            ) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False
@@ -139,8 +153,10 @@ class TritonServer:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.proc.returncode} before it was ready\n"
-                                  + self.log_tail())
+                raise ServerError(
+                    f"tritonserver exited with code {self.proc.returncode} before it was ready\n"
+                    + self.log_tail()
+                )
             if self.is_ready():
                 return
             time.sleep(0.2)

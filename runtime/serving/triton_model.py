@@ -53,22 +53,30 @@ def _decode_images(a: np.ndarray) -> np.ndarray:
 
     items = np.asarray(a, dtype=object).ravel()
     if items.size == 0:
-        raise InputError("frames_encoded: expected at least 1 frame (BYTES [N] of PNG/JPEG files), got 0")
+        raise InputError(
+            "frames_encoded: expected at least 1 frame (BYTES [N] of PNG/JPEG files), got 0"
+        )
     if items.size > wire.MAX_FRAMES:
-        raise InputError(f"frames_encoded: {items.size} frames is over the limit of {wire.MAX_FRAMES} per request")
+        raise InputError(
+            f"frames_encoded: {items.size} frames is over the limit of {wire.MAX_FRAMES} per request"
+        )
     out = []
     for i, raw in enumerate(items):
         name = f"frames_encoded[{i}]"
         if not isinstance(raw, bytes) or not raw:
-            raise InputError(f"{name}: expected the bytes of a PNG or JPEG file, got an empty element")
+            raise InputError(
+                f"{name}: expected the bytes of a PNG or JPEG file, got an empty element"
+            )
         try:
             with Image.open(io.BytesIO(raw)) as img:
                 if img.format not in ("PNG", "JPEG"):
                     raise InputError(f"{name}: expected a PNG or JPEG file, got {img.format}")
                 w, h = img.size
                 if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
-                    raise InputError(f"{name}: image of {h}x{w} px is over the limit of {MAX_SIDE} px per side "
-                                     f"and {MAX_PIXELS // 1_000_000} MP")
+                    raise InputError(
+                        f"{name}: image of {h}x{w} px is over the limit of {MAX_SIDE} px per side "
+                        f"and {MAX_PIXELS // 1_000_000} MP"
+                    )
                 arr = np.asarray(img.convert("RGB"))
         except InputError:
             raise
@@ -76,8 +84,10 @@ def _decode_images(a: np.ndarray) -> np.ndarray:
             raise InputError(f"{name}: expected a PNG or JPEG file, cannot decode it ({e})") from e
         out.append(load_frame(arr, name=name))
     if len({f.shape for f in out}) != 1:
-        raise InputError("frames_encoded: all frames of a request must have one size (masks come back as "
-                         f"BOOL [N, H, W]); got sizes {sorted({f.shape[:2] for f in out})}")
+        raise InputError(
+            "frames_encoded: all frames of a request must have one size (masks come back as "
+            f"BOOL [N, H, W]); got sizes {sorted({f.shape[:2] for f in out})}"
+        )
     return np.stack(out)
 
 
@@ -94,14 +104,18 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
         raise InputError(f"unknown inputs {unknown}; the model takes {list(wire.INPUT_NAMES)}")
     total = sum(_nbytes(np.asarray(v)) for v in inputs.values())
     if total > max_request_bytes:
-        raise InputError(f"request of {total / 2**20:.1f} MiB is over the limit of "
-                         f"{max_request_bytes / 2**20:.0f} MiB per request (server flag --max-request-mb)")
+        raise InputError(
+            f"request of {total / 2**20:.1f} MiB is over the limit of "
+            f"{max_request_bytes / 2**20:.0f} MiB per request (server flag --max-request-mb)"
+        )
 
     # frames
     has_raw, has_enc = "frames" in inputs, "frames_encoded" in inputs
     if has_raw == has_enc:
-        raise InputError("send exactly one of `frames` (UINT8 [N, H, W, 3]) and `frames_encoded` "
-                         f"(BYTES [N], PNG/JPEG); got {'both' if has_raw else 'neither'}")
+        raise InputError(
+            "send exactly one of `frames` (UINT8 [N, H, W, 3]) and `frames_encoded` "
+            f"(BYTES [N], PNG/JPEG); got {'both' if has_raw else 'neither'}"
+        )
     if has_raw:
         f = np.asarray(inputs["frames"])
         if f.dtype != np.uint8:
@@ -111,7 +125,9 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
         if f.shape[0] == 0:
             raise InputError("frames: expected at least 1 frame in UINT8 [N, H, W, 3], got N = 0")
         if f.shape[0] > wire.MAX_FRAMES:
-            raise InputError(f"frames: {f.shape[0]} frames is over the limit of {wire.MAX_FRAMES} per request")
+            raise InputError(
+                f"frames: {f.shape[0]} frames is over the limit of {wire.MAX_FRAMES} per request"
+            )
         frames = f
     else:
         frames = _decode_images(inputs["frames_encoded"])
@@ -119,24 +135,34 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
     # audio
     has_raw, has_enc = "audio" in inputs, "audio_encoded" in inputs
     if has_raw == has_enc:
-        raise InputError("send exactly one of `audio` (FP32 [T] with `sample_rate` INT32 [1]) and "
-                         f"`audio_encoded` (BYTES [1], a WAV file); got {'both' if has_raw else 'neither'}")
+        raise InputError(
+            "send exactly one of `audio` (FP32 [T] with `sample_rate` INT32 [1]) and "
+            f"`audio_encoded` (BYTES [1], a WAV file); got {'both' if has_raw else 'neither'}"
+        )
     if has_raw:
         audio = np.asarray(inputs["audio"])
         if audio.dtype != np.float32 or audio.ndim != 1:
-            raise InputError(f"audio: expected FP32 [T] (mono, in [-1, 1]), got {audio.dtype} {list(audio.shape)}")
+            raise InputError(
+                f"audio: expected FP32 [T] (mono, in [-1, 1]), got {audio.dtype} {list(audio.shape)}"
+            )
         if "sample_rate" not in inputs:
             raise InputError("sample_rate: expected INT32 [1] (Hz) with raw `audio`; it is missing")
         sr = np.asarray(inputs["sample_rate"]).ravel()
         if sr.size != 1 or not np.issubdtype(sr.dtype, np.integer):
-            raise InputError(f"sample_rate: expected INT32 [1] (Hz), got {sr.dtype} with {sr.size} elements")
+            raise InputError(
+                f"sample_rate: expected INT32 [1] (Hz), got {sr.dtype} with {sr.size} elements"
+            )
         sample_rate: int | None = int(sr[0])
     else:
         if "sample_rate" in inputs:
-            raise InputError("sample_rate: leave it out with `audio_encoded` (the WAV header holds the rate)")
+            raise InputError(
+                "sample_rate: leave it out with `audio_encoded` (the WAV header holds the rate)"
+            )
         audio = _one_bytes(inputs["audio_encoded"], "audio_encoded")
         if len(audio) < 12 or audio[:4] != b"RIFF" or audio[8:12] != b"WAVE":
-            raise InputError("audio_encoded: expected a RIFF/WAVE file (BYTES [1]); these bytes are not one")
+            raise InputError(
+                "audio_encoded: expected a RIFF/WAVE file (BYTES [1]); these bytes are not one"
+            )
         sample_rate = None
 
     mode = None
@@ -144,21 +170,35 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
         try:
             mode = _one_bytes(inputs["mode"], "mode").decode("utf-8").strip() or None
         except UnicodeDecodeError as e:
-            raise InputError(f"mode: expected a UTF-8 mode name, got undecodable bytes ({e})") from e
+            raise InputError(
+                f"mode: expected a UTF-8 mode name, got undecodable bytes ({e})"
+            ) from e
     params: dict[str, Any] = {}
     if "params" in inputs:
         raw = _one_bytes(inputs["params"], "params")
         try:
             params = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f'params: expected a JSON object of mode parameters (e.g. {{"threshold": 0.5}}), '
-                             f"got text that is not JSON ({e})") from e
+            raise InputError(
+                f'params: expected a JSON object of mode parameters (e.g. {{"threshold": 0.5}}), '
+                f"got text that is not JSON ({e})"
+            ) from e
         if not isinstance(params, dict):
-            raise InputError(f"params: expected a JSON object of mode parameters, got a JSON {type(params).__name__}")
-    return {"frames": frames, "audio": audio, "sample_rate": sample_rate, "mode": mode, "params": params}
+            raise InputError(
+                f"params: expected a JSON object of mode parameters, got a JSON {type(params).__name__}"
+            )
+    return {
+        "frames": frames,
+        "audio": audio,
+        "sample_rate": sample_rate,
+        "mode": mode,
+        "params": params,
+    }
 
 
-def run_request(pipe, inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> dict[str, np.ndarray]:
+def run_request(
+    pipe, inputs: dict[str, np.ndarray], *, max_request_bytes: int
+) -> dict[str, np.ndarray]:
     """Decode a request, run ``pipe.segment`` and return the wire outputs.
 
     Returns ``{"masks": bool [N, H, W], "info": object [1] holding UTF-8 JSON bytes}``. Raises
@@ -175,7 +215,9 @@ def run_request(pipe, inputs: dict[str, np.ndarray], *, max_request_bytes: int) 
             except AVSError as e:  # name the wire input, not the temporary file
                 raise type(e)(str(e).replace(str(path), "audio_encoded")) from None
     else:
-        res = pipe.segment(list(req["frames"]), audio, req["sample_rate"], mode=req["mode"], **req["params"])
+        res = pipe.segment(
+            list(req["frames"]), audio, req["sample_rate"], mode=req["mode"], **req["params"]
+        )
     masks = np.stack([np.asarray(m, dtype=bool) for m in res.masks])
     info = json.dumps(res.info(), allow_nan=False).encode("utf-8")
     return {"masks": masks, "info": np.array([info], dtype=object)}
@@ -201,17 +243,24 @@ class TritonPythonModel:
         bundle = Path(p.get("bundle", "bundle"))
         if not bundle.is_absolute():
             bundle = version_dir / bundle
-        self.max_request_bytes = int(p.get("max_request_bytes") or wire.DEFAULT_MAX_REQUEST_MB * 2**20)
+        self.max_request_bytes = int(
+            p.get("max_request_bytes") or wire.DEFAULT_MAX_REQUEST_MB * 2**20
+        )
         threads = int(p.get("threads") or 0) or None
         providers = [s for s in p.get("providers", "").split(",") if s] or None
-        self.pipe = runtime.load(bundle, preset=p.get("preset") or None, threads=threads, providers=providers)
+        self.pipe = runtime.load(
+            bundle, preset=p.get("preset") or None, threads=threads, providers=providers
+        )
         if p.get("warmup", "1") == "1":
             used = self.pipe.warmup()
         else:
             used = {}
-        print(f"[avs] instance {args.get('model_instance_name')} loaded bundle {bundle} "
-              f"(random weights: {self.pipe.bundle.random_weights}); providers {used}; pid {os.getpid()}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[avs] instance {args.get('model_instance_name')} loaded bundle {bundle} "
+            f"(random weights: {self.pipe.bundle.random_weights}); providers {used}; pid {os.getpid()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def execute(self, requests: list) -> list:
         """One response per request, in order; errors become error responses."""
@@ -225,14 +274,21 @@ class TritonPythonModel:
                     if t is not None:
                         inputs[name] = t.as_numpy()
                 out = run_request(self.pipe, inputs, max_request_bytes=self.max_request_bytes)
-                responses.append(pb.InferenceResponse(
-                    output_tensors=[pb.Tensor(k, v) for k, v in out.items()]))
+                responses.append(
+                    pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in out.items()])
+                )
             except AVSError as e:
-                responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e))))
+                responses.append(
+                    pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e)))
+                )
             except Exception as e:  # never let a request end the model
                 traceback.print_exc(file=sys.stderr)
-                responses.append(pb.InferenceResponse(
-                    output_tensors=[], error=pb.TritonError(f"internal error: {type(e).__name__}: {e}")))
+                responses.append(
+                    pb.InferenceResponse(
+                        output_tensors=[],
+                        error=pb.TritonError(f"internal error: {type(e).__name__}: {e}"),
+                    )
+                )
         return responses
 
     def finalize(self) -> None:

@@ -54,7 +54,9 @@ class TritonEnv:
         env = dict(os.environ if base is None else base)
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["VIRTUAL_ENV"] = str(self.venv)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
         env.pop("PYTHONHOME", None)
         return env
 
@@ -70,8 +72,12 @@ def _stamp(python_version: str) -> str:
 
 
 def _venv_python_version(py: Path) -> str:
-    out = subprocess.run([str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
@@ -82,8 +88,10 @@ def _locate(venv: Path, pyver: str) -> TritonEnv:
     shipped = site / "backends" / "python"
     for p in (server, stub, shipped):
         if not p.exists():
-            raise TritonEnvError(f"{venv}: {p} is missing; delete {venv} and run "
-                                 "`python -m runtime.serving.tritonenv` again")
+            raise TritonEnvError(
+                f"{venv}: {p} is missing; delete {venv} and run "
+                "`python -m runtime.serving.tritonenv` again"
+            )
     # A backend folder of our own beside the wheel's: its python backend plus the stub for this Python.
     # It sits at the same depth as the wheel's backends/, so the stub's RPATH
     # ($ORIGIN/../../../../nvidia_pytriton.libs) still finds the libraries the wheel bundles.
@@ -99,7 +107,9 @@ def _locate(venv: Path, pyver: str) -> TritonEnv:
     return TritonEnv(venv, venv / "bin" / "python", server, backend_dir)
 
 
-def ensure(venv: str | Path | None = None, *, python: str | None = None, quiet: bool = True) -> TritonEnv:
+def ensure(
+    venv: str | Path | None = None, *, python: str | None = None, quiet: bool = True
+) -> TritonEnv:
     """Create or update the served model's environment when needed and return it.
 
     ``venv``: folder (default :func:`default_venv`). ``python``: interpreter that creates it (default:
@@ -116,34 +126,63 @@ def ensure(venv: str | Path | None = None, *, python: str | None = None, quiet: 
         py = venv / "bin" / "python"
         if not py.exists():
             base = python or getattr(sys, "_base_executable", None) or sys.executable
-            print(f"== creating {venv} (the served model's environment, numpy<2)", file=sys.stderr, flush=True)
+            print(
+                f"== creating {venv} (the served model's environment, numpy<2)",
+                file=sys.stderr,
+                flush=True,
+            )
             subprocess.run([base, "-m", "venv", str(venv)], check=True)
         pyver = _venv_python_version(py)
         want = _stamp(pyver)
         stamp = venv / STAMP
         if not stamp.is_file() or stamp.read_text().strip() != want:
-            print(f"== installing {', '.join(REQUIREMENTS)} into {venv} (first time: a minute or two)",
-                  file=sys.stderr, flush=True)
-            cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", *(["-q"] if quiet else []),
-                   *REQUIREMENTS]
+            print(
+                f"== installing {', '.join(REQUIREMENTS)} into {venv} (first time: a minute or two)",
+                file=sys.stderr,
+                flush=True,
+            )
+            cmd = [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                *(["-q"] if quiet else []),
+                *REQUIREMENTS,
+            ]
             try:
                 subprocess.run(cmd, check=True)
             except subprocess.CalledProcessError as e:
-                raise TritonEnvError(f"pip install into {venv} failed (exit {e.returncode}); see the output above") from e
+                raise TritonEnvError(
+                    f"pip install into {venv} failed (exit {e.returncode}); see the output above"
+                ) from e
             with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(venv / "lib" / f"python{pyver}" / "site-packages" / "pytriton" / "tritonserver"
-                              / "avs-backends")
+                shutil.rmtree(
+                    venv
+                    / "lib"
+                    / f"python{pyver}"
+                    / "site-packages"
+                    / "pytriton"
+                    / "tritonserver"
+                    / "avs-backends"
+                )
             stamp.write_text(want + "\n")
         return _locate(venv, pyver)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="create/update the served model's environment (.venv-triton)")
-    p.add_argument("--venv", default=None, help="folder (default: $AVS_TRITON_VENV or .venv-triton)")
+    p = argparse.ArgumentParser(
+        description="create/update the served model's environment (.venv-triton)"
+    )
+    p.add_argument(
+        "--venv", default=None, help="folder (default: $AVS_TRITON_VENV or .venv-triton)"
+    )
     p.add_argument("--python", default=None, help="interpreter that creates it (default: this one)")
     args = p.parse_args(argv)
     env = ensure(args.venv, python=args.python)
-    print(f"tritonserver: {env.tritonserver}\nbackends:     {env.backend_dir}\npython:       {env.python}")
+    print(
+        f"tritonserver: {env.tritonserver}\nbackends:     {env.backend_dir}\npython:       {env.python}"
+    )
     return 0
 
 

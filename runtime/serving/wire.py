@@ -32,7 +32,9 @@ MODEL_VERSION = "1"
 
 # Limits of one request, checked by the model (the server checks dtypes and shapes itself).
 MAX_FRAMES = 64  # frames per request
-DEFAULT_MAX_REQUEST_MB = 64  # total bytes of all inputs of one request, in MiB (``--max-request-mb``)
+DEFAULT_MAX_REQUEST_MB = (
+    64  # total bytes of all inputs of one request, in MiB (``--max-request-mb``)
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,12 @@ INPUTS: tuple[Tensor, ...] = (
 )
 OUTPUTS: tuple[Tensor, ...] = (
     Tensor("masks", "BOOL", (-1, -1, -1), "[N, H, W] masks, True = sounding object"),
-    Tensor("info", "BYTES", (1,), "UTF-8 JSON: mode, preset, frames (coverage, score, prompt), timings, providers"),
+    Tensor(
+        "info",
+        "BYTES",
+        (1,),
+        "UTF-8 JSON: mode, preset, frames (coverage, score, prompt), timings, providers",
+    ),
 )
 INPUT_NAMES = tuple(t.name for t in INPUTS)
 OUTPUT_NAMES = tuple(t.name for t in OUTPUTS)
