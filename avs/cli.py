@@ -56,8 +56,8 @@ def modes_table(
     defaults and allowed values, the preset constants it honours, and each graph's execution provider
     (``check``: the provider a created session really got; else the first one it would be offered)."""
     import runtime
+    from runtime.backends._onnxruntime import resolve_providers
     from runtime.modes import MODES
-    from runtime.sessions import resolve_providers
 
     pipe = runtime.load(bundle_dir, preset=preset, providers=providers)
     bundle = pipe.bundle

@@ -157,7 +157,7 @@ class _Bar:
 
 def _wrap_os_errors(fn, *a, **kw):
     from runtime.errors import AVSError
-    from runtime.outputs import OutputError
+    from runtime.media.outputs import OutputError
 
     try:
         return fn(*a, **kw)
@@ -168,7 +168,7 @@ def _wrap_os_errors(fn, *a, **kw):
 
 
 def _run_video(pipe, args, params: dict[str, Any], *, progress: bool) -> dict[str, Any]:
-    from runtime.outputs import segment_video_to_folder
+    from runtime.media.outputs import segment_video_to_folder
 
     bar = _Bar(progress, "segmenting")
     try:
@@ -233,7 +233,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InputError("--frames needs --audio (a WAV file; second k goes with frame k)")
     pipe = runtime.load(args.bundle, preset=args.preset)
     if args.out:
-        from runtime.outputs import prepare_output_dir
+        from runtime.media.outputs import prepare_output_dir
 
         prepare_output_dir(args.out, overwrite=args.overwrite)  # checked before inference
     res = pipe.segment(args.frames, args.audio, mode=args.mode, **params)
@@ -241,7 +241,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.out:
         import numpy as np
 
-        from runtime.outputs import save_png_atomic
+        from runtime.media.outputs import save_png_atomic
 
         out = Path(args.out)
         for i, m in enumerate(res.masks):
@@ -265,7 +265,7 @@ def demo_video(
     ``size`` (W, H); ``fps`` frames per second; 16 kHz mono AAC audio. Returns ``path``."""
     import numpy as np
 
-    from runtime.outputs import write_video
+    from runtime.media.outputs import write_video
 
     w, h = size
     n = seconds * fps

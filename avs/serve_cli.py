@@ -107,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"  gRPC    {srv.grpc_url}\n"
                 f"  metrics {srv.metrics_url}\n"
                 f"example request:\n  {curl_example(args.host, args.http_port)}\n"
-                f"Python: runtime.client.TritonClient('{srv.http_url}').segment(frames, audio, 16000)\n"
+                f"Python: runtime.serving.client.TritonClient('{srv.http_url}').segment(frames, audio, 16000)\n"
                 "avs serve: ready (Ctrl-C stops)",
                 flush=True,
             )

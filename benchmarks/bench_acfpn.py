@@ -186,7 +186,7 @@ def run(
     )
 
     # inputs of the per-stage runs, from the runtime's own preprocessing
-    from runtime.image import load_frames
+    from runtime.preprocess.image import load_frames
 
     imgs_np = pipe.clip_images(load_frames(frames))
     wav_np = pipe.audioclip_audio_input(audio, None, n, input_scale=scale, graph=audio_graph)

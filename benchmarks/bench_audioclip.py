@@ -20,8 +20,8 @@ import torch
 from benchmarks.harness import Report, count_flops_torch, machine_info, matmul_peak
 from models.audioclip import load_audioclip
 from models.random_init import randomize_batchnorm
+from runtime.backends._onnxruntime import create_session
 from runtime.bundle import Bundle
-from runtime.sessions import create_session
 
 
 def run(

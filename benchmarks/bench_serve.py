@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import runtime
     from avs.cli import demo_inputs
-    from runtime.client import TritonClient
     from runtime.serving import repo, tritonenv
+    from runtime.serving.client import TritonClient
     from runtime.serving.server import TritonServer, free_port
 
     frames, audio, rate = demo_inputs(a.frames, (a.size, a.size))

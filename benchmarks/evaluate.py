@@ -50,7 +50,7 @@ from models import avsbench  # torch-free index of AVSBench (numpy + PIL + csv)
 from runtime.errors import AVSError, InputError
 from runtime.metrics import MetricAccumulator, frame_miou, miou_terms
 from runtime.pipeline import Pipeline, SegmentResult
-from runtime.resize import resize
+from runtime.preprocess.resize import resize
 from runtime.result import jsonable
 
 __all__ = [

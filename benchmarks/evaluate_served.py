@@ -57,7 +57,7 @@ class _Clients:
     def get(self):
         c = getattr(self._local, "client", None)
         if c is None:
-            from runtime.client import TritonClient
+            from runtime.serving.client import TritonClient
 
             c = self._local.client = TritonClient(self.url, self.protocol, timeout=self.timeout)
             with self._lock:

@@ -24,7 +24,7 @@ import numpy as np
 
 import runtime
 from runtime.bundle import Bundle
-from runtime.image import load_frames
+from runtime.preprocess.image import load_frames
 
 INT8_GRAPHS = ("sam_image_encoder", "audioclip_audio", "audioclip_image")
 

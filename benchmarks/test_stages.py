@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.amg import batched_mask_to_box, box_nms, stability_score
-from runtime.sam import postprocess_masks
+from runtime.sam.amg import batched_mask_to_box, box_nms, stability_score
+from runtime.sam.predictor import postprocess_masks
 
 pytest.importorskip("pytest_benchmark")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
 from models.acfpn import ACFPN, fuse_features
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 
 INPUT_NAMES = GRAPHS["acfpn"].input_names
 OUTPUT_NAMES = GRAPHS["acfpn"].output_names

@@ -31,7 +31,7 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, cpu_session, export_graph
 from models.esresnext_fbsp import ESResNeXtFBSP, scale_int16
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 
 __all__ = [
     "AudioEncoderForExport",

@@ -15,7 +15,7 @@ from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
 from models.clip_visual import ModifiedResNet
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 
 INPUT_NAMES = GRAPHS["audioclip_image"].input_names
 OUTPUT_NAMES = GRAPHS["audioclip_image"].output_names

@@ -40,7 +40,7 @@ from models.grounding_dino import (
     GDINO_MAX_SIZE,
     GDINO_SHORT_SIDE,
 )
-from runtime.contract import BOX_PROMPT_LABELS, CLAP_TEXT_BANK, GRAPHS, detector_bank
+from runtime.bundle.contract import BOX_PROMPT_LABELS, CLAP_TEXT_BANK, GRAPHS, detector_bank
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 
 from export.onnx_utils import ExportResult, export_graph
 from models.clap import CLAP_CLIP_SAMPLES, ClapAudioEmbedding, clap_text_embeddings
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 
 AUDIOSET_INDEX = "class_labels_indices.txt"
 

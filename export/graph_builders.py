@@ -205,7 +205,7 @@ class BuildContext:
                 "image_antialias": name != "sam4avs",
                 "zero_shot_quirks": name == "sam4avs",
                 # clips under one chunk: the reference gives each frame the whole short clip, which
-                # fixed-length graphs cannot take (runtime.audio.chunk_per_frame)
+                # fixed-length graphs cannot take (runtime.preprocess.audio.chunk_per_frame)
                 "short_clip": "refuse" if name == "sam4avs" else "repeat",
             }
         return out

@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from runtime.audio import read_wav  # noqa: E402
 from runtime.bundle import Bundle, file_entry, write_manifest  # noqa: E402
-from runtime.contract import GRAPHS  # noqa: E402
+from runtime.bundle.contract import GRAPHS  # noqa: E402
+from runtime.preprocess.audio import read_wav  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def calibration_feeds(
     pipe = Pipeline(bundle)
     (name,) = GRAPHS[graph].input_names
     if graph == "audioclip_image":
-        from runtime.image import load_frames
+        from runtime.preprocess.image import load_frames
 
         fs = _spread(frames, limit)
         x = pipe.clip_images(load_frames(fs))
@@ -136,8 +136,8 @@ def calibration_feeds(
         x = np.stack(rows)
         what = f"{len(rows)} 1-s chunks of {len(wavs)} WAVs"
     elif graph == "sam_image_encoder":
-        from runtime.image import load_frame
-        from runtime.sam import preprocess
+        from runtime.preprocess.image import load_frame
+        from runtime.sam.predictor import preprocess
 
         s = bundle.section("sam")
         fs = _spread(frames, limit)

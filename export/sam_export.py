@@ -22,7 +22,7 @@ Graph contracts (S = image size, 1024 for the official models; g = S / 16 the em
   shares the ``no_mask_embed`` dense embedding) -> the same outputs. Used for every prompt without
   a mask input (all modes, the automatic mask generator).
 
-Design choices (see the module docstring of runtime/sam.py for the runtime half):
+Design choices (see the module docstring of runtime/sam/predictor.py for the runtime half):
 
 * **Global attention in query chunks.** The encoder's global-attention blocks compute their queries
   ``attn_rows`` grid rows at a time (:func:`chunked_global_attention`), each row with exactly the
@@ -39,7 +39,7 @@ Design choices (see the module docstring of runtime/sam.py for the runtime half)
   SymInt point count is needed in the graph.
 * **No upscaling in the graph.** ``Sam.postprocess_masks`` (bilinear to S x S, crop to the resized
   size, bilinear to the frame size) is done by the runtime in numpy with precomputed separable
-  interpolation taps (runtime/sam.py). The graph therefore has no data-dependent output shape
+  interpolation taps (runtime/sam/predictor.py). The graph therefore has no data-dependent output shape
   (the bug of the TorchScript recipe, and a TensorRT shape-tensor problem), no ``orig_im_size``
   input, and the runtime can threshold full-size masks chunk by chunk instead of materialising
   [P, M, H, W] float32 logits.
@@ -72,7 +72,7 @@ from segment_anything.modeling.mask_decoder import MaskDecoder
 from torch import nn
 
 from export.onnx_utils import ExportResult, export_graph
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 
 ENCODER_INPUTS = GRAPHS["sam_image_encoder"].input_names
 ENCODER_OUTPUTS = GRAPHS["sam_image_encoder"].output_names
@@ -443,7 +443,7 @@ class SamReferenceDecoder(nn.Module):
 _PROBE = r"""
 import json, sys
 import numpy as np
-from runtime.sessions import create_session
+from runtime.backends._onnxruntime import create_session
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -466,7 +466,7 @@ def measure_encoder_memory(
     Runs the graph on a batch of 1 and of 2 zero images (activations do not depend on the values),
     each in a fresh process (VmHWM). Returns ``{"bytes_per_frame": peak(2) - peak(1), "bytes_batch1":
     peak(1) - RSS after the session was made, "method": ...}``, or None where /proc is missing or a
-    probe fails. The runtime picks its encoder batch from ``bytes_per_frame`` (runtime/memory.py).
+    probe fails. The runtime picks its encoder batch from ``bytes_per_frame`` (runtime/backends/_memory.py).
     """
     if not Path("/proc/self/status").exists():
         return None

@@ -24,7 +24,7 @@ last 44100 samples appended; shorter than 1 s: the clip repeated end to end to f
 where the reference would give each chunk the whole clip, 5 x len samples after tiling), split
 into five 1-s chunks (chunk k for frame k) and each chunk tiled 5x (220500 samples).
 
-Frames: CLIP preprocessing of ``runtime.image.clip_preprocess`` (identity resize for the 224 x 224
+Frames: CLIP preprocessing of ``runtime.preprocess.image.clip_preprocess`` (identity resize for the 224 x 224
 AVSBench frames; other sizes: shorter side to 224 bicubic + centre crop). Mixed precision
 (fp16 autocast + GradScaler) only on CUDA; the audio tower always runs in float32.
 
@@ -64,7 +64,7 @@ from models.registry import (
     get_config,
     list_configs,
 )
-from runtime.audio import prepare_audioclip_audio
+from runtime.preprocess.audio import prepare_audioclip_audio
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -124,10 +124,10 @@ def prepare_frames(
 ) -> np.ndarray:
     """CLIP input of frame files: float32 [N, 3, size, size], (x / 255 - mean) / std per channel.
 
-    Frames of another size get ``runtime.image.clip_preprocess``'s shorter-side bicubic resize and
+    Frames of another size get ``runtime.preprocess.image.clip_preprocess``'s shorter-side bicubic resize and
     centre crop. Missing file: FileNotFoundError naming it.
     """
-    from runtime.image import clip_preprocess  # numpy only; runtime never imports models
+    from runtime.preprocess.image import clip_preprocess  # numpy only; runtime never imports models
 
     frames = [avsbench.load_frame(p) for p in paths]
     return clip_preprocess(frames, size=size, mean=mean, std=std)

@@ -54,7 +54,7 @@ def reference_box_pipeline(
     from groundingdino.util import box_ops
     from segment_anything import SamPredictor
 
-    from runtime.audio import chunk_per_frame, load_audio
+    from runtime.preprocess.audio import chunk_per_frame, load_audio
 
     clap, gd = m["clap"], m["gdino"]
     with torch.no_grad():

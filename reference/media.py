@@ -40,7 +40,7 @@ def make_demo_clip(
     """
     import soxr
 
-    from runtime.audio import read_wav
+    from runtime.preprocess.audio import read_wav
 
     demo_dir, out_dir = Path(demo_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

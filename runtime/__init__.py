@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.bundle import Bundle
 from runtime.errors import AVSError, BundleError, InputError, ProviderError
+from runtime.media import rle
 from runtime.pipeline import Pipeline, SegmentResult
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "BundleError",
     "InputError",
     "ProviderError",
+    "rle",
 ]
 __version__ = "0.1.0"
 

@@ -14,23 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from runtime.audio import prepare_audioclip_audio, short_clip_policy
-from runtime.bundle import Bundle
-from runtime.cache import EmbeddingCache, array_key
-from runtime.contract import AGREEMENT_FIELDS, GRAPHS, Preset
-from runtime.errors import BundleError, InputError
-from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
-from runtime.memory import (
+from runtime._cache import EmbeddingCache, array_key
+from runtime.backends._memory import (
     CPU_MAX_BATCH,
     GPU_MAX_BATCH,
     encoder_batch,
     encoder_bytes_per_frame,
     mem_available_bytes,
 )
+from runtime.backends._onnxruntime import SessionInfo, create_session
+from runtime.bundle import Bundle
+from runtime.bundle.contract import AGREEMENT_FIELDS, GRAPHS, Preset
+from runtime.errors import BundleError, InputError
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
+from runtime.preprocess.audio import prepare_audioclip_audio, short_clip_policy
+from runtime.preprocess.image import FrameLike, clip_preprocess, load_frames, squash_to_square
 from runtime.result import FrameOutput, SegmentResult, timed
-from runtime.sam import SamRunner
-from runtime.sessions import SessionInfo, create_session
+from runtime.sam.predictor import SamRunner
 
 __all__ = ["DEFAULT_CACHE_MB", "Pipeline", "SegmentResult"]
 
@@ -129,7 +129,7 @@ class Pipeline:
         return self.preset.name
 
     def preset_value(self, key: str, override: Any = None) -> Any:
-        """A constant of the active preset (:class:`runtime.contract.Preset`), unless ``override`` is given."""
+        """A constant of the active preset (:class:`runtime.bundle.contract.Preset`), unless ``override`` is given."""
         if override is not None:
             return override
         if key not in self.preset:
@@ -137,7 +137,7 @@ class Pipeline:
         return self.preset[key]
 
     def section(self, name: str) -> Any:
-        """A preprocessing section of the manifest as its typed contract class (``runtime.contract``)."""
+        """A preprocessing section of the manifest as its typed contract class (``runtime.bundle.contract``)."""
         return self.bundle.section(name)
 
     def graph_input_shape(self, graph: str, index: int = 0) -> list[int | str]:
@@ -170,7 +170,7 @@ class Pipeline:
 
     # --- shared stages -------------------------------------------------------------------------
     def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
-        """Run ``graph`` on its inputs, given positionally in the contract's order (``runtime.contract.GRAPHS``).
+        """Run ``graph`` on its inputs, given positionally in the contract's order (``runtime.bundle.contract.GRAPHS``).
 
         Returns its outputs in the contract's order (arrays as the graph makes them).
         """
@@ -194,7 +194,7 @@ class Pipeline:
     ) -> np.ndarray:
         """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest).
 
-        audio: WAV path, or an array (see :func:`runtime.audio.load_audio`) with ``sample_rate`` in Hz;
+        audio: WAV path, or an array (see :func:`runtime.preprocess.audio.load_audio`) with ``sample_rate`` in Hz;
         frame k gets second k. input_scale: the waveform multiplier (None: the preset's).
         """
         a = self.section("audio")
@@ -264,7 +264,7 @@ class Pipeline:
 
     def image_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``audioclip_image`` outputs for preprocessed images float32 [N, 3, S, S], keyed by output name
-        (``runtime.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g]).
+        (``runtime.bundle.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g]).
         Each image's outputs are cached (``Pipeline.cache``) by the hash of its bytes."""
         names = GRAPHS["audioclip_image"].output_names
         if not self.cache.max_bytes:
@@ -281,9 +281,9 @@ class Pipeline:
         return {n: np.concatenate([p[n] for p in per]) for n in names}
 
     def sam_runner(self, *, max_batch: int | None = None) -> SamRunner:
-        """The pipeline's :class:`runtime.sam.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
+        """The pipeline's :class:`runtime.sam.predictor.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
 
-        max_batch: frames per encoder call. Default: by available memory (:mod:`runtime.memory`): the
+        max_batch: frames per encoder call. Default: by available memory (:mod:`runtime.backends._memory`): the
         largest batch up to the provider's cap (GPU 5, an AVSBench clip; CPU 1, where batching gains no
         speed) whose activations (the manifest's measured bytes per frame) fit in half of
         ``MemAvailable``. Given on a later call it changes the runner's batch.
@@ -393,10 +393,10 @@ class Pipeline:
     def segment_video(self, path: str | Path, **kwargs: Any):
         """Segment a video file (frames and audio track from the file), window by window.
 
-        Thin wrapper of :func:`runtime.video.segment_video` (see it for ``mode``, ``sampling``
+        Thin wrapper of :func:`runtime.media.video.segment_video` (see it for ``mode``, ``sampling``
         ("avsbench" | "fps"), ``fps``, ``start``, ``duration``, ``audio``, ``progress`` and mode
-        parameters); returns a :class:`runtime.video.VideoSegmentResult`. Needs PyAV.
+        parameters); returns a :class:`runtime.media.video.VideoSegmentResult`. Needs PyAV.
         """
-        from runtime.video import segment_video
+        from runtime.media.video import segment_video
 
         return segment_video(self, path, **kwargs)

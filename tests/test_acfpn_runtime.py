@@ -23,7 +23,7 @@ from reference.acfpn import reference_audio, reference_frames, reference_model
 from reference.media import make_demo_clip
 from runtime.bundle import Bundle
 from runtime.errors import BundleError, InputError
-from runtime.image import load_frame
+from runtime.preprocess.image import load_frame
 
 WAV = "cat_3-95694-A-5.wav"  # 5 s, 44.1 kHz, 16-bit mono (ESC-50)
 PHOTOS_224 = (
@@ -138,7 +138,7 @@ def test_acfpn_frames_of_their_own_sizes_match_reference(
 
 def test_acfpn_default_threshold_and_audio_array(tiny_bundle, demo_dir, model, scale):
     """Default threshold 0.5 (sigmoid > 0.5 <=> logit > 0) and audio passed as an int16 array."""
-    from runtime.audio import read_wav
+    from runtime.preprocess.audio import read_wav
 
     x, rate = read_wav(demo_dir / WAV)
     pcm = np.round(x[0] * 32768).astype(np.int16)

@@ -1,14 +1,14 @@
-"""runtime/amg.py (numpy automatic mask generation) vs segment_anything's SamAutomaticMaskGenerator.
+"""runtime/sam/amg.py (numpy automatic mask generation) vs segment_anything's SamAutomaticMaskGenerator.
 
 Two kinds of parity:
 
 * the AMG *logic* (grid, IoU and stability filters, boxes, crop-edge filter, NMS, crops, uncrop,
-  records) through :func:`runtime.amg.generate_masks` against SAM's own generator, both driven by
+  records) through :func:`runtime.sam.amg.generate_masks` against SAM's own generator, both driven by
   the same synthetic point-dependent decoder (discs, squares and diamonds of varying sharpness
   around each point): outputs must be identical, bit for bit;
 * the whole path on the ``micro`` SAM (random weights, models/sam.py) exported to ONNX
-  (export/sam_export.py) and run by :class:`runtime.amg.AutomaticMaskGenerator` through
-  :class:`runtime.sam.SamRunner`, against SamAutomaticMaskGenerator on the PyTorch model, on a
+  (export/sam_export.py) and run by :class:`runtime.sam.amg.AutomaticMaskGenerator` through
+  :class:`runtime.sam.predictor.SamRunner`, against SamAutomaticMaskGenerator on the PyTorch model, on a
   real photo resized to 224x224: same masks (IoU >= 0.999), same count, same order up to score
   near-ties (ORT and PyTorch differ by ~1e-7 in the predicted IoU).
 
@@ -31,7 +31,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils import amg as sam_amg
 from torchvision.ops import nms as tv_nms
 
-from runtime.amg import (
+from runtime.errors import InputError
+from runtime.sam.amg import (
     AmgConfig,
     AutomaticMaskGenerator,
     batched_mask_to_box,
@@ -41,7 +42,6 @@ from runtime.amg import (
     generate_masks,
     stability_score,
 )
-from runtime.errors import InputError
 
 PHOTO = "cat_1.jpg"
 
@@ -267,7 +267,7 @@ def test_synthetic_crop_layers_identical(micro_sam, layers, factor):
 
 def test_synthetic_chunked_upscaling_identical(micro_sam, monkeypatch):
     """Survivors upscaled a few at a time (memory bound) give the same records."""
-    import runtime.amg as amg
+    import runtime.sam.amg as amg
 
     kw = {"points_per_side": 10, "pred_iou_thresh": 0.8, "stability_score_thresh": 0.8}
     ref = sam_reference_synthetic(micro_sam, (90, 120), kw)
@@ -333,7 +333,7 @@ def micro_runner(request, micro_sam_graphs):
     """The micro SAM's runner on SAM's decoder graph, then on ``sam_point_decoder`` (the AMG's fast path)."""
     from export.onnx_utils import cpu_session
     from models.sam import get_sam_config
-    from runtime.sam import SamRunner
+    from runtime.sam.predictor import SamRunner
 
     enc, dec = micro_sam_graphs
     cfg = get_sam_config("micro")

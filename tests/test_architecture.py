@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
 from runtime.modes import MODES, ModeSpec, Param
 from runtime.result import FrameOutput, timed
@@ -149,7 +149,7 @@ def test_no_graph_io_name_or_bundle_constant_outside_the_contract():
                 isinstance(v, (int, float)) and not isinstance(v, bool) and v in CONSTANTS
             ):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {v!r}")
-    assert not found, "typed out outside runtime/contract.py:\n" + "\n".join(found)
+    assert not found, "typed out outside runtime/bundle/contract.py:\n" + "\n".join(found)
 
 
 def test_the_check_catches_a_typed_out_feed(tmp_path):

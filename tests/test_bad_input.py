@@ -1,4 +1,4 @@
-"""Bad audio and frame input (issue 11, "Bad input": the rows of runtime/audio.py and runtime/image.py).
+"""Bad audio and frame input (issue 11, "Bad input": the rows of runtime/preprocess/audio.py and runtime/preprocess/image.py).
 
 One row per case: what is fed, and what must come out (an InputError whose message says what was
 wrong, or the documented conversion). Each row failed on the code before the fix: a misleading
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.audio import MAX_SECONDS, load_audio, read_wav, to_mono_float
 from runtime.errors import InputError
-from runtime.image import load_frame, load_frames
+from runtime.preprocess.audio import MAX_SECONDS, load_audio, read_wav, to_mono_float
+from runtime.preprocess.image import load_frame, load_frames
 
 
 def wav_bytes(

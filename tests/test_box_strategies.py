@@ -1,4 +1,4 @@
-"""heatmap-box's ``box_strategy`` (runtime.prompts.heatmap_boxes and the mode) vs the Sam4AVS box
+"""heatmap-box's ``box_strategy`` (runtime.prompting.prompts.heatmap_boxes and the mode) vs the Sam4AVS box
 functions (spec sam4avs-reference 4.4, 4.8).
 
 The ``ref_*`` functions transcribe ``get_multi_box``, ``get_single_box_maxarea``,
@@ -29,7 +29,7 @@ from scipy import ndimage
 import runtime
 from runtime.errors import InputError
 from runtime.modes.heatmap_sam import segment_from_heatmaps
-from runtime.prompts import BOX_STRATEGIES, heatmap_box, heatmap_boxes
+from runtime.prompting.prompts import BOX_STRATEGIES, heatmap_box, heatmap_boxes
 from runtime.result import SegmentResult
 
 IMAGE_SIZE = 224

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.cache import EmbeddingCache, array_key
+from runtime._cache import EmbeddingCache, array_key
 from runtime.errors import InputError
 
 

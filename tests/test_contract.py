@@ -15,7 +15,7 @@ import pytest
 
 import runtime
 from runtime.bundle import Bundle, sha256_file
-from runtime.contract import GRAPHS, validate_manifest
+from runtime.bundle.contract import GRAPHS, validate_manifest
 from runtime.errors import BundleError
 
 

@@ -25,10 +25,10 @@ from avsbench_fixture import make_avsbench  # noqa: E402
 import runtime  # noqa: E402
 from benchmarks import evaluate as ev  # noqa: E402
 from models import avsbench  # noqa: E402
-from runtime.audio import prepare_audioclip_audio  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
-from runtime.image import clip_preprocess  # noqa: E402
 from runtime.metrics import fscore, miou  # noqa: E402
+from runtime.preprocess.audio import prepare_audioclip_audio  # noqa: E402
+from runtime.preprocess.image import clip_preprocess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POSTER = REPO.parent / "shared" / "spec" / "paper-poster.txt"

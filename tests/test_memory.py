@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 
 import runtime
-from runtime import memory
+from runtime.backends import _memory as memory
+from runtime.backends._memory import encoder_batch, encoder_bytes_per_frame, mem_available_bytes
+from runtime.backends._onnxruntime import create_session, session_options
 from runtime.errors import InputError, ProviderError
-from runtime.memory import encoder_batch, encoder_bytes_per_frame, mem_available_bytes
-from runtime.sessions import create_session, session_options
 
 GIB = 2**30
 

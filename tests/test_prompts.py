@@ -1,4 +1,4 @@
-"""runtime/prompts.py vs a transcription of the Sam4AVS prompt functions (spec sam4avs-reference 4.1-4.4, 4.8).
+"""runtime/prompting/prompts.py vs a transcription of the Sam4AVS prompt functions (spec sam4avs-reference 4.1-4.4, 4.8).
 
 The ``ref_*`` functions below transcribe ``get_topk_points``, ``get_peak_points``,
 ``get_dense_points`` (avs_scripts/avs_s4_zero_shot_sam/test_point_prompt.py) and
@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 
 from runtime.errors import InputError
-from runtime.prompts import (
+from runtime.prompting.prompts import (
     connected_components,
     dense_grid,
     dense_points,

@@ -15,19 +15,19 @@ import torch
 import torch.nn.functional as F
 
 import runtime
-from runtime.audio import (
+from runtime.backends._onnxruntime import create_session, resolve_providers
+from runtime.bundle import Bundle
+from runtime.errors import BundleError, InputError, ProviderError
+from runtime.preprocess.audio import (
     chunk_per_frame,
     load_audio,
     prepare_audioclip_audio,
     read_wav,
     to_mono_float,
 )
-from runtime.bundle import Bundle
-from runtime.errors import BundleError, InputError, ProviderError
-from runtime.heatmap import audio_image_heatmap
-from runtime.image import clip_preprocess, load_frame
-from runtime.resize import resize
-from runtime.sessions import create_session, resolve_providers
+from runtime.preprocess.image import clip_preprocess, load_frame
+from runtime.preprocess.resize import resize
+from runtime.prompting.heatmap import audio_image_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -28,7 +28,7 @@ from export.sam_export import (
 )
 from models.sam import SAM_CONFIGS, get_sam_config, load_sam
 from runtime.errors import InputError
-from runtime.sam import (
+from runtime.sam.predictor import (
     SamRunner,
     apply_boxes,
     apply_coords,
@@ -585,7 +585,7 @@ def test_bad_prompts(runner):
 
 
 def test_runtime_does_not_import_torch():
-    code = "import sys, runtime.sam; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, runtime.sam.predictor; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 

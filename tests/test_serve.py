@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 import runtime
-from runtime.client import RequestRejected, ServerUnavailable, TritonClient
 from runtime.modes import MODES
 from runtime.serving import repo, tritonenv, wire
+from runtime.serving.client import RequestRejected, ServerUnavailable, TritonClient
 from runtime.serving.server import TritonServer, free_port
 
 sys.path.insert(0, str(Path(__file__).parent))

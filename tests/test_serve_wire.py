@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.client import decode_response, encode_request
 from runtime.errors import InputError
 from runtime.serving import wire
+from runtime.serving.client import decode_response, encode_request
 from runtime.serving.triton_model import decode_request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_client_encoding_and_decoding_round_trip():
 
 def test_serving_modules_import_neither_torch_nor_tritonclient():
     code = (
-        "import sys, runtime.client, runtime.serving.triton_model, runtime.serving.server, "
+        "import sys, runtime.serving.client, runtime.serving.triton_model, runtime.serving.server, "
         "runtime.serving.repo, runtime.serving.tritonenv, avs.serve_cli\n"
         "bad = [m for m in ('torch', 'tritonclient', 'models', 'export') if m in sys.modules]\n"
         "assert not bad, bad"

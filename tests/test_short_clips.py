@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.audio import chunk_per_frame, short_clip_policy
 from runtime.errors import InputError
+from runtime.preprocess.audio import chunk_per_frame, short_clip_policy
 
 RATE = 44100
 
@@ -67,7 +67,7 @@ def test_policy_from_the_preset():
 
 
 def test_segment_refuses_in_sam4avs_and_repeats_in_default(tiny_bundle, demo_dir):
-    from runtime.image import load_frame
+    from runtime.preprocess.image import load_frame
 
     frames = [load_frame(demo_dir / "cat_2.jpg")]
     short = (0.3 * np.sin(np.arange(int(0.5 * 16000)) / 3.0)).astype(np.float32)  # 0.5 s at 16 kHz

@@ -57,7 +57,7 @@ def test_s4_index_and_loaders(s4):
     written = np.asarray(Image.open(r.masks[0]))
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
     np.testing.assert_array_equal(mask, (written > 0).astype(np.uint8))
-    from runtime.audio import read_wav, to_mono_float
+    from runtime.preprocess.audio import read_wav, to_mono_float
 
     pcm, rate = read_wav(r.wav)  # the one WAV reader, shared with the runtime
     assert rate == 16000 and pcm.dtype == np.float32 and pcm.shape == (1, 80000)
@@ -129,7 +129,7 @@ def test_audio_matches_reference_loader(tmp_path, seconds):
 
 
 def test_short_clips_and_runtime_agreement():
-    from runtime.audio import chunk_per_frame
+    from runtime.preprocess.audio import chunk_per_frame
 
     rng = np.random.default_rng(2)
     for n in (17640, 100_000, 300_000):  # 0.4 s, 2.27 s, 6.8 s at 44.1 kHz

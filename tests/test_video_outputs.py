@@ -18,8 +18,8 @@ from video_fixture import index_frame, make_video  # noqa: E402
 import runtime  # noqa: E402
 from avs.cli import main  # noqa: E402
 from runtime import rle  # noqa: E402
-from runtime.outputs import OutputError, segment_video_to_folder, write_atomic, write_video  # noqa: E402
-from runtime.video import VideoSegmentResult  # noqa: E402
+from runtime.media.outputs import OutputError, segment_video_to_folder, write_atomic, write_video  # noqa: E402
+from runtime.media.video import VideoSegmentResult  # noqa: E402
 
 MODE = "heatmap"  # the cheapest mode of the tiny bundle (no SAM)
 
@@ -76,7 +76,7 @@ def test_segment_video_returns_per_frame_results_with_their_frames(pipe, clip):
     assert [f["video_frame"] for f in info["frames"]] == res.frame_indices
     json.dumps(info)
     # the same frames and audio through pipe.segment give the same result (window 1 = frames 0..4)
-    from runtime.video import iter_windows
+    from runtime.media.video import iter_windows
 
     win = next(iter(iter_windows(clip, sampling="fps", fps=5, window_seconds=1.0)))
     direct = pipe.segment(win.frames, win.audio, win.sample_rate, mode=MODE)

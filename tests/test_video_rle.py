@@ -1,4 +1,4 @@
-"""COCO RLE (runtime.rle): hand-checked examples, round trips, pycocotools as an independent reference."""
+"""COCO RLE (runtime.media.rle): hand-checked examples, round trips, pycocotools as an independent reference."""
 
 from __future__ import annotations
 

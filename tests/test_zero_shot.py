@@ -49,8 +49,8 @@ from reference.zero_shot import (
     reference_select,
 )
 from runtime.errors import InputError
-from runtime.image import load_frame
 from runtime.modes import MODES, heatmap_sam, no_prompt
+from runtime.preprocess.image import load_frame
 from runtime.result import SegmentResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def zs(tiny_bundle, tmp_path_factory, demo, frames224):
     from export.audioclip_audio import export_audioclip_audio
     from export.audioclip_image import export_audioclip_image
     from export.graph_builders import BuildContext
-    from runtime.image import clip_preprocess
+    from runtime.preprocess.image import clip_preprocess
 
     d = tmp_path_factory.mktemp("zero_shot") / "bundle"
     shutil.copytree(tiny_bundle, d)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.outputs import write_video
+from runtime.media.outputs import write_video
 
 BITS = 10
 

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from runtime.audio import chunk_per_frame, load_audio
-from runtime.contract import (
+from runtime.bundle.contract import (
     BOX_PROMPT_LABELS,
     CLAP_TEXT_BANK,
     DETECTOR_LENGTH_BANK,
@@ -43,6 +42,7 @@ from runtime.contract import (
 from runtime.errors import InputError
 from runtime.modes.common import SAM_OPTIONAL
 from runtime.modes.spec import ModeSpec, Param
+from runtime.preprocess.audio import chunk_per_frame, load_audio
 from runtime.result import EMPTY_REASON, FrameOutput, timed
 
 __all__ = [
@@ -179,7 +179,7 @@ def detector_input(frame: np.ndarray, pre, graph_hw: tuple[int, int]) -> tuple[n
     """The detector image of a frame: float32 [1, 3, H, W] at the graph's size, and how it was resized.
 
     frame: uint8 [h, w, 3] RGB. pre: the manifest's ``preprocessing.detector`` (a
-    :class:`runtime.contract.DetectorSection`, or its raw mapping). Returns the image
+    :class:`runtime.bundle.contract.DetectorSection`, or its raw mapping). Returns the image
     and "reference" (the reference's size equals the graph's) or "stretched" (resized to the graph's
     size directly).
     """

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.image import squash_to_square
-from runtime.resize import resize
+from runtime.preprocess.image import squash_to_square
+from runtime.preprocess.resize import resize
 
 # The paper's thresholds (spec sam4avs-reference 4.2-4.4): t per dataset and strategy.
 THRESHOLDS: dict[str, dict[str, float]] = {

@@ -1,5 +1,5 @@
 """Mode ``heatmap-box`` (spec sam4avs-reference 4.4): boxes of the 8-connected heatmap regions >= t
-(0.55) -> SAM. ``box_strategy`` (:func:`runtime.prompts.heatmap_boxes`): ``single_maxarea`` (the
+(0.55) -> SAM. ``box_strategy`` (:func:`runtime.prompting.prompts.heatmap_boxes`): ``single_maxarea`` (the
 largest region; the S4 script), ``multi_box`` (every region, SAM masks OR-ed; the MS3 script, chosen
 by ``dataset="ms3"``), ``single_maxscore`` (the region of the heatmap's argmax), ``total_box`` (the
 bounding box of all regions). The shared heatmap -> SAM path: :mod:`runtime.modes.heatmap_sam`."""
@@ -11,7 +11,7 @@ from functools import partial
 from runtime.modes.heatmap_sam import run_strategy
 from runtime.modes.points import COMMON, DATASET, GRAPHS, OPTIONAL, PRESETS, SCORE_KIND, THRESHOLD
 from runtime.modes.spec import ModeSpec, Param
-from runtime.prompts import BOX_STRATEGIES
+from runtime.prompting.prompts import BOX_STRATEGIES
 
 MODE = ModeSpec(
     name="heatmap-box",

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.contract import IMAGE_SURGERY_DENSE
+from runtime.bundle.contract import IMAGE_SURGERY_DENSE
 from runtime.errors import InputError
-from runtime.heatmap import audio_image_heatmap
 from runtime.modes.common import (
     FRAME_POLICIES,
     check_sam_frames,
@@ -43,7 +42,8 @@ from runtime.modes.common import (
     threshold,
 )
 from runtime.modes.common import frame_policy as resolve_policy
-from runtime.prompts import (
+from runtime.prompting.heatmap import audio_image_heatmap
+from runtime.prompting.prompts import (
     BOX_STRATEGIES,
     dense_points,
     heatmap_boxes,
@@ -153,9 +153,9 @@ def segment_from_heatmaps(
     frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
     (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
     ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points, and
-    ``heatmap-box``'s reference edge cases (``runtime.prompts.heatmap_boxes``); frame_policy:
+    ``heatmap-box``'s reference edge cases (``runtime.prompting.prompts.heatmap_boxes``); frame_policy:
     ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s cap per sign
-    (None: half the cells); box_strategy: ``heatmap-box``'s, one of ``runtime.prompts.BOX_STRATEGIES``.
+    (None: half the cells); box_strategy: ``heatmap-box``'s, one of ``runtime.prompting.prompts.BOX_STRATEGIES``.
     With several boxes (``multi_box``) SAM is prompted with each box, keeps its best mask per box,
     and the masks are OR-ed (the reference's loop).
 

@@ -1,6 +1,6 @@
 """Mode ``no-prompt`` (spec sam4avs-reference 4.5): SAM's automatic masks, each scored against the audio.
 
-Each automatic mask (:class:`runtime.amg.AutomaticMaskGenerator`, SAM's defaults) is cut out on a
+Each automatic mask (:class:`runtime.sam.amg.AutomaticMaskGenerator`, SAM's defaults) is cut out on a
 black background, cropped to its box, scored with AudioCLIP (softmax over the masks of 100 x cosine
 between the crop's CLIP global embedding and the audio embedding); masks scoring > 0.5 are united.
 
@@ -27,11 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.amg import AmgConfig, AutomaticMaskGenerator
-from runtime.audio import chunk_per_frame, load_audio, short_clip_policy
-from runtime.contract import IMAGE_GLOBAL
+from runtime.bundle.contract import IMAGE_GLOBAL
 from runtime.errors import InputError
-from runtime.heatmap import l2_normalize
 from runtime.modes.common import (
     FRAME_POLICIES,
     HEATMAP_GRAPHS,
@@ -45,8 +42,11 @@ from runtime.modes.common import (
 from runtime.modes.common import frame_policy as resolve_policy
 from runtime.modes.heatmap_sam import heatmaps_from_embeddings
 from runtime.modes.spec import ModeSpec, Param
-from runtime.prompts import heatmap_point_filter
+from runtime.preprocess.audio import chunk_per_frame, load_audio, short_clip_policy
+from runtime.prompting.heatmap import l2_normalize
+from runtime.prompting.prompts import heatmap_point_filter
 from runtime.result import EMPTY_REASON, FrameOutput, timed
+from runtime.sam.amg import AmgConfig, AutomaticMaskGenerator
 
 REFERENCE_1S_GRAPH = "audioclip_audio_1s"
 NO_PROMPT_AUDIO = ("clip", "reference-1s")
@@ -184,13 +184,13 @@ def segment_no_prompt(
 
     frames: N uint8 [H, W, 3] RGB (both sides >= the SAM patch size); audio_emb: float [N, D],
     one AudioCLIP embedding per frame (:func:`no_prompt_audio_embeddings`); amg: overrides of
-    :class:`runtime.amg.AmgConfig`; quirk, score_threshold, logit_scale: see :func:`score_masks`;
+    :class:`runtime.sam.amg.AmgConfig`; quirk, score_threshold, logit_scale: see :func:`score_masks`;
     frame_policy: ``"native"`` (automatic masks on the frame at its size) or ``"reference"`` (on the
     frame squashed to 224 x 224, the union brought back by nearest sampling).
     grid_maps: None (SAM's full point grid) or float [N, S, S] heatmaps of the squashed frames
     (:func:`runtime.modes.heatmap_sam.heatmaps`): only the grid points where the map is high are
     prompted, the top ``grid_keep`` fraction, or (when given) those >= ``grid_threshold``
-    (:func:`runtime.prompts.heatmap_point_filter`).
+    (:func:`runtime.prompting.prompts.heatmap_point_filter`).
     Returns one FrameOutput per frame: mask bool [H, W] (all False when SAM finds no mask or no
     crop scores above the threshold); score float32 [K] (the softmax scores of the K candidates);
     prompt: ``boxes`` int64 [M, 4] (SAM's XYWH boxes of the M automatic masks, pixels of the SAM

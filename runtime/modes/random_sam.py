@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.amg import AutomaticMaskGenerator
 from runtime.errors import InputError
 from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL, nearest_to, sam_frames
 from runtime.modes.common import frame_policy as resolve_policy
 from runtime.modes.no_prompt import amg_config
 from runtime.modes.spec import ModeSpec, Param
 from runtime.result import EMPTY_REASON, FrameOutput, timed
+from runtime.sam.amg import AutomaticMaskGenerator
 
 __all__ = ["MODE", "pick_random_masks", "run_random_sam"]
 

@@ -49,7 +49,7 @@ def _decode_images(a: np.ndarray) -> np.ndarray:
     """``frames_encoded`` BYTES [N] (PNG/JPEG) -> uint8 [N, H, W, 3]; all frames must share one size."""
     from PIL import Image
 
-    from runtime.image import MAX_PIXELS, MAX_SIDE, load_frame
+    from runtime.preprocess.image import MAX_PIXELS, MAX_SIDE, load_frame
 
     items = np.asarray(a, dtype=object).ravel()
     if items.size == 0:

@@ -1,7 +1,7 @@
 """The wire contract of the served pipeline model ``avs`` (KServe v2 over HTTP and gRPC).
 
 One table, read by the Triton model (``runtime.serving.triton_model``), the client
-(``runtime.client``), the repository writers (``runtime.serving.repo``, ``export/triton_repo.py``) and
+(``runtime.serving.client``), the repository writers (``runtime.serving.repo``, ``export/triton_repo.py``) and
 the tests, so the names, dtypes and shapes cannot drift apart.
 
 Inputs (all marked optional in ``config.pbtxt``; the model checks which combination was sent):

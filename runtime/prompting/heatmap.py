@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.resize import resize
+from runtime.preprocess.resize import resize
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:

@@ -217,7 +217,7 @@ SHORT_CLIP_POLICIES = ("repeat", "refuse")
 
 
 def short_clip_policy(preset) -> str:
-    """What a preset (a ``runtime.contract.Preset`` or a mapping) does with a clip shorter than one
+    """What a preset (a ``runtime.bundle.contract.Preset`` or a mapping) does with a clip shorter than one
     chunk: its ``short_clip`` constant, else
     "refuse" for the reference preset (``zero_shot_quirks``, or the name ``sam4avs``), "repeat"
     otherwise."""

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from runtime.contract import GRAPHS
+from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
 
 ENCODER_INPUT = GRAPHS["sam_image_encoder"].input_names[0]

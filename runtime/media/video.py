@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.audio import MAX_RATE, MIN_RATE, load_audio, read_wav, to_mono_float
 from runtime.errors import AVSError, InputError
+from runtime.preprocess.audio import MAX_RATE, MIN_RATE, load_audio, read_wav, to_mono_float
 from runtime.result import SegmentResult, jsonable
 
 __all__ = [
@@ -655,7 +655,7 @@ def segment_video(
     ``audio`` / ``sample_rate``: audio to use instead of the file's track (required when it has
     none). ``progress(done, total)``: called after each window with frames done and total.
     ``params``: the mode's parameters. All masks are kept in memory; for long videos use
-    :func:`iter_segment_video` or ``runtime.outputs.segment_video_to_folder``, which stream.
+    :func:`iter_segment_video` or ``runtime.media.outputs.segment_video_to_folder``, which stream.
     """
     info = probe(path)
     parts: list[SegmentResult] = []

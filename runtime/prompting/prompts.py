@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.resize import resize
+from runtime.preprocess.resize import resize
 
 __all__ = [
     "BOX_STRATEGIES",
@@ -225,7 +225,7 @@ def dense_points(sm, t: float, max_points: int | None = None) -> tuple[np.ndarra
 def heatmap_point_filter(
     sm, image_hw: tuple[int, int], *, keep: float | None = None, threshold: float | None = None
 ):
-    """Which automatic-mask grid points the audio points at: a ``point_filter`` for :mod:`runtime.amg`.
+    """Which automatic-mask grid points the audio points at: a ``point_filter`` for :mod:`runtime.sam.amg`.
 
     sm: float [S, S] heatmap (normally 0..1) of the image squashed to S x S: heatmap pixel (row, col)
     covers image pixels x in [col * W / S, (col + 1) * W / S), y likewise, with image_hw = (H, W).

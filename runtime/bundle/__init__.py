@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.contract import MANIFEST, SCHEMA, SCHEMA_VERSION, Contract, Preset, validate_manifest
+from runtime.bundle.contract import (
+    MANIFEST,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Contract,
+    Preset,
+    validate_manifest,
+)
 from runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ def file_entry(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
 
 
 def write_manifest(bundle_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Validate ``manifest`` against the contract (:mod:`runtime.contract`) and write it as ``manifest.json``."""
+    """Validate ``manifest`` against the contract (:mod:`runtime.bundle.contract`) and write it as ``manifest.json``."""
     manifest = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest}
     out = Path(bundle_dir) / MANIFEST
     validate_manifest(manifest, str(out))
@@ -131,7 +138,7 @@ class Bundle:
         return self.contract.presets[name]
 
     def section(self, name: str) -> Any:
-        """A preprocessing section as its typed contract class (``runtime.contract.SECTIONS``)."""
+        """A preprocessing section as its typed contract class (``runtime.bundle.contract.SECTIONS``)."""
         if name not in self.contract.sections:
             raise BundleError(
                 f"bundle {self.root} has no preprocessing section {name!r} (it has "

@@ -1,6 +1,6 @@
 """Outputs people can look at and use: overlay MP4, mask PNGs, JSON lines with COCO RLE, a figure.
 
-:func:`segment_video_to_folder` streams a video through a pipeline (``runtime.video``) and writes,
+:func:`segment_video_to_folder` streams a video through a pipeline (``runtime.media.video``) and writes,
 into one folder:
 
 * ``overlay.mp4`` -- each sampled frame with its mask tinted over it, the mode's prompts drawn
@@ -10,7 +10,7 @@ into one folder:
 * ``masks/NNNNNN.png`` -- one 8-bit PNG per sample (0 background, 255 mask) at the video's size.
 * ``segments.jsonl`` -- JSON lines: a ``"video"`` header (file, sampling, mode, preset, random
   weights), one ``"frame"`` record per sample (sample number, video frame number, time, mask as
-  COCO RLE with compact string counts (``runtime.rle``), coverage, scores, prompts), one ``"window"``
+  COCO RLE with compact string counts (``runtime.media.rle``), coverage, scores, prompts), one ``"window"``
   record per window with its timings (ms), a final ``"summary"``.
 * ``figure.png`` -- one frame in three panels: the frame with the prompts, the AudioCLIP heatmap
   (where the bundle has the graphs), the overlay.
@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from runtime import rle
 from runtime.errors import AVSError, InputError
-from runtime.result import jsonable
-from runtime.video import (
+from runtime.media import rle
+from runtime.media.video import (
     FramePlan,
     VideoInfo,
     _audio_to_float,
@@ -47,6 +46,7 @@ from runtime.video import (
     probe,
     require_av,
 )
+from runtime.result import jsonable
 
 OVERLAY, MASKS, JSONL, FIGURE = "overlay.mp4", "masks", "segments.jsonl", "figure.png"
 OUTPUT_NAMES = (OVERLAY, MASKS, JSONL, FIGURE)
@@ -709,7 +709,7 @@ def segment_video_to_folder(
                     )
                 track = _source_audio(video, t0, t1, origin)
             else:
-                from runtime.video import _external_audio
+                from runtime.media.video import _external_audio
 
                 src = _external_audio(audio, sample_rate)
                 track = _array_audio(src.x, src.rate, t0, t1)

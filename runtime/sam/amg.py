@@ -517,7 +517,7 @@ def generate_masks(
 
 
 class AutomaticMaskGenerator:
-    """SamAutomaticMaskGenerator on a :class:`runtime.sam.SamRunner` (two onnxruntime sessions).
+    """SamAutomaticMaskGenerator on a :class:`runtime.sam.predictor.SamRunner` (two onnxruntime sessions).
 
     runner: a ``SamRunner`` (uses its ``embed``, ``decode``, ``image_size``, ``low_res_size`` and
     ``mask_threshold``); the remaining keyword arguments are :class:`AmgConfig` fields (SAM's
@@ -529,7 +529,9 @@ class AutomaticMaskGenerator:
     def __init__(self, runner, config: AmgConfig | None = None, **overrides) -> None:
         for attr in ("embed", "predict_low_res", "upscale", "mask_threshold"):
             if not hasattr(runner, attr):
-                raise InputError(f"runner must be a runtime.sam.SamRunner (missing {attr!r})")
+                raise InputError(
+                    f"runner must be a runtime.sam.predictor.SamRunner (missing {attr!r})"
+                )
         if config is not None and overrides:
             raise InputError("give either config or keyword overrides, not both")
         if config is None:

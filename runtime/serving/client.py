@@ -1,6 +1,6 @@
 """A client for the served pipeline (``avs serve`` or a cluster running ``avs triton-repo`` output).
 
-    from runtime.client import TritonClient
+    from runtime.serving.client import TritonClient
     with TritonClient("127.0.0.1:8000") as c:            # or ("127.0.0.1:8001", protocol="grpc")
         result = c.segment(frames, audio, 16000, mode="heatmap", threshold=0.4)
 
@@ -55,7 +55,7 @@ def _import(protocol: str):
         from tritonclient.utils import InferenceServerException
     except ImportError as e:
         raise ClientError(
-            'runtime.client needs tritonclient: pip install "tritonclient[http,grpc]"'
+            'runtime.serving.client needs tritonclient: pip install "tritonclient[http,grpc]"'
         ) from e
     return mod, InferenceServerException
 
@@ -83,13 +83,13 @@ def encode_request(
 ) -> dict[str, np.ndarray]:
     """The wire inputs of one request (name -> numpy array), as :mod:`runtime.serving.wire` defines them.
 
-    ``frames``: uint8 [N, H, W, 3] array, a list of frame arrays (any :func:`runtime.image.load_frame`
+    ``frames``: uint8 [N, H, W, 3] array, a list of frame arrays (any :func:`runtime.preprocess.image.load_frame`
     accepts; all of one size), or a list of PNG/JPEG paths (sent as ``frames_encoded``). ``audio``:
     an array (mono or multichannel, float in [-1, 1] or PCM ints) with ``sample_rate`` in Hz, sent as
     FP32 mono; or a WAV path (sent as ``audio_encoded``). ``params``: mode parameters (JSON-able).
     """
-    from runtime.audio import to_mono_float
-    from runtime.image import load_frame
+    from runtime.preprocess.audio import to_mono_float
+    from runtime.preprocess.image import load_frame
 
     out: dict[str, np.ndarray] = {}
     if isinstance(frames, np.ndarray) and frames.ndim == 4:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from runtime.errors import InputError
-from runtime.resize import resize
+from runtime.preprocess.resize import resize
 
 MAX_SIDE = 8192  # longest side in pixels accepted for a frame
 MAX_PIXELS = 40_000_000  # 40 MP
