@@ -89,11 +89,17 @@ def _cross_heatmap_agreement(models, pipe, frames, wav, strategy: str, box: dict
     t = THRESHOLDS["s4"].get(strategy)
     with torch.no_grad():
         ref_maps = np.stack(reference_heatmaps(models, frames, wav, cfg=cfg)).astype(np.float32)
-    rt_maps = heatmap_sam.heatmaps(pipe, frames, wav, None)
+    rt_maps = heatmap_sam.heatmaps(pipe.stages(), frames, wav, None)
     rt_on_ref = [
         o.mask
         for o in heatmap_sam.segment_from_heatmaps(
-            pipe, frames, ref_maps, strategy, t=t, quirk=cfg.quirks, frame_policy="reference"
+            pipe.stages(),
+            frames,
+            ref_maps,
+            strategy,
+            t=t,
+            quirk=cfg.quirks,
+            frame_policy="reference",
         )
     ]
     with torch.no_grad():

@@ -1,8 +1,9 @@
-"""The pipeline object: owns the bundle's sessions, offers the shared stages, runs the modes.
+"""The pipeline object: owns the bundle's sessions and stages, runs the modes.
 
 ``Pipeline`` is built by :func:`runtime.load`; sessions are created on first use of a graph (or all at
 once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does not need. Modes
-(:mod:`runtime.modes`) use only the public methods below.
+(:mod:`runtime.modes`) never see the pipeline: each receives the stages it declares
+(:mod:`runtime.stages`), which run graphs through :meth:`Pipeline.run`.
 """
 
 from __future__ import annotations
@@ -14,23 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from runtime._cache import EmbeddingCache, array_key
-from runtime.backends._memory import (
-    CPU_MAX_BATCH,
-    GPU_MAX_BATCH,
-    encoder_batch,
-    encoder_bytes_per_frame,
-    mem_available_bytes,
-)
-from runtime.backends._onnxruntime import SessionInfo, create_session
+from runtime._cache import EmbeddingCache
+from runtime.backends import SessionInfo, create_session
 from runtime.bundle import Bundle
 from runtime.bundle.contract import AGREEMENT_FIELDS, GRAPHS, Preset
 from runtime.errors import BundleError, InputError
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
-from runtime.preprocess.audio import prepare_audioclip_audio, short_clip_policy
-from runtime.preprocess.image import FrameLike, clip_preprocess, load_frames, squash_to_square
+from runtime.preprocess.image import FrameLike, load_frames
 from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam.predictor import SamRunner
+from runtime.stages import StageContext, Stages, StageSet
+from runtime.stages.box import label_names
 
 __all__ = ["DEFAULT_CACHE_MB", "Pipeline", "SegmentResult"]
 
@@ -38,7 +33,7 @@ DEFAULT_CACHE_MB = 256.0  # embeddings kept per pipeline (a SAM vit_b frame embe
 
 
 class Pipeline:
-    """A loaded bundle: sessions, preprocessing constants from the manifest, and the modes."""
+    """A loaded bundle: sessions, preprocessing constants from the manifest, stages and the modes."""
 
     def __init__(
         self,
@@ -59,8 +54,6 @@ class Pipeline:
         self._sessions: dict[str, Any] = {}
         self.session_info: dict[str, SessionInfo] = {}
         self._lock = threading.RLock()
-        self._sam: SamRunner | None = None
-        self._banks: dict[str, np.ndarray] = {}
         if (
             isinstance(cache_mb, bool)
             or not isinstance(cache_mb, (int, float))
@@ -70,7 +63,14 @@ class Pipeline:
                 f"cache_mb must be a number of MiB >= 0 (0 disables the cache), got {cache_mb!r}"
             )
         self.cache = EmbeddingCache(int(cache_mb * 2**20))
-        self._calls = threading.local()  # per-thread cache hits of the running segment call
+        self._ctx = StageContext(
+            bundle=bundle,
+            preset=self.preset,
+            run=self.run,
+            provider=lambda g: (self.session(g), self.session_info[g].provider)[1],
+            cache=self.cache,
+        )
+        self._stages = StageSet(self._ctx, self.session)
 
     # --- loading -------------------------------------------------------------------------------
     def session(self, graph: str):
@@ -123,18 +123,9 @@ class Pipeline:
         return {g: i.provider for g, i in self.session_info.items()}
 
     # --- constants -----------------------------------------------------------------------------
-    @property
-    def preset_name(self) -> str:
-        """The active preset's name."""
-        return self.preset.name
-
     def preset_value(self, key: str, override: Any = None) -> Any:
         """A constant of the active preset (:class:`runtime.bundle.contract.Preset`), unless ``override`` is given."""
-        if override is not None:
-            return override
-        if key not in self.preset:
-            raise InputError(f"preset {self.preset.name!r} has no constant {key!r}")
-        return self.preset[key]
+        return self._ctx.preset_value(key, override)
 
     def section(self, name: str) -> Any:
         """A preprocessing section of the manifest as its typed contract class (``runtime.bundle.contract``)."""
@@ -142,33 +133,18 @@ class Pipeline:
 
     def graph_input_shape(self, graph: str, index: int = 0) -> list[int | str]:
         """The manifest's shape of input ``index`` of ``graph`` (ints fixed, strings symbolic)."""
-        return list(self.bundle.graphs[graph]["inputs"][index]["shape"])
+        return self._ctx.graph_input_shape(graph, index)
 
     def bank(self, name: str) -> np.ndarray:
         """A bank of the bundle (``manifest.banks``), loaded once (read-only array)."""
         with self._lock:
-            if name not in self._banks:
-                banks = self.manifest.get("banks", {})
-                if name not in banks:
-                    raise InputError(
-                        f"bundle {self.bundle.root} has no bank {name!r}; rebuild it with the "
-                        "graphs that need it (e.g. the Box-Prompt graphs)"
-                    )
-                arr = np.load(self.bundle.root / banks[name]["file"], allow_pickle=False)
-                arr.setflags(write=False)
-                self._banks[name] = arr
-            return self._banks[name]
+            return self._stages.banks(name)
 
     def label_names(self, name: str) -> list[str]:
         """A label list of the bundle (``manifest.labels.<name>.names``), in bank order."""
-        entry = self.manifest.get("labels", {}).get(name)
-        if not entry:
-            raise InputError(
-                f"bundle {self.bundle.root} has no label list {name!r} (manifest labels.{name})"
-            )
-        return list(entry["names"])
+        return label_names(self._ctx, name)
 
-    # --- shared stages -------------------------------------------------------------------------
+    # --- graphs and stages -----------------------------------------------------------------------
     def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
         """Run ``graph`` on its inputs, given positionally in the contract's order (``runtime.bundle.contract.GRAPHS``).
 
@@ -183,149 +159,40 @@ class Pipeline:
         feeds = dict(zip(spec.input_names, inputs, strict=True))
         return self.session(graph).run(list(spec.output_names), feeds)
 
+    def stages(self, names: Sequence[str] | None = None) -> Stages:
+        """The pipeline's stages (:mod:`runtime.stages`) as a mode sees them: ``names`` (default all)."""
+        return self._stages.view(names)
+
     def audioclip_audio_input(
-        self,
-        audio,
-        sample_rate: int | None,
-        num_frames: int,
-        *,
-        input_scale: float | None = None,
-        graph: str = "audioclip_audio",
+        self, audio, sample_rate: int | None, num_frames: int, **kw
     ) -> np.ndarray:
-        """The ``audioclip_audio`` graph input for a clip: float32 [F, T] (T from the manifest).
+        """:meth:`runtime.stages.audio.AudioStage.inputs`: float32 [F, T] for ``audioclip_audio``."""
+        return self._stages.get("audio").inputs(audio, sample_rate, num_frames, **kw)
 
-        audio: WAV path, or an array (see :func:`runtime.preprocess.audio.load_audio`) with ``sample_rate`` in Hz;
-        frame k gets second k. input_scale: the waveform multiplier (None: the preset's).
-        """
-        a = self.section("audio")
-        x = prepare_audioclip_audio(
-            audio,
-            sample_rate,
-            num_frames,
-            target_rate=a.sample_rate,
-            chunk_seconds=a.chunk_seconds,
-            tile=a.tile,
-            input_scale=float(self.preset_value("audio_input_scale", input_scale)),
-            short_clip=short_clip_policy(self.preset),
-        )
-        t = self.graph_input_shape(graph)[1]
-        if isinstance(t, int) and x.shape[1] != t:
-            raise InputError(
-                f"audio graph was exported for T={t} samples, preprocessing gives {x.shape[1]}"
-            )
-        return x
+    def audio_embeddings(self, audio, sample_rate: int | None, num_frames: int, **kw) -> np.ndarray:
+        """:meth:`runtime.stages.audio.AudioStage.embeddings`: float32 [F, D], one per frame."""
+        return self._stages.get("audio").embeddings(audio, sample_rate, num_frames, **kw)
 
-    def audio_embeddings(
-        self,
-        audio,
-        sample_rate: int | None,
-        num_frames: int,
-        *,
-        input_scale: float | None = None,
-        graph: str = "audioclip_audio",
-    ) -> np.ndarray:
-        """AudioCLIP embeddings of a clip, one per frame: float32 [F, D] (not normalised)."""
-        x = self.audioclip_audio_input(
-            audio, sample_rate, num_frames, input_scale=input_scale, graph=graph
-        )
-        return self.run(graph, x)[0]
-
-    def clip_images(
-        self, frames: list[np.ndarray], *, antialias: bool | None = None, squash: bool = False
-    ) -> np.ndarray:
-        """CLIP-preprocessed frames: float32 [N, 3, S, S] with the manifest's size, mean and std.
-
-        frames: uint8 [H, W, 3] RGB. ``squash``: first resize each frame to S x S ignoring its aspect
-        ratio (the AVSBench convention, so a dense prediction covers the whole frame); otherwise
-        CLIP's shorter-side resize and centre crop. antialias: None = the preset's.
-        """
-        im = self.section("image")
-        aa = bool(self.preset_value("image_antialias", antialias))
-        if squash:
-            frames = [squash_to_square(f, im.size, antialias=aa) for f in frames]
-        return clip_preprocess(
-            frames, size=im.size, mean=list(im.mean), std=list(im.std), antialias=aa
-        )
-
-    def _cached(self, graph: str, items: Sequence[np.ndarray], compute) -> list:
-        """Per-item results of ``compute(missing items) -> list`` through the embedding cache."""
-        if not self.cache.max_bytes:  # cache off: no hashing, no copies
-            return list(compute(list(items)))
-        keys = [array_key(graph, x) for x in items]
-        got = [self.cache.get(k) for k in keys]
-        todo = [i for i, g in enumerate(got) if g is None]
-        hits = len(items) - len(todo)
-        self._calls.hits = getattr(self._calls, "hits", 0) + hits
-        if todo:
-            for i, value in zip(todo, compute([items[i] for i in todo]), strict=True):
-                self.cache.put(keys[i], value)
-                got[i] = value
-        return got
+    def clip_images(self, frames: list[np.ndarray], **kw) -> np.ndarray:
+        """:meth:`runtime.stages.image.ImageStage.clip_images`: float32 [N, 3, S, S]."""
+        return self._stages.get("image").clip_images(frames, **kw)
 
     def image_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``audioclip_image`` outputs for preprocessed images float32 [N, 3, S, S], keyed by output name
-        (``runtime.bundle.contract.IMAGE_GLOBAL`` [N, D], ``IMAGE_DENSE`` / ``IMAGE_SURGERY_DENSE`` [N, D, g, g]).
-        Each image's outputs are cached (``Pipeline.cache``) by the hash of its bytes."""
-        names = GRAPHS["audioclip_image"].output_names
-        if not self.cache.max_bytes:
-            return dict(zip(names, self.run("audioclip_image", images), strict=True))
-
-        def compute(batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-            outs = self.run("audioclip_image", np.stack(batch))
-            return [
-                {n: o[j : j + 1].copy() for n, o in zip(names, outs, strict=True)}
-                for j in range(len(batch))
-            ]
-
-        per = self._cached("audioclip_image", list(np.asarray(images)), compute)
-        return {n: np.concatenate([p[n] for p in per]) for n in names}
+        """:meth:`runtime.stages.image.ImageStage.features`: ``audioclip_image`` outputs by name (cached)."""
+        return self._stages.get("image").features(images)
 
     def sam_runner(self, *, max_batch: int | None = None) -> SamRunner:
-        """The pipeline's :class:`runtime.sam.predictor.SamRunner` (SAM sessions + ``preprocessing.sam``), built once.
-
-        max_batch: frames per encoder call. Default: by available memory (:mod:`runtime.backends._memory`): the
-        largest batch up to the provider's cap (GPU 5, an AVSBench clip; CPU 1, where batching gains no
-        speed) whose activations (the manifest's measured bytes per frame) fit in half of
-        ``MemAvailable``. Given on a later call it changes the runner's batch.
-        """
-        if max_batch is not None and (
-            isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
-        ):
-            raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
-        with self._lock:
-            if self._sam is None:
-                sam = self.section("sam")
-                enc = self.session("sam_image_encoder")
-                self._sam = SamRunner(
-                    enc,
-                    self.session("sam_prompt_decoder"),
-                    sam.image_size,
-                    sam.pixel_mean,
-                    sam.pixel_std,
-                    patch_size=sam.patch_size,
-                    mask_threshold=sam.mask_threshold,
-                    max_batch=max_batch or self.default_sam_batch(),
-                    point_decoder=self.session("sam_point_decoder")
-                    if self.bundle.has("sam_point_decoder")
-                    else None,
-                )
-            elif max_batch is not None:
-                self._sam.max_batch = max_batch
-            return self._sam
+        """:meth:`runtime.stages.sam.SamStage.runner`: the SAM runner, built once (``max_batch``: frames
+        per encoder call; default by available memory, :meth:`default_sam_batch`)."""
+        return self._stages.get("sam").runner(max_batch=max_batch)
 
     def default_sam_batch(self) -> int:
-        """The encoder batch :meth:`sam_runner` picks by default (see there); reads /proc/meminfo now."""
-        gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
-        per_frame = encoder_bytes_per_frame(self.bundle.graphs["sam_image_encoder"])
-        return encoder_batch(
-            per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
-        )
+        """:meth:`runtime.stages.sam.SamStage.default_batch` (reads /proc/meminfo now)."""
+        return self._stages.get("sam").default_batch()
 
     def sam_embeddings(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """SAM image embeddings of uint8 [H, W, 3] RGB frames: one float32 [1, C, g, g] per frame (read-only),
-        computed once per frame while it stays in the pipeline's cache (keyed by the frame's bytes)."""
-        runner = self.sam_runner()
-        return self._cached("sam_image_encoder", list(frames), lambda fs: runner.embed(fs))
+        """:meth:`runtime.stages.sam.SamStage.embeddings`: one float32 [1, C, g, g] per frame (cached)."""
+        return self._stages.get("sam").embeddings(frames)
 
     # --- the one call ---------------------------------------------------------------------------
     def check_mode(
@@ -364,11 +231,10 @@ class Pipeline:
         """
         spec, values = self.check_mode(mode, params)
         mode = spec.name
-        timings: dict[str, float] = {}
-        self._calls.hits = 0
+        timings = self._ctx.begin_call()
         with timed(timings, "load_frames"):
             frames = load_frames(frames)
-        outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
+        outputs = spec.run(self.stages(spec.stages), frames, audio, sample_rate, **values)
         if len(outputs) != len(frames) or not all(isinstance(o, FrameOutput) for o in outputs):
             raise RuntimeError(
                 f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames"
@@ -387,7 +253,7 @@ class Pipeline:
                 for g in used
                 if "agreement" in self.bundle.graphs[g]
             },
-            cache_hits=self._calls.hits,
+            cache_hits=self._ctx.cache_hits,
         )
 
     def segment_video(self, path: str | Path, **kwargs: Any):

@@ -14,7 +14,7 @@ import runtime
 from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
 from runtime.modes import MODES, ModeSpec, Param
-from runtime.result import FrameOutput, timed
+from runtime.result import FrameOutput
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "runtime"
@@ -163,10 +163,11 @@ def test_the_check_catches_a_typed_out_feed(tmp_path):
 # --- a toy mode, added the way docs/architecture.md says ----------------------------------------------
 
 
-def run_brightness(pipe, frames, audio, sample_rate, timings, *, level):
+def run_brightness(st, frames, audio, sample_rate, *, level):
     """Toy mode: pixels brighter than ``level`` sound; the score is the frame's mean brightness."""
-    with timed(timings, "audio"):
-        emb = pipe.audio_embeddings(audio, sample_rate, len(frames))  # a public stage, for the test
+    emb = st.audio.embeddings(audio, sample_rate, len(frames))  # the declared stage, for the test
+    with pytest.raises(AttributeError, match="not declared"):
+        st.sam  # noqa: B018 (a stage the mode did not declare is not handed to it)
     out = []
     for f, e in zip(frames, emb, strict=True):
         gray = f.mean(axis=2)
@@ -183,6 +184,7 @@ def run_brightness(pipe, frames, audio, sample_rate, timings, *, level):
 TOY = ModeSpec(
     name="brightness",
     graphs=("audioclip_audio",),
+    stages=("audio",),
     run=run_brightness,
     params=(Param("level", 128.0, "float", "brightness threshold", low=0.0, high=255.0),),
     score_kind="mean brightness float32 [1]",

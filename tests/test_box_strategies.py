@@ -309,7 +309,7 @@ def test_mode_masks_match_reference_loop(setup, strategy):
         "",
         "",
         segment_from_heatmaps(
-            pipe,
+            pipe.stages(),
             frames,
             maps,
             "heatmap-box",

@@ -83,4 +83,6 @@ def test_segment_refuses_in_sam4avs_and_repeats_in_default(tiny_bundle, demo_dir
 
     if sam.bundle.has(no_prompt.REFERENCE_1S_GRAPH):
         with pytest.raises(InputError, match="original's result cannot be reproduced"):
-            no_prompt.no_prompt_audio_embeddings(sam, short, 16000, 1, source="reference-1s")
+            no_prompt.no_prompt_audio_embeddings(
+                sam.stages(), short, 16000, 1, source="reference-1s"
+            )

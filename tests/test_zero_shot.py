@@ -172,7 +172,7 @@ def ref_maps(zs, demo, frames224, frames_own):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_heatmaps_match_reference(pipes, ref_maps, frames224, demo, preset):
-    got = heatmap_sam.heatmaps(pipes[preset], frames224, demo / WAV, None)
+    got = heatmap_sam.heatmaps(pipes[preset].stages(), frames224, demo / WAV, None)
     ref = np.stack(ref_maps[preset, "224"])
     assert got.shape == ref.shape == (len(frames224), 224, 224)
     assert np.abs(got - ref).max() < 2e-4
@@ -187,7 +187,7 @@ def test_no_prompt_audio_matches_reference(zs, pipes, demo):
         ("default", "clip", reference_audio_44k),
     ):
         got = no_prompt.no_prompt_audio_embeddings(
-            pipes[preset], demo / WAV, None, 5, source=source
+            pipes[preset].stages(), demo / WAV, None, 5, source=source
         )
         wave = loader(demo / WAV, num_frames=5, input_scale=ref_config(preset).audio_input_scale)
         with torch.no_grad():
@@ -499,7 +499,7 @@ def test_score_masks_crops_and_index_shift(zs, pipes, frames224, target):
         cfg = ref_config(preset)
         ref_mask, ref_sel, ref_scores = reference_select(models, frame, recs, audio, cfg=cfg)
         mask, scores, sel = no_prompt.score_masks(
-            pipes[preset], frame, recs, audio.numpy(), quirk=cfg.quirks
+            pipes[preset].stages(), frame, recs, audio.numpy(), quirk=cfg.quirks
         )
         assert sel == ref_sel, preset
         assert np.array_equal(mask, ref_mask)
@@ -515,7 +515,7 @@ def test_score_masks_no_crops(pipes, frames224):
     empty = [{"segmentation": np.zeros(frame.shape[:2], bool), "bbox": [0, 0, 0, 0]}]
     for quirk in (False, True):
         mask, scores, sel = no_prompt.score_masks(
-            pipes["default"], frame, empty, np.ones(64, np.float32), quirk=quirk
+            pipes["default"].stages(), frame, empty, np.ones(64, np.float32), quirk=quirk
         )
         assert not mask.any() and scores.shape == (0,) and sel == []
 
@@ -530,7 +530,7 @@ def test_all_zero_heatmap_gives_empty_masks(pipes, frames224, frames_own, strate
             "",
             "",
             heatmap_sam.segment_from_heatmaps(
-                pipes["default"],
+                pipes["default"].stages(),
                 frames,
                 np.zeros((len(frames), 224, 224), np.float32),
                 strategy,
@@ -584,15 +584,15 @@ def test_bad_parameters(zs, pipes, frames224, tiny_bundle, demo):
         pipe.segment(frames224[:1], wav, mode="point-global", t=0.5)
     with pytest.raises(InputError):
         heatmap_sam.segment_from_heatmaps(
-            pipe, frames224, np.zeros((2, 224, 224), np.float32), "point-global"
+            pipe.stages(), frames224, np.zeros((2, 224, 224), np.float32), "point-global"
         )
     with pytest.raises(InputError):
         heatmap_sam.segment_from_heatmaps(
-            pipe, frames224[:1], np.zeros((1, 224, 224)), "point-dense"
+            pipe.stages(), frames224[:1], np.zeros((1, 224, 224)), "point-dense"
         )  # no t
     with pytest.raises(InputError):
         heatmap_sam.segment_from_heatmaps(
-            pipe, frames224[:1], np.full((1, 224, 224), np.nan), "point-global"
+            pipe.stages(), frames224[:1], np.full((1, 224, 224), np.nan), "point-global"
         )
     # sam4avs No-Prompt needs the 1-s audio graph
     plain = runtime.load(tiny_bundle, preset="sam4avs")

@@ -1,7 +1,8 @@
 """The table of segmentation modes: name -> :class:`ModeSpec` (graphs, typed parameters, presets, doc).
 
 This module is the one place that lists the modes. It imports the mode modules; they import nothing
-back (they see the pipeline only as the ``pipe`` argument of their ``run`` function). To add a mode,
+back, and never the pipeline: a mode's ``run`` function receives the stages it declares
+(:class:`runtime.stages.Stages`). To add a mode,
 write a module with a ``ModeSpec`` and add it to :data:`MODES` below (docs/architecture.md).
 
 ========== ============================================================================

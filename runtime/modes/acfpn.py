@@ -6,10 +6,10 @@ import numpy as np
 
 from runtime.modes.common import to_frame_size
 from runtime.modes.spec import ModeSpec, Param
-from runtime.result import FrameOutput, timed
+from runtime.result import FrameOutput
 
 
-def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold, keep_logits):
+def run_acfpn(st, frames, audio, sample_rate, *, threshold, keep_logits):
     """AC-FPN: logits [N, 1, S, S] of the squashed frames, resized back to each frame, sigmoid > ``threshold``.
 
     The audio embedding of each 1-s chunk comes from the acfpn entry's ``audio_graph`` (all chunks of
@@ -17,20 +17,17 @@ def run_acfpn(pipe, frames, audio, sample_rate, timings, *, threshold, keep_logi
     Per frame: score = the sigmoid probability map float32 [H, W]; prompt = {"threshold"}; with
     ``keep_logits`` also the resized logits float32 [H, W] (``SegmentResult.logits``).
     """
-    entry = pipe.bundle.graphs["acfpn"]
-    with timed(timings, "audio"):
-        emb = pipe.audio_embeddings(
-            audio,
-            sample_rate,
-            len(frames),
-            input_scale=entry.get("audio_input_scale"),
-            graph=entry.get("audio_graph", "audioclip_audio"),
-        )
-    with timed(timings, "image"):
-        images = pipe.clip_images(frames, squash=True)
-    with timed(timings, "acfpn"):
-        (logits,) = pipe.run("acfpn", images, emb)
-    with timed(timings, "postprocess"):
+    emb = st.audio.embeddings(
+        audio,
+        sample_rate,
+        len(frames),
+        input_scale=st.acfpn.audio_input_scale,
+        graph=st.acfpn.audio_graph,
+    )
+    with st.timed("image"):
+        images = st.image.clip_images(frames, squash=True)
+    logits = st.acfpn.logits(images, emb)
+    with st.timed("postprocess"):
         full = to_frame_size(logits[:, 0], frames)
         probs = [(1.0 / (1.0 + np.exp(-m.astype(np.float64)))).astype(np.float32) for m in full]
         return [
@@ -48,6 +45,7 @@ MODE = ModeSpec(
     name="acfpn",
     graphs=("audioclip_audio", "acfpn"),
     optional_graphs=("acfpn_audio",),
+    stages=("audio", "image", "acfpn"),
     run=run_acfpn,
     params=(
         Param(

@@ -1,4 +1,4 @@
-"""Pieces shared by the modes: the paper's thresholds, preset quirks, frame policies, frame-size mapping.
+"""Pieces shared by the modes: the paper's thresholds, graph groups, frame-size mapping of masks and prompts.
 
 Coordinates: (x, y) pixels, x along the width, origin at the top-left corner of the top-left
 pixel; the centre of pixel (row r, col c) is (c + 0.5, r + 0.5). numpy only.
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.preprocess.image import squash_to_square
 from runtime.preprocess.resize import resize
+from runtime.stages.sam import FRAME_POLICIES  # noqa: F401 (re-exported for the mode modules)
 
 # The paper's thresholds (spec sam4avs-reference 4.2-4.4): t per dataset and strategy.
 THRESHOLDS: dict[str, dict[str, float]] = {
@@ -20,26 +20,9 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "ms3": {"point-local": 0.65, "point-dense": 0.7, "heatmap-box": 0.55},
 }
 DATASETS = tuple(THRESHOLDS)
-FRAME_POLICIES = ("native", "reference")
 SAM_GRAPHS = ("sam_image_encoder", "sam_prompt_decoder")
 SAM_OPTIONAL = ("sam_point_decoder",)  # the decoder without mask input, used when the bundle has it
 HEATMAP_GRAPHS = ("audioclip_audio", "audioclip_image")
-
-
-def quirks(pipe, override: bool | None) -> bool:
-    """Whether the reference's quirks apply: ``override``, else the preset's ``zero_shot_quirks``."""
-    return bool(override) if override is not None else bool(pipe.preset.zero_shot_quirks)
-
-
-def frame_policy(pipe, policy: str | None) -> str:
-    """The SAM frame policy: ``policy``, else "reference" under the quirks preset and "native" otherwise."""
-    if policy is None:
-        return "reference" if quirks(pipe, None) else "native"
-    if policy not in FRAME_POLICIES:
-        raise InputError(
-            f"frame_policy must be one of {FRAME_POLICIES} or None (preset), got {policy!r}"
-        )
-    return policy
 
 
 def threshold(strategy: str, t: float | None, dataset: str) -> float | None:
@@ -54,36 +37,6 @@ def threshold(strategy: str, t: float | None, dataset: str) -> float | None:
             )
         return THRESHOLDS[dataset][strategy]
     return float(t)
-
-
-def clip_size(pipe) -> int:
-    """CLIP's square input size S (manifest ``preprocessing.image.size``)."""
-    return pipe.section("image").size
-
-
-def squash(pipe, frame: np.ndarray) -> np.ndarray:
-    """The frame as the CLIP models see it: uint8 [S, S, 3], squashed with the preset's antialiasing."""
-    return squash_to_square(frame, clip_size(pipe), antialias=bool(pipe.preset.image_antialias))
-
-
-def check_sam_frames(frames: Sequence[np.ndarray], patch: int, why: str) -> None:
-    """Refuse frames with a side below SAM's patch size (``why`` names what needs them)."""
-    for i, f in enumerate(frames):
-        if f.shape[0] < patch or f.shape[1] < patch:
-            raise InputError(
-                f"frame {i} is {f.shape[0]}x{f.shape[1]} px: {why} needs both sides >= "
-                f"the SAM patch size ({patch} px); upscale the frame, or use the "
-                "'reference' frame policy (SAM on the frame squashed to 224x224)"
-            )
-
-
-def sam_frames(pipe, frames: Sequence[np.ndarray], policy: str, why: str) -> list[np.ndarray]:
-    """The frames SAM sees under a frame ``policy``: squashed to S x S ("reference"), or the frames
-    themselves ("native"), which must have both sides >= SAM's patch size (``why`` names the user)."""
-    if policy == "reference":
-        return [squash(pipe, f) for f in frames]
-    check_sam_frames(frames, pipe.sam_runner().patch_size, why)
-    return list(frames)
 
 
 def nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

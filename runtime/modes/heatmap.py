@@ -10,13 +10,14 @@ from runtime.modes.spec import ModeSpec, Param
 from runtime.result import FrameOutput
 
 
-def run_heatmap(pipe, frames, audio, sample_rate, timings, *, threshold, reverse):
+def run_heatmap(st, frames, audio, sample_rate, *, threshold, reverse):
     """Heatmaps of the squashed frames (:func:`runtime.modes.heatmap_sam.heatmaps`) resized back to each
     frame, > ``threshold``. Per frame: score = the heatmap float32 [H, W] in [0, 1]; prompt = {"threshold",
     "reverse"}."""
-    rev = bool(pipe.preset_value("heatmap_reverse", reverse))
-    maps = heatmaps(pipe, frames, audio, sample_rate, reverse=rev, timings=timings)
-    full = to_frame_size(maps, frames)
+    rev = bool(st.preset_value("heatmap_reverse", reverse))
+    maps = heatmaps(st, frames, audio, sample_rate, reverse=rev)
+    with st.timed("postprocess"):
+        full = to_frame_size(maps, frames)
     return [
         FrameOutput(m > np.float32(threshold), m, {"threshold": threshold, "reverse": rev})
         for m in full
@@ -26,6 +27,7 @@ def run_heatmap(pipe, frames, audio, sample_rate, timings, *, threshold, reverse
 MODE = ModeSpec(
     name="heatmap",
     graphs=HEATMAP_GRAPHS,
+    stages=("audio", "image"),
     run=run_heatmap,
     params=(
         Param(

@@ -9,7 +9,16 @@ from __future__ import annotations
 from functools import partial
 
 from runtime.modes.heatmap_sam import run_strategy
-from runtime.modes.points import COMMON, DATASET, GRAPHS, OPTIONAL, PRESETS, SCORE_KIND, THRESHOLD
+from runtime.modes.points import (
+    COMMON,
+    DATASET,
+    GRAPHS,
+    OPTIONAL,
+    PRESETS,
+    SCORE_KIND,
+    STAGES,
+    THRESHOLD,
+)
 from runtime.modes.spec import ModeSpec, Param
 from runtime.prompting.prompts import BOX_STRATEGIES
 
@@ -17,6 +26,7 @@ MODE = ModeSpec(
     name="heatmap-box",
     graphs=GRAPHS,
     optional_graphs=OPTIONAL,
+    stages=STAGES,
     run=partial(run_strategy, "heatmap-box"),
     params=(
         *COMMON,

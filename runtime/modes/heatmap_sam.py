@@ -28,21 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bundle.contract import IMAGE_SURGERY_DENSE
 from runtime.errors import InputError
-from runtime.modes.common import (
-    FRAME_POLICIES,
-    check_sam_frames,
-    clip_size,
-    map_box,
-    map_points,
-    nearest_to,
-    quirks,
-    sam_frames,
-    threshold,
-)
-from runtime.modes.common import frame_policy as resolve_policy
-from runtime.prompting.heatmap import audio_image_heatmap
+from runtime.modes.common import FRAME_POLICIES, map_box, map_points, nearest_to, threshold
 from runtime.prompting.prompts import (
     BOX_STRATEGIES,
     dense_points,
@@ -51,50 +38,25 @@ from runtime.prompting.prompts import (
     select_max_score,
     top_points,
 )
-from runtime.result import EMPTY_REASON, FrameOutput, timed
+from runtime.result import EMPTY_REASON, FrameOutput
 
 HEATMAP_STRATEGIES = ("point-global", "point-local", "point-dense", "heatmap-box")
+NATIVE_WHY = "the 'native' frame policy (SAM at the frame's size)"
 
 
 def heatmaps(
-    pipe,
-    frames: Sequence[np.ndarray],
-    audio,
-    sample_rate: int | None,
-    *,
-    reverse: bool | None = None,
-    timings: dict[str, float] | None = None,
+    st, frames: Sequence[np.ndarray], audio, sample_rate: int | None, *, reverse: bool | None = None
 ) -> np.ndarray:
     """Audio-image heatmaps of a clip, one per frame (spec 4.0): float32 [N, S, S] in [0, 1].
 
-    frames: N uint8 [H, W, 3] RGB frames; audio: WAV path or array with ``sample_rate`` (frame k
-    gets second k). The map covers the whole frame squashed to S x S (pixel (row, col) of the map
-    = pixel (row, col) of the squashed frame). ``reverse``: ``1 - cosine`` (None: the preset's
-    ``heatmap_reverse``). A frame whose similarities are all equal gives an all-zero map.
+    st: stages with ``audio`` and ``image``; frames: N uint8 [H, W, 3] RGB frames; audio: WAV path or
+    array with ``sample_rate`` (frame k gets second k). The map covers the whole frame squashed to
+    S x S (pixel (row, col) of the map = pixel (row, col) of the squashed frame). ``reverse``:
+    ``1 - cosine`` (None: the preset's ``heatmap_reverse``). A frame whose similarities are all equal
+    gives an all-zero map.
     """
-    timings = {} if timings is None else timings
-    with timed(timings, "audio"):
-        emb = pipe.audio_embeddings(audio, sample_rate, len(frames))
-    return heatmaps_from_embeddings(pipe, frames, emb, reverse=reverse, timings=timings)
-
-
-def heatmaps_from_embeddings(
-    pipe,
-    frames: Sequence[np.ndarray],
-    audio_emb: np.ndarray,
-    *,
-    reverse: bool | None = None,
-    timings: dict[str, float] | None = None,
-) -> np.ndarray:
-    """:func:`heatmaps` from given AudioCLIP audio embeddings float [N, D] (one per frame)."""
-    timings = {} if timings is None else timings
-    emb = audio_emb
-    with timed(timings, "image"):
-        feats = pipe.image_features(pipe.clip_images(list(frames), squash=True))
-    with timed(timings, "heatmap"):
-        rev = bool(pipe.preset_value("heatmap_reverse", reverse))
-        s = clip_size(pipe)
-        return audio_image_heatmap(feats[IMAGE_SURGERY_DENSE], emb, out_size=(s, s), reverse=rev)
+    emb = st.audio.embeddings(audio, sample_rate, len(frames))
+    return st.image.heatmaps(frames, emb, reverse=reverse)
 
 
 def _choose_prompt(
@@ -136,7 +98,7 @@ def _choose_prompt(
 
 
 def segment_from_heatmaps(
-    pipe,
+    st,
     frames: Sequence[np.ndarray],
     maps: np.ndarray,
     strategy: str,
@@ -146,17 +108,18 @@ def segment_from_heatmaps(
     frame_policy: str = "native",
     max_points: int | None = None,
     box_strategy: str = "single_maxarea",
-    timings: dict[str, float] | None = None,
+    sam_frames: Sequence[np.ndarray] | None = None,
 ) -> list[FrameOutput]:
     """SAM masks from given heatmaps with one prompt strategy (spec 4.1-4.4).
 
-    frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
+    st: stages with ``image`` and ``sam``; frames: N uint8 [H, W, 3] RGB frames; maps: float [N, S, S] heatmaps of the squashed frames
     (:func:`heatmaps`); strategy: one of :data:`HEATMAP_STRATEGIES`; t: its threshold (ignored by
     ``point-global``; required by the others); quirk: ``point-local``'s (col, col) points, and
     ``heatmap-box``'s reference edge cases (``runtime.prompting.prompts.heatmap_boxes``); frame_policy:
     ``"native"`` or ``"reference"`` (module docstring); max_points: ``point-dense``'s cap per sign
     (None: half the cells); box_strategy: ``heatmap-box``'s, one of ``runtime.prompting.prompts.BOX_STRATEGIES``.
-    With several boxes (``multi_box``) SAM is prompted with each box, keeps its best mask per box,
+    sam_frames: the frames SAM sees (``st.sam.frames(frames, frame_policy, ...)``) when the caller
+    has them already. With several boxes (``multi_box``) SAM is prompted with each box, keeps its best mask per box,
     and the masks are OR-ed (the reference's loop).
 
     Returns one FrameOutput per frame: mask bool [H, W]; score float32 [1] = the chosen mask's
@@ -171,10 +134,9 @@ def segment_from_heatmaps(
         raise InputError(f"strategy must be one of {HEATMAP_STRATEGIES}, got {strategy!r}")
     if frame_policy not in FRAME_POLICIES:
         raise InputError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
-    timings = {} if timings is None else timings
     frames = list(frames)
     m = np.asarray(maps)
-    s = clip_size(pipe)
+    s = st.image.size
     if m.dtype.kind != "f" or m.shape != (len(frames), s, s):
         raise InputError(
             f"maps must be float [{len(frames)}, {s}, {s}] (one CLIP-input heatmap per "
@@ -184,16 +146,16 @@ def segment_from_heatmaps(
         raise InputError("maps hold NaN/inf")
     if strategy != "point-global" and t is None:
         raise InputError(f"strategy {strategy!r} needs a threshold t")
-    runner = pipe.sam_runner()
-
-    with timed(timings, "prompts"):
+    if sam_frames is None:
+        sam_in = st.sam.frames(frames, frame_policy, NATIVE_WHY)
+    else:
+        sam_in = list(sam_frames)
+        if len(sam_in) != len(frames):
+            raise InputError(f"sam_frames must hold {len(frames)} frames, got {len(sam_in)}")
+    with st.timed("prompts"):
         prompts = [_choose_prompt(sm, strategy, t, quirk, max_points, box_strategy) for sm in m]
-    sam_in = sam_frames(
-        pipe, frames, frame_policy, "the 'native' frame policy (SAM at the frame's size)"
-    )
     need = [i for i, p in enumerate(prompts) if EMPTY_REASON not in p]
-    with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings([sam_in[i] for i in need]) if need else []
+    embs = st.sam.embeddings([sam_in[i] for i in need])
     emb_of = dict(zip(need, embs, strict=True))
 
     out: list[FrameOutput] = []
@@ -216,12 +178,11 @@ def segment_from_heatmaps(
         else:
             coords, labels = map_points(rec["points"], sx, sy), rec["labels"]
             rec["points"] = map_points(rec["points"], fx, fy)
-        with timed(timings, "sam_decoder"):
-            masks, iou, _ = runner.predict(
-                emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True
-            )
-            picks = [select_max_score(masks[p], iou[p]) for p in range(masks.shape[0])]
-            mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
+        masks, iou, _ = st.sam.predict(
+            emb_of[i], sam_hw, coords, labels, boxes, multimask_output=True
+        )
+        picks = [select_max_score(masks[p], iou[p]) for p in range(masks.shape[0])]
+        mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
         if sam_hw != hw:
             mask = nearest_to(mask, hw)
         ks = [int(k) for _, k in picks]
@@ -246,11 +207,10 @@ def box_strategy_for(box_strategy: str | None, dataset: str) -> str:
 
 def run_strategy(
     strategy: str,
-    pipe,
+    st,
     frames,
     audio,
     sample_rate,
-    timings,
     *,
     reverse=None,
     frame_policy=None,
@@ -261,21 +221,16 @@ def run_strategy(
     box_strategy=None,
 ) -> list[FrameOutput]:
     """A heatmap strategy end to end: heatmaps -> prompts -> SAM (the run function of its mode)."""
-    policy = resolve_policy(pipe, frame_policy)
+    policy = st.frame_policy(frame_policy)
     thr = threshold(strategy, t, dataset)
-    peak_quirk = quirks(pipe, quirk) if strategy in ("point-local", "heatmap-box") else False
+    peak_quirk = st.quirks(quirk) if strategy in ("point-local", "heatmap-box") else False
     boxes = (
         box_strategy_for(box_strategy, dataset) if strategy == "heatmap-box" else "single_maxarea"
     )
-    if policy == "native":  # fail before the heavy work
-        check_sam_frames(
-            frames,
-            pipe.sam_runner().patch_size,
-            "the 'native' frame policy (SAM at the frame's size)",
-        )
-    maps = heatmaps(pipe, frames, audio, sample_rate, reverse=reverse, timings=timings)
+    sam_in = st.sam.frames(frames, policy, NATIVE_WHY)  # checked before the heavy work
+    maps = heatmaps(st, frames, audio, sample_rate, reverse=reverse)
     out = segment_from_heatmaps(
-        pipe,
+        st,
         frames,
         maps,
         strategy,
@@ -284,7 +239,7 @@ def run_strategy(
         frame_policy=policy,
         max_points=max_points,
         box_strategy=boxes,
-        timings=timings,
+        sam_frames=sam_in,
     )
     for o in out:
         o.prompt["frame_policy"] = policy

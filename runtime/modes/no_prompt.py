@@ -22,68 +22,44 @@ decoder, most of No-Prompt's time, runs on that fraction of the prompts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from runtime.bundle.contract import IMAGE_GLOBAL
 from runtime.errors import InputError
 from runtime.modes.common import (
     FRAME_POLICIES,
     HEATMAP_GRAPHS,
     SAM_GRAPHS,
     SAM_OPTIONAL,
-    check_sam_frames,
     nearest_to,
-    quirks,
-    sam_frames,
 )
-from runtime.modes.common import frame_policy as resolve_policy
-from runtime.modes.heatmap_sam import heatmaps_from_embeddings
 from runtime.modes.spec import ModeSpec, Param
-from runtime.preprocess.audio import chunk_per_frame, load_audio, short_clip_policy
 from runtime.prompting.heatmap import l2_normalize
 from runtime.prompting.prompts import heatmap_point_filter
-from runtime.result import EMPTY_REASON, FrameOutput, timed
-from runtime.sam.amg import AmgConfig, AutomaticMaskGenerator
+from runtime.result import EMPTY_REASON, FrameOutput
+from runtime.stages.audio import REFERENCE_1S_GRAPH
 
-REFERENCE_1S_GRAPH = "audioclip_audio_1s"
 NO_PROMPT_AUDIO = ("clip", "reference-1s")
 GRIDS = ("full", "audio")
-_CLIP_BATCH = 32  # crops per audioclip_image call
+NATIVE_WHY = "No-Prompt (automatic masks at the frame's size)"
 
 
 def no_prompt_audio_embeddings(
-    pipe, audio, sample_rate: int | None, num_frames: int, *, source: str = "clip"
+    st, audio, sample_rate: int | None, num_frames: int, *, source: str = "clip"
 ) -> np.ndarray:
     """AudioCLIP embeddings for No-Prompt, one per frame: float32 [F, D] (not normalised).
 
     source ``"clip"``: the standard ``audioclip_audio`` input (44.1 kHz, each 1-s chunk tiled to
     5 s, x the preset's ``audio_input_scale``). ``"reference-1s"``: the reference's No-Prompt
-    loader: resampled to the ``audioclip_audio_1s`` graph's ``sample_rate`` (48 kHz), one untiled
-    chunk of ``num_samples`` (48,000) per frame, int16 round trip (clip to [-1, 1], x32767, truncate
-    to int16, / 32767), x the preset's ``audio_input_scale``.
+    loader (:meth:`runtime.stages.audio.AudioStage.reference_1s_embeddings`: 48 kHz, one untiled
+    1-s chunk per frame, int16 round trip, x the preset's ``audio_input_scale``).
     """
     if source == "clip":
-        return pipe.audio_embeddings(audio, sample_rate, num_frames)
+        return st.audio.embeddings(audio, sample_rate, num_frames)
     if source != "reference-1s":
         raise InputError(f"audio must be one of {NO_PROMPT_AUDIO} or None (preset), got {source!r}")
-    if not pipe.bundle.has(REFERENCE_1S_GRAPH):
-        raise InputError(
-            f"No-Prompt with the reference's audio (48 kHz, 1-s chunks; preset sam4avs) needs the graph "
-            f"{REFERENCE_1S_GRAPH!r}, which bundle {pipe.bundle.root} lacks; rebuild the bundle with it, "
-            f"or pass audio_source='clip' (the standard 44.1 kHz tiled input)"
-        )
-    entry = pipe.bundle.graphs[REFERENCE_1S_GRAPH]
-    n, rate = int(entry["num_samples"]), int(entry["sample_rate"])
-    x = load_audio(audio, sample_rate, rate)
-    chunks = chunk_per_frame(
-        x, rate, num_frames, chunk_seconds=n / rate, short_clip=short_clip_policy(pipe.preset)
-    )
-    q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
-    wav = (q / 32767.0).astype(np.float32) * np.float32(pipe.preset.audio_input_scale)
-    return pipe.run(REFERENCE_1S_GRAPH, wav)[0]
+    return st.audio.reference_1s_embeddings(audio, sample_rate, num_frames)
 
 
 def _crop(frame: np.ndarray, rec: dict[str, Any], quirk: bool) -> np.ndarray | None:
@@ -103,7 +79,7 @@ def _crop(frame: np.ndarray, rec: dict[str, Any], quirk: bool) -> np.ndarray | N
 
 
 def score_masks(
-    pipe,
+    st,
     frame: np.ndarray,
     records: Sequence[dict[str, Any]],
     audio_embedding: np.ndarray,
@@ -139,12 +115,7 @@ def score_masks(
     mask = np.zeros((h, w), dtype=bool)
     if not crops:
         return mask, np.zeros(0, np.float32), []
-    feats = []
-    for a in range(0, len(crops), _CLIP_BATCH):
-        feats.append(
-            pipe.image_features(pipe.clip_images(crops[a : a + _CLIP_BATCH]))[IMAGE_GLOBAL]
-        )
-    img = l2_normalize(np.concatenate(feats), axis=1)
+    img = l2_normalize(st.image.global_features(crops), axis=1)
     aud = l2_normalize(np.asarray(audio_embedding, np.float32).reshape(1, -1), axis=1)
     logits = np.float32(logit_scale) * (img @ aud[0])
     e = np.exp(logits - logits.max())
@@ -156,17 +127,8 @@ def score_masks(
     return mask, scores, selected
 
 
-def amg_config(pipe, amg: dict[str, Any] | None) -> AmgConfig:
-    """SAM's automatic-mask-generator defaults with ``amg`` overrides (field names of :class:`AmgConfig`)."""
-    names = {f.name for f in fields(AmgConfig)}
-    unknown = sorted(set(amg or {}) - names)
-    if unknown:
-        raise InputError(f"unknown AMG parameters {unknown}; known: {sorted(names)}")
-    return AmgConfig(**{"mask_threshold": pipe.section("sam").mask_threshold, **(amg or {})})
-
-
 def segment_no_prompt(
-    pipe,
+    st,
     frames: Sequence[np.ndarray],
     audio_emb: np.ndarray,
     *,
@@ -178,7 +140,7 @@ def segment_no_prompt(
     grid_maps: np.ndarray | None = None,
     grid_keep: float | None = 0.1,
     grid_threshold: float | None = None,
-    timings: dict[str, float] | None = None,
+    sam_frames: Sequence[np.ndarray] | None = None,
 ) -> list[FrameOutput]:
     """No-Prompt on given audio embeddings (spec 4.5): automatic masks scored by AudioCLIP.
 
@@ -195,9 +157,9 @@ def segment_no_prompt(
     crop scores above the threshold); score float32 [K] (the softmax scores of the K candidates);
     prompt: ``boxes`` int64 [M, 4] (SAM's XYWH boxes of the M automatic masks, pixels of the SAM
     input ``sam_input_hw``), ``predicted_iou`` [M], ``selected`` (record indices), ``num_masks``,
-    ``num_points`` (prompted grid points).
+    ``num_points`` (prompted grid points). sam_frames: the frames SAM sees, when the caller has them
+    (``st.sam.frames``).
     """
-    timings = {} if timings is None else timings
     frames = list(frames)
     a = np.asarray(audio_emb)
     if a.ndim != 2 or a.shape[0] != len(frames) or a.dtype.kind != "f":
@@ -213,13 +175,11 @@ def segment_no_prompt(
             )
         if grid_threshold is not None:
             grid_keep = None
-    runner = pipe.sam_runner()
-    generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
-    sam_in = sam_frames(
-        pipe, frames, frame_policy, "No-Prompt (automatic masks at the frame's size)"
+    config = st.sam.amg_config(amg)
+    sam_in = (
+        st.sam.frames(frames, frame_policy, NATIVE_WHY) if sam_frames is None else list(sam_frames)
     )
-    with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings(sam_in)
+    embs = st.sam.embeddings(sam_in)
     out: list[FrameOutput] = []
     for i, (frame, sf) in enumerate(zip(frames, sam_in, strict=True)):
         audio_filter = (
@@ -236,11 +196,10 @@ def segment_no_prompt(
             prompted[0] += int(np.count_nonzero(flags))
             return flags
 
-        with timed(timings, "amg"):
-            records = generator.generate(sf, embedding=embs[i], point_filter=point_filter)
-        with timed(timings, "crop_scoring"):
+        records = st.sam.generate(sf, embs[i], config, point_filter=point_filter)
+        with st.timed("crop_scoring"):
             mask, sc, sel = score_masks(
-                pipe,
+                st,
                 sf,
                 records,
                 a[i],
@@ -267,11 +226,10 @@ def segment_no_prompt(
 
 
 def run_no_prompt(
-    pipe,
+    st,
     frames,
     audio,
     sample_rate,
-    timings,
     *,
     amg=None,
     score_threshold=0.5,
@@ -284,26 +242,18 @@ def run_no_prompt(
     grid_threshold=None,
 ):
     """No-Prompt end to end: audio embeddings, automatic masks, crop scoring (module docstring)."""
-    q = quirks(pipe, quirk)
-    policy = resolve_policy(pipe, frame_policy)
+    q = st.quirks(quirk)
+    policy = st.frame_policy(frame_policy)
     source = audio_source if audio_source is not None else ("reference-1s" if q else "clip")
-    runner = pipe.sam_runner()
-    amg_config(pipe, amg)  # fail before the heavy work
-    if policy == "native":
-        check_sam_frames(
-            frames, runner.patch_size, "No-Prompt (automatic masks at the frame's size)"
-        )
-    with timed(timings, "audio"):
-        emb = no_prompt_audio_embeddings(pipe, audio, sample_rate, len(frames), source=source)
+    st.sam.amg_config(amg)  # fail before the heavy work
+    sam_in = st.sam.frames(frames, policy, NATIVE_WHY)
+    emb = no_prompt_audio_embeddings(st, audio, sample_rate, len(frames), source=source)
     maps = None
     if grid == "audio":
-        with timed(timings, "audio"):
-            heat_emb = (
-                emb if source == "clip" else pipe.audio_embeddings(audio, sample_rate, len(frames))
-            )
-        maps = heatmaps_from_embeddings(pipe, frames, heat_emb, timings=timings)
+        heat_emb = emb if source == "clip" else st.audio.embeddings(audio, sample_rate, len(frames))
+        maps = st.image.heatmaps(frames, heat_emb)
     out = segment_no_prompt(
-        pipe,
+        st,
         frames,
         emb,
         amg=amg,
@@ -314,7 +264,7 @@ def run_no_prompt(
         grid_maps=maps,
         grid_keep=grid_keep,
         grid_threshold=grid_threshold,
-        timings=timings,
+        sam_frames=sam_in,
     )
     for o in out:
         o.prompt["audio_source"] = source
@@ -327,6 +277,7 @@ MODE = ModeSpec(
     name="no-prompt",
     graphs=HEATMAP_GRAPHS + SAM_GRAPHS,
     optional_graphs=(REFERENCE_1S_GRAPH, *SAM_OPTIONAL),
+    stages=("audio", "image", "sam"),
     run=run_no_prompt,
     params=(
         Param(

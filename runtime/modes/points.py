@@ -47,6 +47,7 @@ THRESHOLD = Param(
 DATASET = Param("dataset", "s4", "str", "selects the paper's thresholds", choices=DATASETS)
 GRAPHS = HEATMAP_GRAPHS + SAM_GRAPHS
 OPTIONAL = SAM_OPTIONAL
+STAGES = ("audio", "image", "sam")
 PRESETS = ("audio_input_scale", "heatmap_reverse", "image_antialias", "zero_shot_quirks")
 SCORE_KIND = "the chosen SAM mask's predicted IoU float32 [1] ([0]: no prompt)"
 
@@ -55,6 +56,7 @@ MODES = (
         name="point-global",
         graphs=GRAPHS,
         optional_graphs=OPTIONAL,
+        stages=STAGES,
         run=partial(run_strategy, "point-global"),
         params=COMMON,
         presets=PRESETS,
@@ -65,6 +67,7 @@ MODES = (
         name="point-local",
         graphs=GRAPHS,
         optional_graphs=OPTIONAL,
+        stages=STAGES,
         run=partial(run_strategy, "point-local"),
         params=(
             *COMMON,
@@ -86,6 +89,7 @@ MODES = (
         name="point-dense",
         graphs=GRAPHS,
         optional_graphs=OPTIONAL,
+        stages=STAGES,
         run=partial(run_strategy, "point-dense"),
         params=(
             *COMMON,

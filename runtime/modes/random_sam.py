@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL, nearest_to, sam_frames
-from runtime.modes.common import frame_policy as resolve_policy
-from runtime.modes.no_prompt import amg_config
+from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL, nearest_to
 from runtime.modes.spec import ModeSpec, Param
-from runtime.result import EMPTY_REASON, FrameOutput, timed
-from runtime.sam.amg import AutomaticMaskGenerator
+from runtime.result import EMPTY_REASON, FrameOutput
 
 __all__ = ["MODE", "pick_random_masks", "run_random_sam"]
 
@@ -42,9 +39,7 @@ def pick_random_masks(counts: list[int], seed: int) -> list[int | None]:
     return [int(rng.integers(c)) if c > 0 else None for c in counts]
 
 
-def run_random_sam(
-    pipe, frames, audio, sample_rate, timings, *, seed=0, amg=None, frame_policy=None
-):
+def run_random_sam(st, frames, audio, sample_rate, *, seed=0, amg=None, frame_policy=None):
     """Mode ``random-sam``: one automatic SAM mask per frame, chosen uniformly at random (seeded).
 
     ``audio`` is accepted (every mode takes one) and ignored. Per frame: mask bool [H, W]; score
@@ -53,15 +48,12 @@ def run_random_sam(
     and ``empty_reason`` when the generator found no mask.
     """
     del audio, sample_rate  # the baseline does not listen
-    runner = pipe.sam_runner()
-    generator = AutomaticMaskGenerator(runner, config=amg_config(pipe, amg))
-    policy = resolve_policy(pipe, frame_policy)
+    config = st.sam.amg_config(amg)
+    policy = st.frame_policy(frame_policy)
     frames = list(frames)
-    sam_in = sam_frames(pipe, frames, policy, "Random-SAM (automatic masks at the frame's size)")
-    with timed(timings, "sam_encoder"):
-        embs = pipe.sam_embeddings(sam_in)
-    with timed(timings, "amg"):
-        records = [generator.generate(sf, embedding=e) for sf, e in zip(sam_in, embs, strict=True)]
+    sam_in = st.sam.frames(frames, policy, "Random-SAM (automatic masks at the frame's size)")
+    embs = st.sam.embeddings(sam_in)
+    records = [st.sam.generate(sf, e, config) for sf, e in zip(sam_in, embs, strict=True)]
     chosen = pick_random_masks([len(r) for r in records], seed)
     out = []
     for frame, sf, recs, k in zip(frames, sam_in, records, chosen, strict=True):
@@ -87,6 +79,7 @@ MODE = ModeSpec(
     name="random-sam",
     graphs=SAM_GRAPHS,
     optional_graphs=SAM_OPTIONAL,
+    stages=("sam",),
     run=run_random_sam,
     params=(
         Param("seed", 0, "int", "seed of the per-call random choice", low=0),

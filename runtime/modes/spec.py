@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.stages import STAGES
 
 __all__ = ["ModeSpec", "Param"]
 
@@ -115,15 +116,18 @@ class Param:
 class ModeSpec:
     """A segmentation mode.
 
-    name: the mode's name in ``segment(mode=...)``. graphs: the bundle graphs it runs. run: the
-    function ``run(pipe, frames, audio, sample_rate, timings, **params) -> list[FrameOutput]``
-    (frames: uint8 [H, W, 3] RGB arrays; one :class:`runtime.result.FrameOutput` per frame).
+    name: the mode's name in ``segment(mode=...)``. graphs: the bundle graphs it runs. stages: the
+    stages it uses (names of :data:`runtime.stages.STAGES`); run: the function
+    ``run(stages, frames, audio, sample_rate, **params) -> list[FrameOutput]`` (stages: a
+    :class:`runtime.stages.Stages` holding the declared stages; frames: uint8 [H, W, 3] RGB arrays;
+    one :class:`runtime.result.FrameOutput` per frame).
     params: its parameters. presets: the preset constants it honours. score_kind: what its per-frame
     ``scores`` hold. optional_graphs: graphs it uses when present. doc: one line for tables.
     """
 
     name: str
     graphs: tuple[str, ...]
+    stages: tuple[str, ...]
     run: Callable[..., list]
     params: tuple[Param, ...] = ()
     presets: tuple[str, ...] = ()
@@ -132,6 +136,11 @@ class ModeSpec:
     optional_graphs: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(
+                f"mode {self.name!r} declares unknown stages {unknown}; stages: {STAGES}"
+            )
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"mode {self.name!r} declares a parameter twice: {names}")
