@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, helptext in (
         ("train", "train AC-FPN (python -m models.train_acfpn)"),
-        ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
+        ("eval", "evaluate a mode on AVSBench (python -m evaluation)"),
         ("bench", "run benchmarks (python -m benchmarks.run)"),
     ):
         sub.add_parser(name, help=helptext, add_help=False)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return train_main(rest) or 0
         if argv[0] == "eval":
-            from benchmarks.evaluate import main as eval_main
+            from evaluation.cli import main as eval_main
 
             return eval_main(rest) or 0
         from benchmarks.run import main as bench_main
