@@ -35,14 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.harness import (
-    Measurement,
-    Report,
-    count_flops_torch,
-    machine_info,
-    matmul_peak,
-    measure,
-)
+from benchmarks.flops import count_flops_torch
+from benchmarks.machine import machine_info, matmul_peak
+from benchmarks.report import Report
+from benchmarks.timing import Measurement, measure
 from reference.acfpn import reference_audio, reference_frames, reference_logits, reference_model
 from reference.media import make_demo_clip
 from runtime.bundle import Bundle
