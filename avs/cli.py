@@ -15,36 +15,6 @@ from avs.segment_cli import COMMANDS as SEGMENT_COMMANDS
 from avs.segment_cli import add_parsers as add_segment_parsers
 
 
-def demo_inputs(num_frames: int = 5, size: tuple[int, int] = (224, 224), seed: int = 0):
-    """A generated clip: ``num_frames`` uint8 RGB frames [H, W, 3] with a moving disc, and 16 kHz audio.
-
-    The audio is ``num_frames`` seconds of a 440 Hz tone with harmonics plus a little noise, float32
-    in [-1, 1].
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    frames = []
-    for k in range(num_frames):
-        img = np.zeros((h, w, 3), np.float32)
-        img[..., 0] = 40 + 60 * xx / w
-        img[..., 1] = 80 + 40 * yy / h
-        img[..., 2] = 120
-        cy, cx, r = h * 0.5, w * (0.3 + 0.1 * k), min(h, w) * 0.18
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        img[disc] = (230, 200, 40)
-        img += rng.normal(0, 4, img.shape)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    rate = 16000
-    t = np.arange(num_frames * rate) / rate
-    audio = sum(0.3 / n * np.sin(2 * np.pi * 440 * n * t) for n in (1, 2, 3)) + 0.01 * rng.normal(
-        size=t.size
-    )
-    return frames, audio.astype(np.float32), rate
-
-
 def modes_table(
     bundle_dir: str | Path,
     *,
@@ -142,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, helptext in (
         ("train", "train AC-FPN (python -m models.train_acfpn)"),
-        ("eval", "evaluate a mode on AVSBench (python -m benchmarks.evaluate)"),
+        ("eval", "evaluate a mode on AVSBench (python -m evaluation)"),
         ("bench", "run benchmarks (python -m benchmarks.run)"),
     ):
         sub.add_parser(name, help=helptext, add_help=False)
@@ -160,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return train_main(rest) or 0
         if argv[0] == "eval":
-            from benchmarks.evaluate import main as eval_main
+            from evaluation.cli import main as eval_main
 
             return eval_main(rest) or 0
         from benchmarks.run import main as bench_main

@@ -25,25 +25,6 @@ DEMO_SECONDS = 6
 DEMO_FPS = 4  # frames segmented per second of the demo video (sampling "fps")
 
 
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` -> ``{k: v}``: each v read as JSON (numbers, true/false/null, lists),
-    otherwise kept as the plain string; the pipeline checks names and values."""
-    from runtime.errors import InputError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(
-                f"--param expects key=value (e.g. --param threshold=0.4), got {item!r}"
-            )
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def add_parsers(sub) -> None:
     """Add the ``demo`` and ``segment`` subcommands to an argparse subparsers object."""
     d = sub.add_parser(
@@ -89,7 +70,7 @@ def add_parsers(sub) -> None:
         "--param",
         action="append",
         metavar="K=V",
-        help="mode parameter, repeatable (value read as JSON, else a string)",
+        help="mode parameter, repeatable (value read as JSON; True/False/None; else a string)",
     )
     s.add_argument("--out", default=None, help="output folder (required with --video)")
     s.add_argument(
@@ -216,6 +197,7 @@ def _describe(summary: dict[str, Any]) -> str:
 def cmd_segment(args: argparse.Namespace) -> int:
     import runtime
     from runtime.errors import InputError
+    from runtime.modes.spec import parse_params
 
     params = parse_params(args.param)
     if args.video:
@@ -252,57 +234,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 # --- demo ----------------------------------------------------------------------------------------------
-def demo_video(
-    path: str | Path,
-    *,
-    seconds: int = DEMO_SECONDS,
-    fps: int = 12,
-    size: tuple[int, int] = (320, 240),
-    seed: int = 0,
-) -> Path:
-    """Write a generated video with sound (no downloads): a yellow disc moving left to right over a
-    gradient, a blue square bouncing, and a tone (440 Hz with harmonics) that pulses once per second.
-    ``size`` (W, H); ``fps`` frames per second; 16 kHz mono AAC audio. Returns ``path``."""
-    import numpy as np
-
-    from runtime.media.outputs import write_video
-
-    w, h = size
-    n = seconds * fps
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.zeros((h, w, 3), np.float32)
-    base[..., 0] = 40 + 60 * xx / w
-    base[..., 1] = 80 + 40 * yy / h
-    base[..., 2] = 120
-
-    def frames():
-        for k in range(n):
-            u = k / max(1, n - 1)
-            img = base.copy()
-            cx, cy, r = (
-                w * (0.2 + 0.6 * u),
-                h * (0.5 + 0.15 * np.sin(2 * np.pi * u)),
-                min(w, h) * 0.16,
-            )
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (235, 205, 40)
-            sx = int(w * 0.75 - w * 0.5 * abs(((2 * u) % 2) - 1))
-            sy, s = int(h * 0.15), int(min(w, h) * 0.15)
-            img[sy : sy + s, max(0, sx - s // 2) : sx + s // 2] = (40, 70, 200)
-            img += rng.normal(0, 3, img.shape)
-            yield np.clip(img, 0, 255).astype(np.uint8)
-
-    rate = 16000
-    t = np.arange(seconds * rate) / rate
-    env = 0.6 + 0.4 * np.cos(2 * np.pi * t) ** 2
-    x = env * sum(0.25 / m * np.sin(2 * np.pi * 440 * m * t) for m in (1, 2, 3))
-    x = (x + 0.005 * rng.normal(size=t.size)).astype(np.float32)
-    return write_video(path, frames(), fps, audio=x, sample_rate=rate)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     import runtime
     from runtime.errors import InputError
+    from runtime.media.demo import demo_video
 
     if args.seconds < 1 or args.seconds > 60:
         raise InputError(f"--seconds must be in [1, 60], got {args.seconds}")

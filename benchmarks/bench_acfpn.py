@@ -35,14 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.harness import (
-    Measurement,
-    Report,
-    count_flops_torch,
-    machine_info,
-    matmul_peak,
-    measure,
-)
+from benchmarks.flops import count_flops_torch
+from benchmarks.machine import machine_info, matmul_peak
+from benchmarks.report import Report
+from benchmarks.timing import Measurement, measure
 from reference.acfpn import reference_audio, reference_frames, reference_logits, reference_model
 from reference.media import make_demo_clip
 from runtime.bundle import Bundle
@@ -203,9 +199,10 @@ def run(
         reference_frames(frames, antialias=antialias),
         reference_audio(audio, n, input_scale=scale),
     )
-    from benchmarks.evaluate import load_pipeline, segment_with_logits
+    import runtime
+    from evaluation.predictors import segment_with_logits
 
-    rec_pipe = load_pipeline(bundle_dir, providers=providers or ["cpu"], threads=threads)
+    rec_pipe = runtime.load(bundle_dir, providers=providers or ["cpu"], threads=threads)
     _, got = segment_with_logits(rec_pipe, frames, audio)
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True))
     agree = float(np.mean([np.mean((a > 0) == (b > 0)) for a, b in zip(ref, got, strict=True)]))

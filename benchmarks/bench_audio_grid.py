@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.harness import machine_info
+from benchmarks.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO.parent / "shared" / "data" / "audioclip-demo"

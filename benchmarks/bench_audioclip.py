@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.harness import Report, count_flops_torch, machine_info, matmul_peak
+from benchmarks.flops import count_flops_torch
+from benchmarks.machine import machine_info, matmul_peak
+from benchmarks.report import Report
 from models.audioclip import load_audioclip
 from models.random_init import randomize_batchnorm
 from runtime.backends._onnxruntime import create_session

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.harness import Report, machine_info
+from benchmarks.machine import machine_info
+from benchmarks.report import Report
 from reference.box import reference_box_pipeline, reference_models
 
 PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import status_mb
+from benchmarks.probes import status_mb
 
 STAGES = ("load", "sam_encoder", "audioclip")
 PHOTOS = ("cars_1.jpg", "cat_1.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")

@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default="engines/default")
     p.add_argument("--mode", default="heatmap")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="mode parameter, repeatable (as avs segment / avs eval: JSON, True/False/None, else text)",
+    )
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--latency-requests", type=int, default=20)
@@ -125,19 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     import runtime
-    from avs.cli import demo_inputs
+    from runtime.errors import AVSError
+    from runtime.media.demo import demo_inputs
+    from runtime.modes.spec import parse_params
     from runtime.serving import repo, tritonenv
     from runtime.serving.client import TritonClient
     from runtime.serving.server import TritonServer, free_port
 
+    try:
+        params = parse_params(a.param)
+        pipe = runtime.load(a.bundle, threads=a.threads)
+        pipe.check_mode(a.mode, params)  # checked before any server starts
+    except AVSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     frames, audio, rate = demo_inputs(a.frames, (a.size, a.size))
     env = tritonenv.ensure()
-    pipe = runtime.load(a.bundle, threads=a.threads)
     pipe.warmup()
-    pipe.segment(frames, audio, rate, mode=a.mode)
+    pipe.segment(frames, audio, rate, mode=a.mode, **params)
     rows: dict = {
         "bundle": str(a.bundle),
         "mode": a.mode,
+        "params": params,
         "frames": a.frames,
         "size": a.size,
         "threads_per_instance": a.threads,
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "random_weights": pipe.bundle.random_weights,
     }
     rows["in_process"] = latency(
-        lambda: pipe.segment(frames, audio, rate, mode=a.mode), a.latency_requests
+        lambda: pipe.segment(frames, audio, rate, mode=a.mode, **params), a.latency_requests
     )
     print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
     pipe = None  # free its sessions before the servers start
@@ -173,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     return TritonClient(url, a.protocol, timeout=600)
 
                 def request(c):
-                    return c.segment(frames, audio, rate, mode=a.mode)
+                    return c.segment(frames, audio, rate, mode=a.mode, **params)
 
                 with make_client() as c:
                     for _ in range(max(2, n_inst)):
@@ -201,7 +217,9 @@ def markdown(rows: dict) -> str:
     """The results as two Markdown tables (latency, throughput)."""
     ip = rows["in_process"]
     lines = [
-        f"bundle `{rows['bundle']}`, mode {rows['mode']}, {rows['frames']} frames of {rows['size']}x{rows['size']} "
+        f"bundle `{rows['bundle']}`, mode {rows['mode']}"
+        + (f" ({json.dumps(rows['params'])})" if rows.get("params") else "")
+        + f", {rows['frames']} frames of {rows['size']}x{rows['size']} "
         f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
         f"{rows['protocol']}, {rows['cpus']} CPUs"
         + (", RANDOM WEIGHTS" if rows["random_weights"] else ""),

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.harness import Report, count_flops_torch, machine_info, matmul_peak
+from benchmarks.flops import count_flops_torch
+from benchmarks.machine import machine_info, matmul_peak
+from benchmarks.report import Report
 from reference.zero_shot import (
     THRESHOLDS,
     load_reference_models,

@@ -17,7 +17,7 @@ Each (mode, side) runs in a fresh process (``benchmarks.run_case``), so its peak
 process's own (VmHWM at its end: models, sessions and runs included), recorded beside its times;
 ``os.wait4``'s ``ru_maxrss`` is kept too, though on Linux it also counts this parent's RSS at exec.
 Outputs travel through npz files in a temporary folder (no pickle). The runtime's embedding cache
-is off (``cache_mb=0``) so that every repeat does the whole work, as the reference does. Written under ``--out``: ``bench.json`` (everything: a ``harness.Report`` plus plan, cases,
+is off (``cache_mb=0``) so that every repeat does the whole work, as the reference does. Written under ``--out``: ``bench.json`` (everything: a ``benchmarks.report.Report`` plus plan, cases,
 command), ``bench.md`` (tables ready for the README) and ``bench.png`` (latency per mode, split by
 stage). Modes whose graphs a bundle lacks are skipped with a note. Box-Prompt needs tokenizer files
 and stays in ``python -m benchmarks.bench_box``.
@@ -439,8 +439,10 @@ def run_plan(
     keep_tmp: bool = False,
 ) -> dict[str, Any]:
     """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict."""
-    from benchmarks.harness import Measurement, Report, machine_info, matmul_peak
+    from benchmarks.machine import machine_info, matmul_peak
+    from benchmarks.report import Report
     from benchmarks.run_report import write_outputs
+    from benchmarks.timing import Measurement
 
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"

@@ -10,7 +10,7 @@ parent) names the mode, the side (``reference``: the PyTorch pipelines of ``refe
 (``frames.npz``: uint8 [F, 224, 224, 3]; a WAV path; ``audioclip_inputs.npz``: the graphs' inputs)
 and where to write:
 
-* ``out_json``: ``{"measurement": harness.Measurement.to_dict(), "stages": {stage: [ms per timed
+* ``out_json``: ``{"measurement": timing.Measurement.to_dict(), "stages": {stage: [ms per timed
   run]}, "load_s", "peak_rss_mb" (VmHWM at the end: this process's own peak), "info"}``. Stages: the runtime's ``SegmentResult.timings`` (minus
   ``total``); the reference's forward time of its big modules (``audio``, ``image``,
   ``sam_encoder``, ``sam_decoder``; forward hooks), the rest of each run as ``other``.
@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import measure, status_mb
+from benchmarks.probes import status_mb
+from benchmarks.timing import measure
 
 POINT_MODES = ("point-global", "point-local", "point-dense", "heatmap-box")
 
@@ -268,7 +269,7 @@ def count_encoder_flops(bundle: str) -> dict[str, float]:
     Built on the meta device (no weights in memory); a tower that cannot be is left out."""
     import torch
 
-    from benchmarks.harness import count_flops_torch
+    from benchmarks.flops import count_flops_torch
     from runtime.bundle import Bundle
 
     b = Bundle.open(bundle, verify=False)

@@ -1,7 +1,7 @@
 """The outputs of ``benchmarks.run``: ``bench.json``, ``bench.md`` (README-ready tables) and ``bench.png``.
 
 ``write_outputs(result, out)`` takes the result dict of :func:`benchmarks.run.assemble` (a
-``harness.Report`` dict plus ``command``, ``plan``, ``cases``, ``loadavg_start`` / ``_end``): every
+``benchmarks.report.Report`` dict plus ``command``, ``plan``, ``cases``, ``loadavg_start`` / ``_end``): every
 entry's ``extra`` holds ``peak_rss_mb``, ``stages_ms`` (median ms per stage), ``agreement`` and
 ``encoders``; ``ratios`` carry ``mode``, ``side`` and ``rss_ratio``. The chart is drawn with Pillow:
 one panel per mode group (own time axis), one horizontal bar per (mode, side), stacked by stage.

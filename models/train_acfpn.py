@@ -324,8 +324,8 @@ def evaluate(
 ) -> dict[str, float]:
     """AVSBench metrics of ``model`` (set to eval mode) over ``loader`` (batch = 1 video for the
     paper's numbers): {"miou", "fscore" (if asked), "videos"}; each is the mean of per-batch
-    values (``runtime.metrics``)."""
-    from runtime import metrics  # numpy only
+    values (``evaluation.metrics``)."""
+    from evaluation import metrics  # numpy only (a leaf: imports runtime.errors alone)
 
     device = torch.device(device)
     was_training = model.training

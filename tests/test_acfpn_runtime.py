@@ -4,7 +4,7 @@ The reference (``reference.acfpn``) is independent of the runtime: the AC-FPN re
 PyTorch from the bundle manifest's weight provenance, torchvision's ``ToTensor -> Resize(bicubic)
 -> CenterCrop -> Normalize``, ``librosa.load(sr=44100)`` with the AVSBench chunking written out
 again, an eager forward, and ``F.interpolate`` back to each frame's size. The runtime's logits are
-the ``acfpn`` graph output of the very ``segment`` call (``benchmarks.evaluate.segment_with_logits``).
+the ``acfpn`` graph output of the very ``segment`` call (``evaluation.predictors.segment_with_logits``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import runtime
-from benchmarks.evaluate import load_pipeline, segment_with_logits
+from evaluation.predictors import segment_with_logits
 from reference.acfpn import reference_audio, reference_frames, reference_model
 from reference.media import make_demo_clip
 from runtime.bundle import Bundle
@@ -109,7 +109,7 @@ def test_acfpn_224_frames_match_reference(tiny_bundle, demo_dir, model, scale, t
     frames, wav = make_demo_clip(demo_dir, tmp_path, frames=PHOTOS_224)
     assert all(load_frame(f).shape == (224, 224, 3) for f in frames)
     ref = _ref_logits(model, frames, wav, scale, antialias=True)
-    pipe = load_pipeline(tiny_bundle)
+    pipe = runtime.load(tiny_bundle)
     res, got = segment_with_logits(pipe, frames, wav, threshold=_median_threshold(ref))
     assert res.mode == "acfpn" and res.random_weights
     _check(res, got, ref, frames)
@@ -130,7 +130,7 @@ def test_acfpn_frames_of_their_own_sizes_match_reference(
     assert len({f.shape for f in frames}) == 3
     antialias = Bundle.open(tiny_bundle).preset(preset)["image_antialias"]
     ref = _ref_logits(model, frames, demo_dir / WAV, scale, antialias=antialias)
-    pipe = load_pipeline(tiny_bundle, preset=preset)
+    pipe = runtime.load(tiny_bundle, preset=preset)
     res, got = segment_with_logits(pipe, frames, demo_dir / WAV, threshold=_median_threshold(ref))
     assert res.preset == preset
     _check(res, got, ref, frames)

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from benchmarks import run as bench
-from benchmarks.harness import Measurement, Report
+from benchmarks.report import Report
 from benchmarks.run_report import main as run_report_main
 from benchmarks.run_report import markdown, write_outputs
+from benchmarks.timing import Measurement
 
 ALL_GRAPHS = (
     "audioclip_audio",
@@ -316,7 +317,7 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     )
     j, md, png = write_outputs(result, tmp_path / "out")
     d = json.loads(j.read_text())
-    back = Report.from_json(j)  # the JSON is a harness Report (plus the run's own keys)
+    back = Report.from_json(j)  # the JSON is a benchmarks.report Report (plus the run's own keys)
     assert len(back.entries) == 7 and d["command"] == "python -m benchmarks.run --x"
     assert [c["status"] for c in d["cases"]] == ["ok"] * 7 + ["failed"]
     by = {(e["case"], e["backend"]): e["extra"] for e in d["entries"]}

@@ -28,7 +28,7 @@ from models.grounding_dino import build_grounding_dino, preprocess_caption  # no
 from models.sam import load_sam  # noqa: E402
 from reference.box import reference_box_pipeline  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
-from runtime.modes.box import box_frame_masks, top_labels  # noqa: E402
+from runtime.prompting.labels import top_labels  # noqa: E402
 
 GRAPHS = "clap_audio,detector,sam_image_encoder,sam_prompt_decoder"
 PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg")
@@ -187,18 +187,18 @@ def test_many_boxes_one_frame(pipe, frames, ref_models):
     """150 boxes (more than one decoder call's 64 prompt sets), some past the frame's edges."""
     from segment_anything import SamPredictor
 
-    runner = pipe.sam_runner()
+    sam = pipe.stages(["sam"]).sam
     frame = frames[0]
     rng = np.random.default_rng(0)
     xy = rng.uniform(-10, 200, (150, 2))
     wh = rng.uniform(5, 60, (150, 2))
     boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-    got = box_frame_masks(runner, runner.embed([frame])[0], frame.shape[:2], boxes)
+    got = sam.box_masks(sam.embeddings([frame])[0], frame.shape[:2], boxes)
     pred = SamPredictor(ref_models["sam"])
     pred.set_image(frame)
     tb = pred.transform.apply_boxes_torch(torch.from_numpy(boxes), frame.shape[:2])
     with torch.no_grad():
         masks, _, _ = pred.predict_torch(None, None, boxes=tb, multimask_output=False)
     assert _iou(got, masks[:, 0].any(0).numpy()) >= 0.999
-    empty = box_frame_masks(runner, runner.embed([frame])[0], frame.shape[:2], np.zeros((0, 4)))
+    empty = sam.box_masks(sam.embeddings([frame])[0], frame.shape[:2], np.zeros((0, 4)))
     assert empty.shape == frame.shape[:2] and not empty.any()

@@ -35,8 +35,8 @@ from models.clap import (  # noqa: E402
     roberta_config,
     write_tiny_tokenizer,
 )
-from runtime.modes.box import clap_audio_input  # noqa: E402
 from runtime.preprocess.audio import chunk_per_frame, load_audio  # noqa: E402
+from runtime.preprocess.clap import clap_audio_input  # noqa: E402
 
 # laion-clap's constants, as build_engines writes them into preprocessing.clap
 CLAP_PRE = {"rate": 48000, "clip_samples": 480000, "chunk_seconds": 1.0}

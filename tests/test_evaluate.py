@@ -1,6 +1,7 @@
-"""AVSBench evaluation (benchmarks/evaluate.py) end to end on a tiny bundle and tiny S4 / MS3 sets.
+"""AVSBench evaluation (the ``evaluation`` package, ``avs eval``) end to end on a tiny bundle and tiny
+S4 / MS3 sets.
 
-The per-video figures are checked against ``runtime.metrics`` applied to predictions computed
+The per-video figures are checked against ``evaluation.metrics`` applied to predictions computed
 independently of the evaluator: the AC-FPN logits by plain onnxruntime sessions on the bundle's
 graph files (fed by the runtime's preprocessing functions), the heatmap masks by a separate
 ``segment`` call; the full-mask baseline against its closed form.
@@ -23,10 +24,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from avsbench_fixture import make_avsbench  # noqa: E402
 
 import runtime  # noqa: E402
-from benchmarks import evaluate as ev  # noqa: E402
+from evaluation import cli as eval_cli  # noqa: E402
+from evaluation import paper, run  # noqa: E402
+from evaluation.metrics import fscore, miou  # noqa: E402
+from evaluation.summary import RANDOM_WARNING  # noqa: E402
 from models import avsbench  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
-from runtime.metrics import fscore, miou  # noqa: E402
 from runtime.preprocess.audio import prepare_audioclip_audio  # noqa: E402
 from runtime.preprocess.image import clip_preprocess  # noqa: E402
 
@@ -46,7 +49,7 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def acfpn_run(tiny_bundle, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_acfpn")
-    summary = ev.evaluate(
+    summary = run.evaluate(
         tiny_bundle,
         data,
         kinds=("s4", "ms3"),
@@ -103,8 +106,8 @@ def test_acfpn_outputs_and_warnings(acfpn_run, data):
     disk = json.loads((out / "summary.json").read_text())
     md = (out / "summary.md").read_text()
     assert disk["random_weights"] is True and disk["comparable"] is False
-    assert ev.RANDOM_WARNING == "RANDOM WEIGHTS -- not comparable"
-    assert ev.RANDOM_WARNING in md and any(ev.RANDOM_WARNING in w for w in disk["warnings"])
+    assert RANDOM_WARNING == "RANDOM WEIGHTS -- not comparable"
+    assert RANDOM_WARNING in md and any(RANDOM_WARNING in w for w in disk["warnings"])
     assert disk["scored_on"] == "logits" and disk["mode"] == "acfpn"
     # the paper's row beside ours, in the paper's units
     assert disk["paper_method"] == "AC-FPN (Hadamard)"
@@ -132,8 +135,8 @@ def test_acfpn_outputs_and_warnings(acfpn_run, data):
         assert np.isclose(r["fscore"], np.mean([row["fscore"] for row in rows]))
 
 
-def test_acfpn_metrics_equal_runtime_metrics_on_independent_logits(acfpn_run, tiny_bundle, data):
-    """Per-video mIoU / F of the evaluator == runtime.metrics on logits recomputed with plain ORT."""
+def test_acfpn_metrics_equal_evaluation_metrics_on_independent_logits(acfpn_run, tiny_bundle, data):
+    """Per-video mIoU / F of the evaluator == evaluation.metrics on logits recomputed with plain ORT."""
     summary, out = acfpn_run
     for kind in ("s4", "ms3"):
         rows = _rows(out / f"per_video_{kind}_test.jsonl")
@@ -154,7 +157,7 @@ def test_acfpn_metrics_equal_runtime_metrics_on_independent_logits(acfpn_run, ti
 
 
 def test_heatmap_mode_scores_binary_masks(tiny_bundle, data, tmp_path):
-    summary = ev.evaluate(
+    summary = run.evaluate(
         tiny_bundle, data, kinds=("s4",), mode="heatmap", out=tmp_path, progress=False
     )
     assert summary["scored_on"] == "binary {0,1} masks" and summary["paper_method"] is None
@@ -176,7 +179,7 @@ def test_heatmap_mode_scores_binary_masks(tiny_bundle, data, tmp_path):
 
 def test_full_mask_baseline_matches_its_closed_form(data, tmp_path):
     """Every pixel foreground: IoU = |G| / (H W) per frame, and F = mean of 1.3 p / (0.3 p + 1)."""
-    summary = ev.evaluate(
+    summary = run.evaluate(
         None, data, kinds=("s4", "ms3"), mode="full-mask", out=tmp_path, progress=False
     )
     assert not summary["random_weights"] and summary["paper_method"] == "Full-mask"
@@ -189,7 +192,7 @@ def test_full_mask_baseline_matches_its_closed_form(data, tmp_path):
             assert row["miou"] == pytest.approx(p.mean(), abs=1e-6)
             assert row["fscore"] == pytest.approx(np.mean(1.3 * p / (0.3 * p + 1)), abs=1e-6)
     # S4 train has one GT mask per video (frame 1): one metric frame per video
-    s = ev.evaluate(None, data, kinds=("s4",), split="train", mode="full-mask", progress=False)
+    s = run.evaluate(None, data, kinds=("s4",), split="train", mode="full-mask", progress=False)
     r = s["results"]["s4"]
     assert r["frames"] == r["videos"] == VIDEOS and any(
         "test split only" in w for w in s["warnings"]
@@ -197,7 +200,7 @@ def test_full_mask_baseline_matches_its_closed_form(data, tmp_path):
 
 
 def test_max_videos_marks_a_partial_run(tiny_bundle, data, tmp_path):
-    s = ev.evaluate(
+    s = run.evaluate(
         tiny_bundle,
         data,
         kinds=("ms3",),
@@ -220,9 +223,9 @@ def test_missing_dataset_file_is_named(tiny_bundle, data, tmp_path, capsys):
     rec = avsbench.index_split(root, "s4", "test")[1]
     rec.frames[3].unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(rec.frames[3]))):
-        ev.evaluate(tiny_bundle, root, kinds=("s4",), mode="heatmap", progress=False)
+        run.evaluate(tiny_bundle, root, kinds=("s4",), mode="heatmap", progress=False)
     rec.wav.unlink()
-    rc = ev.main(
+    rc = eval_cli.main(
         [
             "--bundle",
             str(tiny_bundle),
@@ -241,21 +244,23 @@ def test_missing_dataset_file_is_named(tiny_bundle, data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and (str(rec.frames[3]) in err or str(rec.wav) in err)
     with pytest.raises(FileNotFoundError, match="s4_meta_data.csv"):
-        ev.evaluate(None, tmp_path / "nowhere", kinds=("s4",), mode="full-mask", progress=False)
+        run.evaluate(None, tmp_path / "nowhere", kinds=("s4",), mode="full-mask", progress=False)
 
 
 def test_bad_arguments_are_refused(tiny_bundle, data, tmp_path):
     with pytest.raises(InputError, match="unknown mode"):
-        ev.evaluate(tiny_bundle, data, mode="nope", progress=False)
+        run.evaluate(tiny_bundle, data, mode="nope", progress=False)
     with pytest.raises(InputError, match="takes parameters"):
-        ev.evaluate(tiny_bundle, data, mode="heatmap", params={"thres": 0.3}, progress=False)
+        run.evaluate(tiny_bundle, data, mode="heatmap", params={"thres": 0.3}, progress=False)
     with pytest.raises(InputError, match="kinds"):
-        ev.evaluate(tiny_bundle, data, kinds=("avss",), mode="heatmap", progress=False)
+        run.evaluate(tiny_bundle, data, kinds=("avss",), mode="heatmap", progress=False)
     with pytest.raises(InputError, match="needs --bundle"):
-        ev.evaluate(None, data, mode="heatmap", progress=False)
+        run.evaluate(None, data, mode="heatmap", progress=False)
     with pytest.raises(SystemExit):
-        ev.parse_args(["--kind", "s5"])
-    a = ev.parse_args(["--kind", "both", "--param", "threshold=0.3", "--param", "reverse=true"])
+        eval_cli.parse_args(["--kind", "s5"])
+    a = eval_cli.parse_args(
+        ["--kind", "both", "--param", "threshold=0.3", "--param", "reverse=true"]
+    )
     assert a.kinds == ["s4", "ms3"] and a.params == {"threshold": 0.3, "reverse": True}
 
 
@@ -278,12 +283,12 @@ def test_paper_figures_are_the_posters():
         if len(cells) < 5:
             continue
         name = names.get(cells[0], cells[0])
-        if name not in ev.PAPER:
+        if name not in paper.PAPER:
             continue
         nums = [float(c) for c in cells[1:5]]
-        assert ev.PAPER[name] == {"s4": (nums[0], nums[1]), "ms3": (nums[2], nums[3])}, name
+        assert paper.PAPER[name] == {"s4": (nums[0], nums[1]), "ms3": (nums[2], nums[3])}, name
         seen.add(name)
-    assert seen == set(ev.PAPER)
+    assert seen == set(paper.PAPER)
 
 
 def test_cli_runs_without_torch(tiny_bundle, data, tmp_path):
@@ -308,13 +313,13 @@ sys.exit(rc or (3 if bad else 0))
 def test_random_weights_flag_follows_the_graphs_the_mode_runs(tiny_bundle):
     """Official AudioCLIP towers beside a random AC-FPN head: heatmap is comparable, acfpn is not."""
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert ev._random_weight_sources(m, "acfpn") == ["acfpn", "audioclip"]
+    assert run.random_weight_sources(m, "acfpn") == ["acfpn", "audioclip"]
     m["weights"]["audioclip"] = {
         "path": "/w/AudioCLIP-Full-Training.pt",
         "sha256": "0" * 64,
         "config": "audioclip",
     }
-    assert ev._random_weight_sources(m, "heatmap") == []
-    assert ev._random_weight_sources(m, "acfpn") == ["acfpn"]
+    assert run.random_weight_sources(m, "heatmap") == []
+    assert run.random_weight_sources(m, "acfpn") == ["acfpn"]
     del m["graphs"]["audioclip_image"]["weights"]  # unnamed weights: every random source counts
-    assert "acfpn" in ev._random_weight_sources(m, "heatmap")
+    assert "acfpn" in run.random_weight_sources(m, "heatmap")

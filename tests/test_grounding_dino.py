@@ -34,7 +34,7 @@ from models.grounding_dino import (  # noqa: E402
     load_grounding_dino,
     preprocess_caption,
 )
-from runtime.modes.box import detector_input, detector_size  # noqa: E402
+from runtime.preprocess.detector import detector_input, detector_size  # noqa: E402
 
 HW = (224, 224)
 

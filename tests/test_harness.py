@@ -1,4 +1,4 @@
-"""Quick tests of benchmarks.harness (tiny sleeps and matmuls, few repeats)."""
+"""Quick tests of the benchmark machinery: benchmarks.timing, .report, .machine, .flops (tiny sleeps and matmuls, few repeats)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.harness import (
-    Measurement,
-    Report,
-    count_flops_torch,
-    machine_info,
-    matmul_peak,
-    measure,
-)
+from benchmarks.flops import count_flops_torch
+from benchmarks.machine import machine_info, matmul_peak
+from benchmarks.report import Report
+from benchmarks.timing import Measurement, measure
 
 
 def _synthetic(label, samples, flops=None):
@@ -185,7 +181,7 @@ def test_machine_info_fields():
 
 def test_machine_info_does_not_import_torch():
     code = (
-        "import sys; from benchmarks.harness import machine_info; i = machine_info(); "
+        "import sys; from benchmarks.machine import machine_info; i = machine_info(); "
         "print('torch' in sys.modules, 'torch' in i)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

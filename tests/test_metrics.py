@@ -1,4 +1,4 @@
-"""Tests of runtime.metrics against hand-computed values and direct transcriptions of the
+"""Tests of evaluation.metrics against hand-computed values and direct transcriptions of the
 AVSBench definitions (spec section 2: mask_iou, _eval_pr, Eval_Fmeasure)."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InputError
-from runtime.metrics import (
+from evaluation.metrics import (
     MetricAccumulator,
     frame_miou,
     fscore,
@@ -17,8 +16,9 @@ from runtime.metrics import (
     miou_terms,
     sigmoid32,
 )
+from runtime.errors import InputError
 
-try:  # torch is only used by the tests, never by runtime.metrics
+try:  # torch is only used by the tests, never by evaluation.metrics
     import torch
 except ImportError:  # pragma: no cover
     torch = None

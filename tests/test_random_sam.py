@@ -94,11 +94,11 @@ def test_mode_matches_reference(tiny_bundle, demo_dir, frames):
 
 
 def test_avs_eval_reports_it_beside_the_papers_row(tiny_bundle, tmp_path):
-    from benchmarks import evaluate as ev
+    from evaluation.run import evaluate
 
     root = tmp_path / "avsbench"
     make_avsbench(root, "s4", videos_per_split=1, seed=1)
-    s = ev.evaluate(
+    s = evaluate(
         tiny_bundle,
         root,
         kinds=("s4",),

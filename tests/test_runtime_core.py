@@ -41,7 +41,7 @@ def test_runtime_import_never_loads_torch(tiny_bundle):
     code = f"""
 import sys, numpy as np
 import runtime
-from avs.cli import demo_inputs
+from runtime.media.demo import demo_inputs
 frames, audio, rate = demo_inputs()
 res = runtime.load({str(tiny_bundle)!r}).segment(frames, audio, rate, mode="heatmap")
 assert len(res.masks) == 5

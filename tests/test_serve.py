@@ -529,7 +529,7 @@ def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, t
     from avsbench_fixture import make_avsbench
 
     from avs.cli import main as avs_main
-    from benchmarks import evaluate as ev
+    from evaluation.run import evaluate
     from models import avsbench
 
     data = make_avsbench(tmp_path / "avsbench", "s4", videos_per_split=3, seed=1)
@@ -554,7 +554,7 @@ def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, t
     )
     assert rc == 0
     served = json.loads((out / "summary.json").read_text())
-    local = ev.evaluate(bundle, data, kinds=("s4",), mode="heatmap", progress=False, threads=1)
+    local = evaluate(bundle, data, kinds=("s4",), mode="heatmap", progress=False, threads=1)
     a, b = served["results"]["s4"], local["results"]["s4"]
     assert a["videos"] == b["videos"] == 3 and a["frames"] == b["frames"]
     # equal up to the numpy-1 vs numpy-2 rounding of the image resize (see the parity test)

@@ -1,4 +1,5 @@
-"""What a mode is: :class:`ModeSpec` (graphs, typed parameters, presets honoured) and :class:`Param`.
+"""What a mode is: :class:`ModeSpec` (graphs, typed parameters, presets honoured) and :class:`Param`,
+and :func:`parse_params`, the one reader of ``--param KEY=VALUE`` strings of every command line.
 
 Mode modules build their specs from these; the table in ``runtime/modes/__init__.py`` collects them.
 Imports no mode and not the table.
@@ -6,8 +7,9 @@ Imports no mode and not the table.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +18,39 @@ import numpy as np
 from runtime.errors import InputError
 from runtime.stages import STAGES
 
-__all__ = ["ModeSpec", "Param"]
+__all__ = ["ModeSpec", "Param", "parse_params"]
 
 _KINDS = ("float", "int", "bool", "str", "dict")
+# Python's spellings of the JSON literals, accepted too (``--param reverse=True``)
+_LITERALS = {"true": True, "false": False, "none": None, "null": None}
+
+
+def parse_params(items: Iterable[str] | None) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (the ``--param`` strings of ``avs segment`` / ``eval`` / benchmarks)
+    -> ``{KEY: value}``.
+
+    Each VALUE is read as JSON (numbers, ``true`` / ``false`` / ``null``, lists, objects); failing
+    that, ``True`` / ``False`` / ``None`` in any letter case are the Python values; anything else is
+    kept as the plain string (``grid=audio`` -> ``"audio"``). Key and value are stripped of
+    surrounding blanks; a later KEY overrides an earlier one. Names and values are not checked here:
+    the mode's :class:`Param` s do that (``ModeSpec.check_params``). Raises InputError for an item
+    without ``=`` or with an empty KEY.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if not isinstance(item, str):
+            raise InputError(f"--param expects KEY=VALUE strings, got {item!r}")
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise InputError(
+                f"--param expects key=value (e.g. --param threshold=0.4), got {item!r}"
+            )
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = _LITERALS.get(value.lower(), value)
+    return out
 
 
 @dataclass(frozen=True)
