@@ -141,8 +141,8 @@ def _flagged(path: Path):
 def test_no_graph_io_name_or_bundle_constant_outside_the_contract():
     found = []
     for path in sorted(RUNTIME.rglob("*.py")):
-        if path.name == "contract.py":
-            continue
+        if path.name == "contract.py" or path.relative_to(RUNTIME).as_posix() == "media/demo.py":
+            continue  # the contract itself; the generated demo clip's own size (not preprocessing)
         for node in _flagged(path):
             v = node.value
             if (isinstance(v, str) and v in IO_NAMES) or (
