@@ -50,7 +50,7 @@ from models import avsbench  # torch-free index of AVSBench (numpy + PIL + csv)
 from runtime.errors import AVSError, InputError
 from runtime.metrics import MetricAccumulator, frame_miou, miou_terms
 from runtime.pipeline import Pipeline, SegmentResult
-from runtime.preprocess.resize import resize
+from runtime.preprocess.resize import nearest_exact, resize
 from runtime.result import jsonable
 
 __all__ = [
@@ -197,14 +197,8 @@ class VideoOutcome:
 def _to_shape(a: np.ndarray, shape: tuple[int, int], binary: bool) -> np.ndarray:
     if a.shape == shape:
         return a
-    if binary:  # nearest neighbour (pixel centres)
-        rows = np.minimum(
-            ((np.arange(shape[0]) + 0.5) * a.shape[0] / shape[0]).astype(np.intp), a.shape[0] - 1
-        )
-        cols = np.minimum(
-            ((np.arange(shape[1]) + 0.5) * a.shape[1] / shape[1]).astype(np.intp), a.shape[1] - 1
-        )
-        return a[rows][:, cols]
+    if binary:  # nearest neighbour (pixel centres), as torch's nearest-exact
+        return nearest_exact(a, shape)
     return resize(a[None].astype(np.float32), shape, "bilinear")[0]
 
 

