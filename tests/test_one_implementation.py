@@ -88,3 +88,53 @@ def test_sam_postprocess_uses_the_shared_taps():
     t = F.interpolate(t, orig_hw, mode="bilinear", align_corners=False)
     got = postprocess_masks(low, input_hw, orig_hw, s)
     np.testing.assert_allclose(got, t.numpy(), rtol=0, atol=2e-5)
+
+
+# --- the int16 audio round trip -------------------------------------------------------------------
+
+
+def _laion_clap_round_trip():
+    """laion-clap's own ``float32_to_int16`` / ``int16_to_float32`` (training/data.py), taken from
+    its source without importing the package (its __init__ needs the hub and training code)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("laion_clap")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("laion-clap is not installed (pip install --no-deps laion-clap)")
+    src = Path(list(spec.submodule_search_locations)[0]) / "training" / "data.py"
+    tree = ast.parse(src.read_text())
+    keep = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and n.name in ("float32_to_int16", "int16_to_float32")
+    ]
+    assert len(keep) == 2, f"{src} no longer defines float32_to_int16 / int16_to_float32"
+    ns = {"np": np}
+    exec(compile(ast.Module(keep, []), str(src), "exec"), ns)
+    return lambda x: ns["int16_to_float32"](ns["float32_to_int16"](x))
+
+
+def test_int16_round_trip_is_laion_claps():
+    from runtime.preprocess.audio import int16_round_trip
+
+    ref = _laion_clap_round_trip()
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(200_000) * 0.4).astype(np.float32)  # some beyond [-1, 1]
+    # samples right at the float32 rounding edge of x 32767: k / 32767 and its neighbours
+    k = np.arange(-32767, 32768, 97, dtype=np.float64)
+    edge = np.concatenate([k / 32767, np.nextafter(k / 32767, 2), np.nextafter(k / 32767, -2)])
+    for a in (x, x.reshape(4, -1), edge.astype(np.float32), edge, x.astype(np.float64)):
+        got = int16_round_trip(a)
+        assert got.dtype == np.float32 and got.shape == a.shape
+        np.testing.assert_array_equal(got, ref(a))
+    assert int16_round_trip(np.array([2.0, -3.0, 0.0], np.float32)).tolist() == [1.0, -1.0, 0.0]
+
+
+def test_int16_round_trip_refuses_ints():
+    from runtime.errors import InputError
+    from runtime.preprocess.audio import int16_round_trip
+
+    with pytest.raises(InputError, match="float32/float64"):
+        int16_round_trip(np.zeros(4, np.int16))

@@ -280,6 +280,25 @@ def chunk_per_frame(
     return x.reshape(num_frames, s).astype(np.float32)
 
 
+def int16_round_trip(x: np.ndarray) -> np.ndarray:
+    """Quantise a waveform to int16 and back, as laion-clap's ``float32_to_int16`` followed by
+    ``int16_to_float32`` (the Box-Prompt CLAP input) and Sam4AVS's No-Prompt loader do.
+
+    x: float32 or float64 array of any shape, nominally in [-1, 1] (clipped to it). Steps and their
+    dtypes, those of the references' numpy code: clip, then x 32767 in the input's own float dtype
+    (float32 for the float32 waveforms librosa and :func:`load_audio` give, so float32 rounding
+    decides which side of an integer a sample lands), truncate toward zero to int16, then / 32767
+    in float64 and round once to float32. Returns float32, the same shape, values in [-1, 1] on the
+    int16 grid (k / 32767). A float64 input keeps its multiply in float64, as numpy would.
+    Raises InputError for a non-float input.
+    """
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        raise InputError(f"expected a float32/float64 waveform in [-1, 1], got dtype {a.dtype}")
+    q = (np.clip(a, -1.0, 1.0) * a.dtype.type(32767.0)).astype(np.int16)
+    return (q / 32767.0).astype(np.float32)
+
+
 def prepare_audioclip_audio(
     audio: np.ndarray | str | Path,
     sample_rate: int | None,
