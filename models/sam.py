@@ -13,7 +13,6 @@ are not used here. Every model is built with random weights and the state dict i
 from __future__ import annotations
 
 import copy
-import hashlib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+
+from models.checkpoints import sha256_file
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -157,14 +158,6 @@ def build_sam(name_or_config: str | dict[str, Any]) -> Sam:
     return sam.eval()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _resolve_checkpoint(cfg: dict[str, Any], checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     if path.is_dir():
@@ -234,5 +227,5 @@ def load_sam(name: str, checkpoint: str | Path | None = None, seed: int = 0) -> 
     except RuntimeError as e:  # shape mismatches
         raise ValueError(f"{path.name} does not fit SAM config {cfg['name']!r}: {e}") from e
     sam.eval()
-    sam.provenance = {"config": cfg["name"], "weights": str(path), "sha256": _sha256(path)}
+    sam.provenance = {"config": cfg["name"], "weights": str(path), "sha256": sha256_file(path)}
     return sam
