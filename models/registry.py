@@ -1,7 +1,8 @@
 """One registry of named configurations per model family, with preprocessing constants beside them.
 
-Every constant the export side writes into a bundle manifest comes from here; the runtime then reads
-it from the manifest and never keeps a copy of its own.
+Every model constant the export side writes into a bundle manifest comes from here (the presets come
+from the bundle contract, runtime.bundle.contract.BUILTIN_PRESETS); the runtime then reads them from
+the manifest and never keeps a copy of its own.
 """
 
 from __future__ import annotations
@@ -16,14 +17,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 AUDIOCLIP_SAMPLE_RATE = 44100
 AUDIOCLIP_CLIP_SECONDS = 5.0  # AudioCLIP's ESC-50 training length: 220500 samples
-INT16_SCALE = 32768.0
-
-# Audio presets (spec sam4avs-reference 1.5 and 6.1): the reference feeds librosa's [-1, 1]
-# waveform without the x32768 that AudioCLIP was trained with; `sam4avs` reproduces that.
-AUDIO_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"input_scale": INT16_SCALE, "reverse_heatmap": False},
-    "sam4avs": {"input_scale": 1.0, "reverse_heatmap": True},
-}
+# AudioCLIP's input units: INT16_SCALE (int16 PCM, from the shared audio preprocessing). The
+# presets that pick 32768 or 1.0 live in the bundle contract (runtime.bundle.contract
+# .BUILTIN_PRESETS), which export writes into every manifest.
 
 # --- AudioCLIP family ----------------------------------------------------------------------------
 

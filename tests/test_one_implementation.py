@@ -171,3 +171,42 @@ def test_one_file_sha256_per_layer(tmp_path):
         "runtime": ["runtime/bundle/__init__.py"],
         "models": ["models/checkpoints.py"],
     }, file_hashers
+
+
+# --- presets: one table (the bundle contract) ---------------------------------------------------------
+
+
+def test_presets_come_from_the_contract_table():
+    """export writes BUILTIN_PRESETS as they are, and the contract reads each back unchanged."""
+    from export.graph_builders import BuildContext
+    from runtime.bundle.contract import BUILTIN_PRESETS, PRESET_CONSTANTS, PRESET_NAMES, _preset
+    from runtime.preprocess.audio import INT16_SCALE
+
+    assert PRESET_NAMES == ("default", "sam4avs")
+    written = BuildContext.presets(None)  # uses nothing of the build context
+    assert set(written) == set(PRESET_NAMES)
+    for name, p in BUILTIN_PRESETS.items():
+        assert set(written[name]) == set(PRESET_CONSTANTS)
+        assert _preset("test", name, written[name]) == p
+    assert BUILTIN_PRESETS["default"].audio_input_scale == INT16_SCALE == 32768.0
+    # a bundle written before zero_shot_quirks/short_clip existed gets the table's values
+    old = {
+        k: written["sam4avs"][k]
+        for k in ("audio_input_scale", "heatmap_reverse", "image_antialias")
+    }
+    assert _preset("test", "sam4avs", old) == BUILTIN_PRESETS["sam4avs"]
+
+
+def test_no_other_file_spells_the_preset_constants():
+    """Outside the contract (and the independent reference/), no module of models/ or export/
+    writes a preset's constants: they read runtime.bundle.contract.BUILTIN_PRESETS."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    offenders = []
+    for layer in ("models", "export"):
+        for f in sorted((repo / layer).rglob("*.py")):
+            text = f.read_text()
+            if '"heatmap_reverse":' in text or "reverse_heatmap" in text or "AUDIO_PRESETS" in text:
+                offenders.append(str(f.relative_to(repo)))
+    assert offenders == [], offenders

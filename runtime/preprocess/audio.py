@@ -25,6 +25,9 @@ _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 _READ_FRAMES = 1 << 18  # frames decoded per block: memory stays ~ the float32 output + one block
 MAX_FLOAT_PEAK = 2.0  # float audio beyond this is not [-1, 1] audio (e.g. int16-scaled floats)
+# int16 PCM units per unit of [-1, 1] audio: the WAV/int16 convention here, and AudioCLIP's input
+# scale (it was trained on int16-unit waveforms; the `default` preset's audio_input_scale)
+INT16_SCALE = 32768.0
 
 
 def _wav_header(f, p: Path, file_size: int) -> tuple[int, int, int, int, int, int, int]:
@@ -61,7 +64,7 @@ def _decode(raw: bytes, tag: int, width: int) -> np.ndarray | None:
     if tag == _PCM and width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     if tag == _PCM and width == 2:
-        return np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+        return np.frombuffer(raw, "<i2").astype(np.float32) / np.float32(INT16_SCALE)
     if tag == _PCM and width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
@@ -142,7 +145,7 @@ def to_mono_float(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         )
     a = audio
     if a.dtype == np.int16:
-        a = a.astype(np.float32) / 32768.0
+        a = a.astype(np.float32) / np.float32(INT16_SCALE)
     elif a.dtype == np.int32:
         a = (a.astype(np.float64) / 2147483648.0).astype(np.float32)
     elif a.dtype == np.uint8:
