@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import BundleError
@@ -618,8 +618,3 @@ def validate_manifest(m: Any, where: str) -> Contract:
         ):
             raise _fail(where, f"labels.{name}.names", "must be a list of strings")
     return Contract(sections, typed, default)
-
-
-def section_fields(name: str) -> tuple[str, ...]:
-    """The field names of preprocessing section ``name``."""
-    return tuple(f.name for f in fields(SECTIONS[name][0]))
