@@ -113,7 +113,8 @@ class BuildContext:
     def sam_model(self):
         """The SAM of this build (``--sam`` or the profile's; official file if found, else random)."""
         if "sam" not in self._cache:
-            from models.sam import get_sam_config, load_sam
+            from models.sam import get_config as get_sam_config
+            from models.sam import load_sam
 
             name = self.sam or self.cfg["sam"]
             cfg = get_sam_config(name)

@@ -210,3 +210,41 @@ def test_no_other_file_spells_the_preset_constants():
             if '"heatmap_reverse":' in text or "reverse_heatmap" in text or "AUDIO_PRESETS" in text:
                 offenders.append(str(f.relative_to(repo)))
     assert offenders == [], offenders
+
+
+# --- model registries: one style --------------------------------------------------------------------
+
+
+def test_every_model_family_has_the_same_registry():
+    """AudioCLIP, SAM, CLAP and GroundingDINO: a dict of named configs + get_config/list_configs,
+    copies handed out, unknown names refused with the known ones listed."""
+    import models.clap as clap
+    import models.grounding_dino as gdino
+    import models.registry as audioclip
+    import models.sam as sam
+    from models.registry import ConfigRegistry, UnknownConfigError
+
+    families = {
+        audioclip: (audioclip.AUDIOCLIP, audioclip.AUDIOCLIP_CONFIGS, "audioclip-tiny"),
+        sam: (sam.SAM, sam.SAM_CONFIGS, "micro"),
+        clap: (clap.CLAP, clap.CLAP_CONFIGS, "HTSAT-tiny"),
+        gdino: (gdino.GROUNDING_DINO, gdino.GDINO_CONFIGS, "test-tiny"),
+    }
+    for mod, (reg, table, small) in families.items():
+        assert isinstance(reg, ConfigRegistry) and reg.configs is table
+        assert mod.list_configs() == sorted(table)
+        cfg = mod.get_config(small)
+        for k, v in table[small].items():
+            assert cfg[k] == v
+        cfg["mutated"] = True
+        assert "mutated" not in mod.get_config(small)
+        for err in (KeyError, ValueError):
+            with pytest.raises(err, match=small):  # the message lists the known names
+                mod.get_config("no-such-config")
+    # SAM keeps its alias and derived fields, and the name the tests use
+    assert sam.get_config("default")["name"] == "vit_h"
+    assert sam.get_sam_config("micro")["embedding_size"] == 256 // 16
+    with pytest.raises(UnknownConfigError, match="default"):
+        sam.get_config("vit_x")
+    with pytest.raises(ValueError, match="names no configuration"):
+        ConfigRegistry("X", {"a": {}}, {"b": "c"})
