@@ -25,7 +25,7 @@ import numpy as np
 from models import avsbench  # torch-free index of AVSBench (numpy + PIL + csv)
 from runtime.errors import InputError
 from runtime.pipeline import Pipeline, SegmentResult
-from runtime.preprocess.resize import resize
+from runtime.preprocess.resize import nearest_exact, resize
 
 __all__ = [
     "BASELINES",
@@ -79,18 +79,12 @@ class Predictor(Protocol):
 
 def to_gt_shape(a: np.ndarray, shape: tuple[int, int], binary: bool) -> np.ndarray:
     """``a`` (float [h, w]) at ``shape`` (rows, cols): unchanged when it already has that shape; else a
-    binary map by nearest neighbour (pixel centres), real values (logits) bilinearly
+    binary map by nearest neighbour (pixel centres, float32 as PyTorch's nearest-exact), real values (logits) bilinearly
     (align_corners=False, as the runtime resizes)."""
     if a.shape == shape:
         return a
-    if binary:
-        rows = np.minimum(
-            ((np.arange(shape[0]) + 0.5) * a.shape[0] / shape[0]).astype(np.intp), a.shape[0] - 1
-        )
-        cols = np.minimum(
-            ((np.arange(shape[1]) + 0.5) * a.shape[1] / shape[1]).astype(np.intp), a.shape[1] - 1
-        )
-        return a[rows][:, cols]
+    if binary:  # as torch's nearest-exact (runtime.preprocess.resize.nearest_exact)
+        return nearest_exact(a, shape)
     return resize(a[None].astype(np.float32), shape, "bilinear")[0]
 
 

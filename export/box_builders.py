@@ -39,6 +39,7 @@ from models.grounding_dino import (
     GDINO_IMAGE_STD,
     GDINO_MAX_SIZE,
     GDINO_SHORT_SIDE,
+    GROUNDING_DINO,
 )
 from runtime.bundle.contract import BOX_PROMPT_LABELS, CLAP_TEXT_BANK, GRAPHS, detector_bank
 
@@ -112,7 +113,7 @@ def gdino_model(ctx):
         path = None if _tiny(ctx) else getattr(ctx, "gdino_checkpoint", None)
         if path is None and not _tiny(ctx):
             names = (
-                [GDINO_CONFIGS[config]["checkpoint"]]
+                [GROUNDING_DINO.get_config(config)["checkpoint"]]
                 if config
                 else [c["checkpoint"] for c in GDINO_CONFIGS.values() if c.get("checkpoint")]
             )

@@ -33,8 +33,8 @@ from tqdm import tqdm  # noqa: E402
 from export.graph_builders import BUILDERS, PROFILES, BuildContext  # noqa: E402
 from export.quantize import QuantizationError, add_cli_options, calibration_files, run_from_args  # noqa: E402
 from models.checkpoints import CheckpointError  # noqa: E402
-from models.registry import AUDIO_PRESETS  # noqa: E402
 from runtime.bundle import file_entry, write_manifest  # noqa: E402
+from runtime.bundle.contract import PRESET_NAMES  # noqa: E402
 
 log = logging.getLogger("build_engines")
 
@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--default-preset",
-        choices=sorted(AUDIO_PRESETS),
+        choices=sorted(PRESET_NAMES),
         default="default",
         help="preset the runtime uses unless told otherwise",
     )

@@ -12,8 +12,9 @@ import torch
 
 from models.checkpoints import CheckpointError
 from models.random_init import randomize_batchnorm
-from models.registry import AUDIO_PRESETS, AUDIOCLIP_CHECKPOINTS, get_config
+from models.registry import AUDIOCLIP_CHECKPOINTS, get_config
 from runtime.bundle import file_entry
+from runtime.bundle.contract import BUILTIN_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class BuildContext:
     def sam_model(self):
         """The SAM of this build (``--sam`` or the profile's; official file if found, else random)."""
         if "sam" not in self._cache:
-            from models.sam import get_sam_config, load_sam
+            from models.sam import get_config as get_sam_config
+            from models.sam import load_sam
 
             name = self.sam or self.cfg["sam"]
             cfg = get_sam_config(name)
@@ -196,19 +198,9 @@ class BuildContext:
         return pre
 
     def presets(self) -> dict[str, dict[str, Any]]:
-        """The named presets: `default` (corrected behaviour) and `sam4avs` (the reference exactly)."""
-        out = {}
-        for name, p in AUDIO_PRESETS.items():
-            out[name] = {
-                "audio_input_scale": p["input_scale"],
-                "heatmap_reverse": p["reverse_heatmap"],
-                "image_antialias": name != "sam4avs",
-                "zero_shot_quirks": name == "sam4avs",
-                # clips under one chunk: the reference gives each frame the whole short clip, which
-                # fixed-length graphs cannot take (runtime.preprocess.audio.chunk_per_frame)
-                "short_clip": "refuse" if name == "sam4avs" else "repeat",
-            }
-        return out
+        """The named presets (runtime.bundle.contract.BUILTIN_PRESETS): `default` (corrected
+        behaviour) and `sam4avs` (the reference exactly), as manifest objects."""
+        return {name: p.manifest() for name, p in BUILTIN_PRESETS.items()}
 
 
 def build_audioclip_audio(ctx: BuildContext) -> dict[str, Any]:

@@ -51,7 +51,8 @@ from models.checkpoints import (
 )
 from models.clip_visual import ModifiedResNet
 from models.esresnext_fbsp import ESResNeXtFBSP
-from models.registry import AUDIOCLIP_CHECKPOINTS, INT16_SCALE, get_config, list_configs
+from models.registry import AUDIOCLIP_CHECKPOINTS, get_config, list_configs
+from runtime.preprocess.audio import INT16_SCALE
 
 __all__ = [
     "ACFPN",

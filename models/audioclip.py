@@ -77,13 +77,6 @@ class AudioCLIP(nn.Module):
         return self._text(tokens)
 
 
-def official_ignore_keys(model: AudioCLIP) -> tuple[str, ...]:
-    """Keys of an official file that a model built without the text tower skips."""
-    if model.with_text:
-        return ()
-    return tuple(_TEXT_KEYS)
-
-
 def load_audioclip(
     checkpoint: str | Path | None = None,
     *,

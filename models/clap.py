@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoints import CheckpointError, load_checkpoint, load_strict, sha256_file
+from models.registry import ConfigRegistry
 
 CLAP_SAMPLE_RATE = 48000
 CLAP_CLIP_SAMPLES = 480000  # 10 s at 48 kHz: the audio tower's fixed input
@@ -74,6 +75,10 @@ CLAP_CONFIGS: dict[str, dict[str, Any]] = {
     "HTSAT-tiny": {"embed_dim": 768, "audio_cfg": {**_HTSAT_AUDIO, "model_name": "tiny"}},
     "HTSAT-base": {"embed_dim": 1024, "audio_cfg": {**_HTSAT_AUDIO, "model_name": "base"}},
 }
+CLAP = ConfigRegistry("CLAP", CLAP_CONFIGS)
+# name -> deep copy; UnknownConfigError (a KeyError and ValueError) lists the known names
+get_config = CLAP.get_config
+list_configs = CLAP.list_configs
 _TEXT_CFG = {
     "context_length": CLAP_CONTEXT_LENGTH,
     "vocab_size": 49408,
@@ -177,12 +182,10 @@ def build_clap(
     embed_dim, depths, num_heads, window_size); then ``embed_dim`` must be its output width
     (embed_dim * 2 ** (len(depths) - 1)). Returns the model in eval mode.
     """
-    if amodel not in CLAP_CONFIGS:
-        raise ValueError(f"amodel must be one of {sorted(CLAP_CONFIGS)}, got {amodel!r}")
+    cfg = get_config(amodel)
     from transformers import RobertaModel
 
     model_mod, htsat_mod = laion_clap_modules()
-    cfg = CLAP_CONFIGS[amodel]
     tcfg = text_config if text_config is not None else roberta_config()
     if getattr(tcfg, "hidden_size", None) != 768:
         raise ValueError(

@@ -13,13 +13,12 @@ Vocabulary: the 256 byte symbols, the same with ``</w>``, one symbol per merge, 
 The vocab file is not shipped with this project. :func:`find_vocab` looks, in order, at an
 explicit path, the ``AVS_CLIP_BPE_VOCAB`` environment variable, and the copies shipped inside
 installed wheels (``open_clip/``, ``clip/``, ``laion_clap/clap_module/``) on ``sys.path``.
-The official file's sha256 is :data:`OFFICIAL_VOCAB_SHA256`.
+The official file's sha256 is :data:`OFFICIAL_VOCAB_SHA256` (compare with ``models.checkpoints.sha256_file``).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import html
 import os
 import sys
@@ -252,12 +251,3 @@ def tokenize(
     """
     path = str(find_vocab(vocab_path))
     return _default_tokenizer(path)(texts, context_length=context_length, truncate=truncate)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (compare with :data:`OFFICIAL_VOCAB_SHA256`)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -21,7 +21,6 @@ Official checkpoints: ``groundingdino_swinb_cogcoor.pth`` (config ``swinb``, the
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +31,7 @@ from torch import nn
 
 from models.checkpoints import CheckpointError, load_checkpoint, load_strict, sha256_file
 from models.clap import TokenizerError, check_tokenizer
+from models.registry import ConfigRegistry
 
 GDINO_IMAGE_MEAN = (0.485, 0.456, 0.406)
 GDINO_IMAGE_STD = (0.229, 0.224, 0.225)
@@ -133,6 +133,10 @@ GDINO_CONFIGS: dict[str, dict[str, Any]] = {
         },
     },
 }
+GROUNDING_DINO = ConfigRegistry("GroundingDINO", GDINO_CONFIGS)
+# name -> deep copy; UnknownConfigError (a KeyError and ValueError) lists the known names
+get_config = GROUNDING_DINO.get_config
+list_configs = GROUNDING_DINO.list_configs
 GDINO_CHECKPOINTS = {
     c["checkpoint"]: name for name, c in GDINO_CONFIGS.items() if c.get("checkpoint")
 }
@@ -216,13 +220,11 @@ def build_grounding_dino(config: str = "swinb", tokenizer=None, *, seed: int = 0
     vocabulary is sized to it for "test-tiny" (the official configs need the real 30522 tokens).
     Returns the model in eval mode.
     """
-    if config not in GDINO_CONFIGS:
-        raise ValueError(f"config must be one of {sorted(GDINO_CONFIGS)}, got {config!r}")
+    cfg = get_config(config)
     if tokenizer is None:
         raise TokenizerError(
             "a bert-base-uncased tokenizer is needed (models.clap.load_tokenizer('bert', DIR))"
         )
-    cfg = copy.deepcopy(GDINO_CONFIGS[config])
     bert_over = dict(cfg.pop("bert", {}))
     if config == "test-tiny":
         bert_over["vocab_size"] = len(tokenizer)

@@ -1,13 +1,65 @@
 """One registry of named configurations per model family, with preprocessing constants beside them.
 
-Every constant the export side writes into a bundle manifest comes from here; the runtime then reads
-it from the manifest and never keeps a copy of its own.
+Every model constant the export side writes into a bundle manifest comes from here (the presets come
+from the bundle contract, runtime.bundle.contract.BUILTIN_PRESETS); the runtime then reads them from
+the manifest and never keeps a copy of its own.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
+
+
+class UnknownConfigError(KeyError, ValueError):
+    """A configuration name no registry holds (a KeyError and a ValueError, so ``except`` of either
+    catches it); the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigRegistry:
+    """The named configurations of one model family, one style for all (SAM's
+    ``sam_model_registry`` / open_clip's ``get_model_config``): a dict name -> config dict, optional
+    aliases, :meth:`get_config` (a deep copy) and :meth:`list_configs`.
+
+    family: the family's name for messages ("SAM"); configs: name -> JSON-like dict (kept by
+    reference, never handed out: callers get copies); aliases: extra name -> registered name.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        configs: Mapping[str, dict[str, Any]],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self.family = family
+        self.configs = configs
+        self.aliases = dict(aliases or {})
+        for alias, target in self.aliases.items():
+            if target not in configs:
+                raise ValueError(f"{family} alias {alias!r} names no configuration: {target!r}")
+
+    def list_configs(self) -> list[str]:
+        """Sorted names of every registered configuration (aliases not included)."""
+        return sorted(self.configs)
+
+    def resolve(self, name: str) -> str:
+        """The registered name for ``name`` (itself or an alias's target); UnknownConfigError else."""
+        name = self.aliases.get(name, name)
+        if name not in self.configs:
+            known = self.list_configs() + sorted(self.aliases)
+            raise UnknownConfigError(
+                f"unknown {self.family} configuration {name!r}; known: {known}"
+            )
+        return name
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        """A deep copy of the named configuration (aliases resolved); unknown names list the known."""
+        return copy.deepcopy(self.configs[self.resolve(name)])
+
 
 # --- preprocessing constants -------------------------------------------------------------------
 
@@ -16,14 +68,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 AUDIOCLIP_SAMPLE_RATE = 44100
 AUDIOCLIP_CLIP_SECONDS = 5.0  # AudioCLIP's ESC-50 training length: 220500 samples
-INT16_SCALE = 32768.0
-
-# Audio presets (spec sam4avs-reference 1.5 and 6.1): the reference feeds librosa's [-1, 1]
-# waveform without the x32768 that AudioCLIP was trained with; `sam4avs` reproduces that.
-AUDIO_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"input_scale": INT16_SCALE, "reverse_heatmap": False},
-    "sam4avs": {"input_scale": 1.0, "reverse_heatmap": True},
-}
+# AudioCLIP's input units: INT16_SCALE (int16 PCM, from the shared audio preprocessing). The
+# presets that pick 32768 or 1.0 live in the bundle contract (runtime.bundle.contract
+# .BUILTIN_PRESETS), which export writes into every manifest.
 
 # --- AudioCLIP family ----------------------------------------------------------------------------
 
@@ -105,13 +152,14 @@ AUDIOCLIP_CHECKPOINTS = {
 }
 
 
+AUDIOCLIP = ConfigRegistry("AudioCLIP", AUDIOCLIP_CONFIGS)
+
+
 def list_configs() -> list[str]:
     """Names of every registered AudioCLIP configuration."""
-    return sorted(AUDIOCLIP_CONFIGS)
+    return AUDIOCLIP.list_configs()
 
 
 def get_config(name: str) -> dict[str, Any]:
     """A deep copy of the named AudioCLIP configuration; unknown names list the known ones."""
-    if name not in AUDIOCLIP_CONFIGS:
-        raise KeyError(f"unknown AudioCLIP configuration {name!r}; known: {list_configs()}")
-    return copy.deepcopy(AUDIOCLIP_CONFIGS[name])
+    return AUDIOCLIP.get_config(name)

@@ -12,8 +12,6 @@ are not used here. Every model is built with random weights and the state dict i
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,9 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+
+from models.checkpoints import sha256_file
+from models.registry import ConfigRegistry
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -87,31 +88,34 @@ SAM_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SAM_ALIASES = {"default": "vit_h"}
+SAM = ConfigRegistry("SAM", SAM_CONFIGS, SAM_ALIASES)
 
 
-def list_sam_configs() -> list[str]:
+def list_configs() -> list[str]:
     """Names of every registered SAM configuration."""
-    return sorted(SAM_CONFIGS)
+    return SAM.list_configs()
 
 
-def get_sam_config(name: str) -> dict[str, Any]:
-    """A deep copy of the named SAM configuration (``default`` = ``vit_h``); unknown names list the known ones."""
-    name = SAM_ALIASES.get(name, name)
-    if name not in SAM_CONFIGS:
-        raise KeyError(f"unknown SAM configuration {name!r}; known: {list_sam_configs()}")
-    cfg = copy.deepcopy(SAM_CONFIGS[name])
-    cfg["name"] = name
+def get_config(name: str) -> dict[str, Any]:
+    """A deep copy of the named SAM configuration (``default`` = ``vit_h``) plus its derived fields
+    ``name`` (the registered name) and ``embedding_size`` (image_size // patch_size); unknown names
+    raise UnknownConfigError (a KeyError) listing the known ones."""
+    cfg = SAM.get_config(name)
+    cfg["name"] = SAM.resolve(name)
     cfg["embedding_size"] = cfg["image_size"] // cfg["patch_size"]
     return cfg
+
+
+get_sam_config = get_config  # the name the tests (and older callers) use
 
 
 def build_sam(name_or_config: str | dict[str, Any]) -> Sam:
     """A ``segment_anything.modeling.Sam`` with random weights, in eval mode.
 
-    ``name_or_config`` is a registry name or a config dict as returned by :func:`get_sam_config`.
+    ``name_or_config`` is a registry name or a config dict as returned by :func:`get_config`.
     Randomness comes from torch's global generator; use :func:`load_sam` for a seeded build.
     """
-    cfg = get_sam_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    cfg = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
     img = int(cfg["image_size"])
     patch = int(cfg["patch_size"])
     if img % patch:
@@ -155,14 +159,6 @@ def build_sam(name_or_config: str | dict[str, Any]) -> Sam:
         pixel_std=list(cfg["pixel_std"]),
     )
     return sam.eval()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_checkpoint(cfg: dict[str, Any], checkpoint: str | Path) -> Path:
@@ -209,7 +205,7 @@ def load_sam(name: str, checkpoint: str | Path | None = None, seed: int = 0) -> 
     ``{"config": name, "weights": "random-init, seed N"}`` or
     ``{"config": name, "weights": path, "sha256": hex}``.
     """
-    cfg = get_sam_config(name)
+    cfg = get_config(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         sam = build_sam(cfg)
@@ -234,5 +230,5 @@ def load_sam(name: str, checkpoint: str | Path | None = None, seed: int = 0) -> 
     except RuntimeError as e:  # shape mismatches
         raise ValueError(f"{path.name} does not fit SAM config {cfg['name']!r}: {e}") from e
     sam.eval()
-    sam.provenance = {"config": cfg["name"], "weights": str(path), "sha256": _sha256(path)}
+    sam.provenance = {"config": cfg["name"], "weights": str(path), "sha256": sha256_file(path)}
     return sam

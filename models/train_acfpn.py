@@ -60,11 +60,10 @@ from models.registry import (
     AUDIOCLIP_SAMPLE_RATE,
     CLIP_MEAN,
     CLIP_STD,
-    INT16_SCALE,
     get_config,
     list_configs,
 )
-from runtime.preprocess.audio import prepare_audioclip_audio
+from runtime.preprocess.audio import INT16_SCALE, prepare_audioclip_audio
 
 __all__ = [
     "DEFAULT_EPOCHS",

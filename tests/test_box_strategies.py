@@ -29,7 +29,7 @@ from scipy import ndimage
 import runtime
 from runtime.errors import InputError
 from runtime.modes.heatmap_sam import segment_from_heatmaps
-from runtime.prompting.prompts import BOX_STRATEGIES, heatmap_box, heatmap_boxes
+from runtime.prompting.prompts import BOX_STRATEGIES, heatmap_boxes
 from runtime.result import SegmentResult
 
 IMAGE_SIZE = 224
@@ -227,12 +227,6 @@ def test_edge_cases_spelled_out():
         [150, 100, 159, 109],
     ]
     assert heatmap_boxes(e["tie_area"], 0.55, "total_box").tolist() == [[20, 5, 202, 109]]
-    # the single-box strategy of the existing API is single_maxarea
-    for _, sm in CASES:
-        b = heatmap_box(sm, 0.55)
-        assert (
-            b is None and heatmap_boxes(sm, 0.55).shape == (0, 4)
-        ) or b.tolist() == heatmap_boxes(sm, 0.55)[0].tolist()
 
 
 def test_box_strategy_is_validated():

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.checkpoints import sha256_file
 from models.clip_text import CLIPTextTower
 from models.clip_tokenizer import (
     OFFICIAL_VOCAB_SHA256,
@@ -21,7 +22,6 @@ from models.clip_tokenizer import (
     VOCAB_NAME,
     ClipTokenizer,
     find_vocab,
-    sha256_of,
     tokenize,
 )
 from models.clip_visual import ModifiedResNet
@@ -627,7 +627,7 @@ def _real_vocab() -> Path | None:
 )
 def test_real_vocab_encoding():
     path = _real_vocab()
-    assert sha256_of(path) == OFFICIAL_VOCAB_SHA256
+    assert sha256_file(path) == OFFICIAL_VOCAB_SHA256
     tok = ClipTokenizer(path)
     assert tok.vocab_size == 49408 and (tok.sot_token, tok.eot_token) == (49406, 49407)
     out = tok(["dog, bark", "cat"])

@@ -22,10 +22,9 @@ from runtime.prompting.prompts import (
     connected_components,
     dense_grid,
     dense_points,
-    heatmap_box,
+    heatmap_boxes,
     heatmap_point_filter,
     peak_points,
-    select_max_area,
     select_max_score,
     top_points,
 )
@@ -422,6 +421,13 @@ def test_connected_components_match_scipy():
     assert areas.shape == (0,) and boxes.shape == (0, 4)
 
 
+def _maxarea_box(sm, t: float = 0.55):
+    """The single_maxarea box as int64 [4], or None for no box (what the mode sees)."""
+    boxes = heatmap_boxes(sm, t, "single_maxarea")
+    assert boxes.shape in ((0, 4), (1, 4))
+    return boxes[0] if len(boxes) else None
+
+
 @pytest.mark.parametrize("t", [0.55, 0.3, 0.8, 0.0])
 def test_heatmap_box_matches_reference(t):
     for sm in heatmaps(7, 25):
@@ -429,7 +435,7 @@ def test_heatmap_box_matches_reference(t):
             ref = ref_get_single_box_maxarea(sm, t)[0]
         except ValueError:
             ref = None
-        got = heatmap_box(sm, t)
+        got = _maxarea_box(sm, t)
         if ref is None:
             assert got is None
         else:
@@ -440,24 +446,24 @@ def test_heatmap_box_edge_cases():
     sm = np.full((IMAGE_SIZE, IMAGE_SIZE), 0.5, np.float32)
     with pytest.raises(ValueError):
         ref_get_single_box_maxarea(sm, 0.55)  # the reference crashes
-    assert heatmap_box(sm, 0.55) is None  # -> the mode returns an empty mask
-    assert heatmap_box(sm, 0.5).tolist() == [0, 0, 223, 223]  # everything >= t
+    assert _maxarea_box(sm, 0.55) is None  # -> the mode returns an empty mask
+    assert _maxarea_box(sm, 0.5).tolist() == [0, 0, 223, 223]  # everything >= t
     # Equal areas: the component whose first pixel comes first in raster order.
     sm = np.zeros((60, 80), np.float32)
     sm[10:13, 50:53] = 0.9  # first pixel (10, 50)
     sm[10:13, 5:8] = 0.9  # first pixel (10, 5): wins
     sm[40:43, 0:3] = 0.9
-    assert heatmap_box(sm).tolist() == [5, 10, 7, 12]
+    assert _maxarea_box(sm).tolist() == [5, 10, 7, 12]
     assert ref_get_single_box_maxarea(sm, 0.55)[0].tolist() == [5, 10, 7, 12]
     # Diagonal contact joins two squares (8-connectivity): now the largest.
     sm[43:46, 3:6] = 0.9
-    assert heatmap_box(sm).tolist() == [0, 40, 5, 45]
+    assert _maxarea_box(sm).tolist() == [0, 40, 5, 45]
     # A pixel exactly at float32(t) is foreground (>=).
     sm = np.zeros((30, 30), np.float32)
     sm[4, 4:10] = np.float32(0.55)
     sm[20:22, 20:22] = 0.6
-    assert heatmap_box(sm, 0.55).tolist() == [4, 4, 9, 4]
-    assert heatmap_box(sm, 1.5) is None
+    assert _maxarea_box(sm, 0.55).tolist() == [4, 4, 9, 4]
+    assert _maxarea_box(sm, 1.5) is None
 
 
 # --- selection and validation -----------------------------------------------------------------------------
@@ -470,8 +476,6 @@ def test_mask_selection_first_index_on_ties():
     masks[2, :2] = True
     mask, i = select_max_score(masks, np.array([0.5, 0.9, 0.9], np.float32))
     assert i == 1 and np.array_equal(mask, masks[1])
-    mask, i = select_max_area(masks)
-    assert i == 0  # areas 10, 8, 10
     with pytest.raises(InputError):
         select_max_score(masks, np.array([0.1, np.nan, 0.2]))
     with pytest.raises(InputError):
@@ -479,7 +483,7 @@ def test_mask_selection_first_index_on_ties():
     with pytest.raises(InputError):
         select_max_score(masks.astype(np.float32), np.array([0.1, 0.2, 0.3]))
     with pytest.raises(InputError):
-        select_max_area(masks[:0])
+        select_max_score(masks[:0], np.zeros(0))
 
 
 @pytest.mark.parametrize(
@@ -488,7 +492,7 @@ def test_mask_selection_first_index_on_ties():
         top_points,
         lambda m: peak_points(m, 0.6),
         lambda m: dense_points(m, 0.85),
-        lambda m: heatmap_box(m, 0.55),
+        lambda m: _maxarea_box(m, 0.55),
     ],
 )
 def test_heatmaps_are_validated(fn):
@@ -514,7 +518,7 @@ def test_thresholds_and_options_are_validated():
         with pytest.raises(InputError):
             dense_points(sm, bad)
         with pytest.raises(InputError):
-            heatmap_box(sm, bad)
+            _maxarea_box(sm, bad)
     with pytest.raises(InputError):
         peak_points(sm, 0.6, quirk="yes")
     with pytest.raises(InputError):

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import BundleError
+from runtime.preprocess.audio import INT16_SCALE
 
 SCHEMA = "avs-runtime-bundle"
 SCHEMA_VERSION = 1
@@ -353,6 +354,10 @@ class Preset:
         """The constant ``key``, or ``default``."""
         return getattr(self, key, default)
 
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's ``presets.<name>`` object: every constant of :data:`PRESET_CONSTANTS`."""
+        return {key: getattr(self, key) for key in PRESET_CONSTANTS}
+
 
 PRESET_CONSTANTS: dict[str, str] = {
     "audio_input_scale": "pos_number",
@@ -361,7 +366,30 @@ PRESET_CONSTANTS: dict[str, str] = {
     "zero_shot_quirks": "bool",
     "short_clip": "short_clip",
 }
-PRESET_NAMES = ("default", "sam4avs")  # the presets build_engines writes; a bundle may add others
+# The presets build_engines writes (a bundle may add others), the one table of their constants
+# (spec sam4avs-reference 1.5 and 6.1): `default` is the corrected behaviour; `sam4avs` reproduces
+# the reference, which feeds librosa's [-1, 1] waveform without AudioCLIP's x32768, reverses the
+# heatmap, resizes without antialiasing, keeps its zero-shot quirks and cannot take clips under
+# one chunk.
+BUILTIN_PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        "default",
+        audio_input_scale=INT16_SCALE,
+        heatmap_reverse=False,
+        image_antialias=True,
+        zero_shot_quirks=False,
+        short_clip="repeat",
+    ),
+    "sam4avs": Preset(
+        "sam4avs",
+        audio_input_scale=1.0,
+        heatmap_reverse=True,
+        image_antialias=False,
+        zero_shot_quirks=True,
+        short_clip="refuse",
+    ),
+}
+PRESET_NAMES = tuple(BUILTIN_PRESETS)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -480,8 +508,9 @@ def _preset(where: str, name: str, raw: Any) -> Preset:
     path = f"presets.{name}"
     if not isinstance(raw, dict):
         raise _fail(where, path, f"must be an object, got {raw!r}")
+    builtin = BUILTIN_PRESETS.get(name)
     raw = {
-        "zero_shot_quirks": name == "sam4avs",
+        "zero_shot_quirks": builtin is not None and builtin.zero_shot_quirks,
         **raw,
     }  # bundles built before these constants existed
     raw = {"short_clip": "refuse" if raw["zero_shot_quirks"] is True else "repeat", **raw}
@@ -589,8 +618,3 @@ def validate_manifest(m: Any, where: str) -> Contract:
         ):
             raise _fail(where, f"labels.{name}.names", "must be a list of strings")
     return Contract(sections, typed, default)
-
-
-def section_fields(name: str) -> tuple[str, ...]:
-    """The field names of preprocessing section ``name``."""
-    return tuple(f.name for f in fields(SECTIONS[name][0]))

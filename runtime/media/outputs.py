@@ -46,6 +46,7 @@ from runtime.media.video import (
     probe,
     require_av,
 )
+from runtime.preprocess.resize import nearest_exact
 from runtime.result import jsonable
 
 OVERLAY, MASKS, JSONL, FIGURE = "overlay.mp4", "masks", "segments.jsonl", "figure.png"
@@ -130,15 +131,6 @@ def _colormap(x: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    h, w = a.shape[:2]
-    if (h, w) == tuple(hw):
-        return a
-    rows = np.minimum(((np.arange(hw[0]) + 0.5) * h / hw[0]).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(hw[1]) + 0.5) * w / hw[1]).astype(np.int64), w - 1)
-    return a[rows[:, None], cols[None, :]]
-
-
 def heatmap_image(score_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """A float map [h, w] (any range; min-max scaled) as uint8 RGB [H, W, 3] at ``hw``, nearest."""
     m = np.asarray(score_map, np.float32)
@@ -146,7 +138,7 @@ def heatmap_image(score_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         raise InputError(f"score map: expected float [h, w], got shape {m.shape}")
     lo, hi = float(np.nanmin(m)), float(np.nanmax(m))
     m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    return _colormap(_nearest(m, hw))
+    return _colormap(nearest_exact(m, hw))
 
 
 def draw_prompts(
@@ -218,7 +210,7 @@ def render_overlay(
     m = np.asarray(mask)
     if m.ndim != 2:
         raise InputError(f"mask: expected bool [H, W], got shape {m.shape}")
-    m = _nearest(m.astype(bool), (h, w))
+    m = nearest_exact(m.astype(bool), (h, w))
     out = frame.astype(np.float32)
     out[m] = out[m] * (1 - alpha) + np.float32(MASK_COLOR) * alpha
     inner = m.copy()
@@ -636,7 +628,7 @@ def segment_video_to_folder(
                         )
                     )
                 if masks:
-                    full = _nearest(mask, frame.shape[:2])
+                    full = nearest_exact(mask, frame.shape[:2])
                     save_png_atomic(mask_tmp / f"{j:06d}.png", full.astype(np.uint8) * 255)
                 if jf is not None:
                     rec = {

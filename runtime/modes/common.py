@@ -39,28 +39,6 @@ def threshold(strategy: str, t: float | None, dataset: str) -> float | None:
     return float(t)
 
 
-def nearest_to(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """bool [h, w] -> [H, W] by pixel-centre nearest sampling: src = floor((i + 0.5) * h / H)."""
-    h, w = mask.shape
-    oh, ow = hw
-    if (h, w) == (oh, ow):
-        return mask
-    # float32 source positions, as PyTorch's "nearest-exact"
-    rows = np.minimum(
-        np.floor(
-            (np.arange(oh, dtype=np.float32) + np.float32(0.5)) * (np.float32(h) / np.float32(oh))
-        ).astype(np.int64),
-        h - 1,
-    )
-    cols = np.minimum(
-        np.floor(
-            (np.arange(ow, dtype=np.float32) + np.float32(0.5)) * (np.float32(w) / np.float32(ow))
-        ).astype(np.int64),
-        w - 1,
-    )
-    return mask[rows[:, None], cols[None, :]]
-
-
 def to_frame_size(maps: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Square maps [N, S, S] of squashed frames back to each frame's (H, W), bilinear; float32."""
     return [resize(m[None], f.shape[:2], "bilinear")[0] for m, f in zip(maps, frames, strict=True)]

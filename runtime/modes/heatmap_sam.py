@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.modes.common import FRAME_POLICIES, map_box, map_points, nearest_to, threshold
+from runtime.modes.common import FRAME_POLICIES, map_box, map_points, threshold
+from runtime.preprocess.resize import nearest_exact
 from runtime.prompting.prompts import (
     BOX_STRATEGIES,
     dense_points,
@@ -184,7 +185,7 @@ def segment_from_heatmaps(
         picks = [select_max_score(masks[p], iou[p]) for p in range(masks.shape[0])]
         mask = np.logical_or.reduce([mk for mk, _ in picks])  # one prompt set except multi_box
         if sam_hw != hw:
-            mask = nearest_to(mask, hw)
+            mask = nearest_exact(mask, hw)
         ks = [int(k) for _, k in picks]
         ious = [float(iou[p, k]) for p, k in enumerate(ks)]
         rec["mask_index"], rec["iou"] = (ks[0], ious[0]) if len(ks) == 1 else (ks, ious)

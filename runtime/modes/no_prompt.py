@@ -32,9 +32,9 @@ from runtime.modes.common import (
     HEATMAP_GRAPHS,
     SAM_GRAPHS,
     SAM_OPTIONAL,
-    nearest_to,
 )
 from runtime.modes.spec import ModeSpec, Param
+from runtime.preprocess.resize import nearest_exact
 from runtime.prompting.heatmap import l2_normalize
 from runtime.prompting.prompts import heatmap_point_filter
 from runtime.result import EMPTY_REASON, FrameOutput
@@ -221,7 +221,7 @@ def segment_no_prompt(
             rec[EMPTY_REASON] = "every automatic mask gave a zero-size crop"
         elif not sel:
             rec[EMPTY_REASON] = f"no mask scored above {score_threshold}"
-        out.append(FrameOutput(nearest_to(mask, frame.shape[:2]), sc, rec))
+        out.append(FrameOutput(nearest_exact(mask, frame.shape[:2]), sc, rec))
     return out
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL, nearest_to
+from runtime.modes.common import FRAME_POLICIES, SAM_GRAPHS, SAM_OPTIONAL
 from runtime.modes.spec import ModeSpec, Param
+from runtime.preprocess.resize import nearest_exact
 from runtime.result import EMPTY_REASON, FrameOutput
 
 __all__ = ["MODE", "pick_random_masks", "run_random_sam"]
@@ -71,7 +72,7 @@ def run_random_sam(st, frames, audio, sample_rate, *, seed=0, amg=None, frame_po
         else:
             m = recs[k]["segmentation"]
             score = np.array([recs[k]["predicted_iou"]], np.float32)
-        out.append(FrameOutput(nearest_to(m, frame.shape[:2]), score, rec))
+        out.append(FrameOutput(nearest_exact(m, frame.shape[:2]), score, rec))
     return out
 
 

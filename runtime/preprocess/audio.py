@@ -25,6 +25,9 @@ _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 _READ_FRAMES = 1 << 18  # frames decoded per block: memory stays ~ the float32 output + one block
 MAX_FLOAT_PEAK = 2.0  # float audio beyond this is not [-1, 1] audio (e.g. int16-scaled floats)
+# int16 PCM units per unit of [-1, 1] audio: the WAV/int16 convention here, and AudioCLIP's input
+# scale (it was trained on int16-unit waveforms; the `default` preset's audio_input_scale)
+INT16_SCALE = 32768.0
 
 
 def _wav_header(f, p: Path, file_size: int) -> tuple[int, int, int, int, int, int, int]:
@@ -61,7 +64,7 @@ def _decode(raw: bytes, tag: int, width: int) -> np.ndarray | None:
     if tag == _PCM and width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     if tag == _PCM and width == 2:
-        return np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+        return np.frombuffer(raw, "<i2").astype(np.float32) / np.float32(INT16_SCALE)
     if tag == _PCM and width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
@@ -142,7 +145,7 @@ def to_mono_float(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         )
     a = audio
     if a.dtype == np.int16:
-        a = a.astype(np.float32) / 32768.0
+        a = a.astype(np.float32) / np.float32(INT16_SCALE)
     elif a.dtype == np.int32:
         a = (a.astype(np.float64) / 2147483648.0).astype(np.float32)
     elif a.dtype == np.uint8:
@@ -278,6 +281,25 @@ def chunk_per_frame(
         last = x[x.size - s :]
         x = np.concatenate([x[:whole]] + [last] * ((total - whole) // s))
     return x.reshape(num_frames, s).astype(np.float32)
+
+
+def int16_round_trip(x: np.ndarray) -> np.ndarray:
+    """Quantise a waveform to int16 and back, as laion-clap's ``float32_to_int16`` followed by
+    ``int16_to_float32`` (the Box-Prompt CLAP input) and Sam4AVS's No-Prompt loader do.
+
+    x: float32 or float64 array of any shape, nominally in [-1, 1] (clipped to it). Steps and their
+    dtypes, those of the references' numpy code: clip, then x 32767 in the input's own float dtype
+    (float32 for the float32 waveforms librosa and :func:`load_audio` give, so float32 rounding
+    decides which side of an integer a sample lands), truncate toward zero to int16, then / 32767
+    in float64 and round once to float32. Returns float32, the same shape, values in [-1, 1] on the
+    int16 grid (k / 32767). A float64 input keeps its multiply in float64, as numpy would.
+    Raises InputError for a non-float input.
+    """
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        raise InputError(f"expected a float32/float64 waveform in [-1, 1], got dtype {a.dtype}")
+    q = (np.clip(a, -1.0, 1.0) * a.dtype.type(32767.0)).astype(np.int16)
+    return (q / 32767.0).astype(np.float32)
 
 
 def prepare_audioclip_audio(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.preprocess.audio import chunk_per_frame, load_audio
+from runtime.preprocess.audio import chunk_per_frame, int16_round_trip, load_audio
 
 __all__ = ["clap_audio_input"]
 
@@ -31,8 +31,7 @@ def clap_audio_input(
         raise InputError(f"num_frames must be a positive int, got {num_frames!r}")
     x = load_audio(audio, sample_rate, rate)
     chunks = chunk_per_frame(x, rate, int(num_frames), chunk_seconds=chunk_seconds)
-    q = (np.clip(chunks, -1.0, 1.0) * 32767.0).astype(np.int16)
-    chunks = (q / 32767.0).astype(np.float32)
+    chunks = int16_round_trip(chunks)
     n = chunks.shape[1]
     if n > clip_samples:
         raise InputError(f"chunks of {n} samples exceed the CLAP clip of {clip_samples} samples")

@@ -2,7 +2,9 @@
 
 Each resize is a pair of interpolation matrices (rows, columns), so a [.., H, W] array becomes
 ``Wh @ x @ Ww.T``. Supported: bilinear and bicubic with ``align_corners=False``, with or without
-antialiasing (PyTorch's antialias path, the same kernels as PIL's).
+antialiasing (PyTorch's antialias path, the same kernels as PIL's). :func:`linear_taps` gives the
+bilinear taps themselves (SAM's mask postprocessing composes them); :func:`nearest_exact` is the
+one nearest-neighbour resampler (masks, score maps), PyTorch's ``mode="nearest-exact"``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,70 @@ def _cubic(x: np.ndarray, a: float) -> np.ndarray:
 
 def _triangle(x: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - np.abs(x), 0.0, None)
+
+
+def _source_index(in_size: int, out_size: int) -> np.ndarray:
+    """float32 [out_size]: scale * (i + 0.5) - 0.5 with scale = float32(in / out), computed as one
+    fused multiply-add (exact in float64, rounded once to float32), as PyTorch's CPU kernels do."""
+    scale = np.float64(np.float32(in_size) / np.float32(out_size))
+    return (scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
+
+
+def linear_taps(
+    in_size: int, out_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's bilinear (``align_corners=False``) taps along one axis of ``in_size`` -> ``out_size``.
+
+    Returns (i0, i1, lam0, lam1): int64 source indices [out_size] (0 <= i0 <= i1 <= in_size - 1) and
+    float64 weights [out_size] in [0, 1] holding float32 values, so that output[i] =
+    lam0[i] * input[i0[i]] + lam1[i] * input[i1[i]]. Mirrors ATen's
+    ``compute_source_index_and_lambda`` in float32: scale = in / out, src = scale * (i + 0.5) - 0.5
+    as one fused multiply-add (the compiled CPU kernel's: exact in float64, rounded once), clamped at
+    0; i0 = floor(src) (at most in - 1), i1 = min(i0 + 1, in - 1), lam1 = src - i0 clipped to [0, 1],
+    lam0 = 1 - lam1 in float32. Emulating the FMA matters: plain float32 or float64 source indices
+    differ from PyTorch by up to 1e-4 on unit-scale logits at 2250 px.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be >= 1, got {in_size} -> {out_size}")
+    src = np.maximum(_source_index(in_size, out_size), np.float32(0.0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    lam1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    lam0 = np.float32(1.0) - lam1
+    return i0, i1, lam0.astype(np.float64), lam1.astype(np.float64)
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """int64 [out_size] source indices of PyTorch's ``nearest-exact`` along one axis.
+
+    src = min(floor((i + 0.5) * scale), in - 1) with scale = in / out, all in float32 as ATen's
+    ``nearest_neighbor_exact_compute_source_index`` (a float64 computation differs where the
+    product lands within float32 rounding of an integer).
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be >= 1, got {in_size} -> {out_size}")
+    scale = np.float32(in_size) / np.float32(out_size)
+    pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
+    return np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
+
+
+def nearest_exact(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The last two axes of ``a`` ([..., h, w], any dtype: bool masks, float maps, uint8 images)
+    resampled to ``hw`` = (H, W) by pixel-centre nearest sampling, exactly as
+    ``torch.nn.functional.interpolate(mode="nearest-exact")``: output pixel (r, c) takes input pixel
+    (:func:`nearest_indices` (h, H)[r], (w, W)[c]). Same dtype out; ``a`` itself when the size is
+    unchanged. Raises ValueError for fewer than two axes or a non-positive size.
+    """
+    a = np.asarray(a)
+    if a.ndim < 2:
+        raise ValueError(f"expected an array [..., h, w], got shape {a.shape}")
+    h, w = a.shape[-2:]
+    oh, ow = int(hw[0]), int(hw[1])
+    if (h, w) == (oh, ow):
+        return a
+    rows = nearest_indices(h, oh)
+    cols = nearest_indices(w, ow)
+    return a[..., rows[:, None], cols[None, :]]
 
 
 @lru_cache(maxsize=64)
@@ -58,18 +124,12 @@ def resize_matrix(
                 w = w / total
             m[i, xmin:xmax] = w
         return m
-    # scale * (i + 0.5) - 0.5 as one fused multiply-add (one float32 rounding), as PyTorch's kernel.
-    dst = np.arange(out_size, dtype=np.float32)
-    src = (np.float64(scale) * (dst + np.float32(0.5)).astype(np.float64) - 0.5).astype(np.float32)
     if mode == "bilinear":
-        src = np.maximum(src, np.float32(0.0))
-        i0 = np.floor(src).astype(np.int64)
-        i0 = np.minimum(i0, in_size - 1)
-        i1 = np.minimum(i0 + 1, in_size - 1)
-        lam = (src - i0).astype(np.float64)
-        np.add.at(m, (np.arange(out_size), i0), 1.0 - lam)
-        np.add.at(m, (np.arange(out_size), i1), lam)
+        i0, i1, lam0, lam1 = linear_taps(in_size, out_size)
+        np.add.at(m, (np.arange(out_size), i0), lam0)
+        np.add.at(m, (np.arange(out_size), i1), lam1)
         return m
+    src = _source_index(in_size, out_size)
     i0 = np.floor(src).astype(np.int64)
     t = (src - i0).astype(np.float64)
     for k in range(-1, 3):

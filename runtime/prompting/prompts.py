@@ -23,9 +23,8 @@ Deliberate differences from the reference, each documented at its function:
   (col + 0.5, row + 0.5), the same convention as ``top_points`` and ``dense_points``.
 * ``dense_points``: the reference sorts with numpy's unstable quicksort, so the choice and order of
   tied cells depends on the numpy version; here the sort is stable (see the tie rule there).
-* ``heatmap_box``: with nothing above the threshold the reference raises ``ValueError`` (argmax of
-  an empty sequence); here it returns ``None``, and the heatmap-box mode then yields an empty mask.
-* ``heatmap_boxes`` (every box strategy of the reference): see its edge cases (crashes -> no box;
+* ``heatmap_boxes`` (every box strategy of the reference): see its edge cases (crashes -> no box,
+  e.g. ``single_maxarea`` with nothing above the threshold, where the reference raises;
   ``single_maxscore``'s whole-map box for an empty foreground only with ``quirk=True``;
   ``multi_box``'s sentinel box of an empty background label dropped).
 """
@@ -41,11 +40,9 @@ __all__ = [
     "BOX_STRATEGIES",
     "connected_components",
     "dense_points",
-    "heatmap_box",
     "heatmap_boxes",
     "heatmap_point_filter",
     "peak_points",
-    "select_max_area",
     "select_max_score",
     "top_points",
 ]
@@ -340,27 +337,6 @@ def connected_components(mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return labels, areas, np.stack([x0, y0, x1, y1], axis=1)
 
 
-def heatmap_box(sm, t: float = 0.55) -> np.ndarray | None:
-    """Heatmap-based Box-Prompt, ``get_single_box_maxarea``: the box of the largest region >= t.
-
-    sm: float [H, W] finite heatmap; t: threshold (0.55 in the paper). Pixels >= float32(t) are
-    foreground; their 8-connected components are found (:func:`connected_components`) and the one
-    with the largest area is kept, the first in raster order of its first pixel on ties.
-    Returns int64 [4] = [x0, y0, x1, y1], inclusive pixel indices (the reference's
-    ``[x, y, x + w - 1, y + h - 1]``), or ``None`` when no pixel reaches t: the reference raises
-    ``ValueError`` there; the heatmap-box mode turns ``None`` into an empty (all-False) mask.
-    """
-    m = _check_map(sm)
-    t = _check_threshold(t)
-    fg = m >= np.float32(t)
-    if t > 1.0:  # the reference writes 1.0 into the foreground, then drops values < t again
-        fg &= np.float32(1.0) >= np.float32(t)
-    _, areas, boxes = connected_components(fg)
-    if areas.size == 0:
-        return None
-    return boxes[int(np.argmax(areas))].copy()
-
-
 BOX_STRATEGIES = ("single_maxarea", "single_maxscore", "multi_box", "total_box")
 
 
@@ -463,20 +439,4 @@ def select_max_score(masks, scores) -> tuple[np.ndarray, int]:
     """
     mk, sc = _check_masks_scores(masks, scores)
     i = int(np.argmax(sc))
-    return mk[i], i
-
-
-def select_max_area(masks, scores=None) -> tuple[np.ndarray, int]:
-    """Selection ``max_area``: the mask with the most pixels, the first index on ties.
-
-    masks: bool [M, H, W]; scores: ignored (accepted for a uniform signature). Returns (mask bool
-    [H, W], index).
-    """
-    mk = np.asarray(masks)
-    if mk.ndim != 3 or mk.dtype != bool or mk.shape[0] < 1:
-        raise InputError(
-            f"masks must be a bool array [M, H, W] with M >= 1, got dtype {mk.dtype}, "
-            f"shape {mk.shape}"
-        )
-    i = int(np.argmax(mk.reshape(mk.shape[0], -1).sum(axis=1)))
     return mk[i], i

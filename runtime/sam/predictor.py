@@ -30,6 +30,7 @@ from PIL import Image
 
 from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
+from runtime.preprocess.resize import linear_taps
 
 ENCODER_INPUT = GRAPHS["sam_image_encoder"].input_names[0]
 ENCODER_OUTPUT = GRAPHS["sam_image_encoder"].output_names[0]
@@ -186,28 +187,6 @@ def preprocess(
 # --- mask postprocessing -------------------------------------------------------------------------
 
 
-def _linear_taps(in_size: int, out_size: int):
-    """Indices and weights of PyTorch's bilinear (align_corners=False) resampling along one axis.
-
-    Mirrors ATen's ``compute_source_index_and_lambda`` in float32: scale = in / out,
-    src = scale * (i + 0.5) - 0.5 (one fused multiply-add, as the compiled CPU kernel does: computed
-    exactly in float64 and rounded once), clamped at 0; i0 = floor(src), i1 = min(i0 + 1, in - 1),
-    lambda1 = src - i0, lambda0 = 1 - lambda1. Emulating the FMA matters: plain float32 or float64
-    source indices differ from PyTorch by up to 1e-4 on unit-scale logits at 2250 px.
-    """
-    if in_size == out_size:
-        i = np.arange(out_size)
-        return i, i, np.ones(out_size), np.zeros(out_size)
-    scale = np.float64(np.float32(in_size) / np.float32(out_size))
-    src = (scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
-    src = np.maximum(src, np.float32(0.0))
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
-    lam1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
-    lam0 = np.float32(1.0) - lam1
-    return i0, i1, lam0.astype(np.float64), lam1.astype(np.float64)
-
-
 _BLOCK = 64  # output rows/columns per block of the banded resampling
 
 
@@ -219,8 +198,8 @@ def _axis_plan(low: int, image_size: int, crop: int, out: int) -> tuple[tuple, .
     row depends on at most a few adjacent low-res rows, so the map is stored as blocks
     (o0, o1, s0, s1, W) with W float32 [o1 - o0, s1 - s0]: out[o0:o1] = W @ low[s0:s1].
     """
-    a0, a1, u0, u1 = _linear_taps(low, image_size)
-    b0, b1, v0, v1 = _linear_taps(crop, out)
+    a0, a1, u0, u1 = linear_taps(low, image_size)
+    b0, b1, v0, v1 = linear_taps(crop, out)
     taps_i = np.stack([a0[b0], a1[b0], a0[b1], a1[b1]], axis=1)
     taps_w = np.stack([v0 * u0[b0], v0 * u1[b0], v1 * u0[b1], v1 * u1[b1]], axis=1)
     blocks = []

@@ -8,6 +8,7 @@ import numpy as np
 from runtime.errors import InputError
 from runtime.preprocess.audio import (
     chunk_per_frame,
+    int16_round_trip,
     load_audio,
     prepare_audioclip_audio,
     short_clip_policy,
@@ -94,6 +95,5 @@ class AudioStage:
                 chunk_seconds=n / rate,
                 short_clip=short_clip_policy(self.ctx.preset),
             )
-            q = (np.clip(chunks, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
-            wav = (q / 32767.0).astype(np.float32) * np.float32(self.ctx.preset.audio_input_scale)
+            wav = int16_round_trip(chunks) * np.float32(self.ctx.preset.audio_input_scale)
             return self.ctx.run(REFERENCE_1S_GRAPH, wav)[0]
