@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from runtime.audio import prepare_audioclip_audio, short_clip_policy
+from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline
 from runtime.bundle import Bundle
 from runtime.cache import EmbeddingCache, array_key
 from runtime.contract import AGREEMENT_FIELDS, GRAPHS, Preset
@@ -49,7 +50,11 @@ class Pipeline:
         threads: int | None = None,
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
+        budget: Budget | None = None,
     ):
+        if budget is not None and not isinstance(budget, Budget):
+            raise InputError(f"budget must be a runtime.budget.Budget, got {type(budget).__name__}")
+        self.budget: Budget = budget or DEFAULT_BUDGET  # bounds of one segment call
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
@@ -181,6 +186,7 @@ class Pipeline:
                 f"got {len(inputs)}"
             )
         feeds = dict(zip(spec.input_names, inputs, strict=True))
+        checkpoint(f"graph {graph}")
         return self.session(graph).run(list(spec.output_names), feeds)
 
     def audioclip_audio_input(
@@ -364,11 +370,16 @@ class Pipeline:
         """
         spec, values = self.check_mode(mode, params)
         mode = spec.name
+        budget = self.budget
+        budget.check_params(mode, values)
+        budget.check_frame_inputs(frames)
+        budget.check_audio(audio, sample_rate)
         timings: dict[str, float] = {}
         self._calls.hits = 0
-        with timed(timings, "load_frames"):
-            frames = load_frames(frames)
-        outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
+        with deadline(budget.deadline_s):
+            with timed(timings, "load_frames"):
+                frames = load_frames(frames)
+            outputs = spec.run(self, frames, audio, sample_rate, timings, **values)
         if len(outputs) != len(frames) or not all(isinstance(o, FrameOutput) for o in outputs):
             raise RuntimeError(
                 f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames"

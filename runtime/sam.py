@@ -28,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from runtime.budget import checkpoint
 from runtime.contract import GRAPHS
 from runtime.errors import InputError
 
@@ -500,6 +501,7 @@ class SamRunner:
             batch = np.empty((len(chunk), 3, s, s), dtype=np.float32)
             for j, f in enumerate(chunk):
                 self.preprocess_into(f, batch[j])
+            checkpoint("a SAM encoder batch")
             (emb,) = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: batch})
             out.extend(emb[j : j + 1] for j in range(len(chunk)))
         return out
@@ -575,6 +577,7 @@ class SamRunner:
             np.asarray(has_mask_input).reshape(-1)[0]
         )
         for a in range(0, coords.shape[0], self.max_prompts):
+            checkpoint("a SAM decoder batch")
             sl = slice(a, a + self.max_prompts)
             feeds = (
                 embedding,

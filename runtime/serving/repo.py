@@ -8,10 +8,17 @@ by absolute path, the runtime imported from the repository through PYTHONPATH). 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
+from runtime.budget import DEFAULT_BUDGET, DEFAULT_DEADLINE_S, Budget
 from runtime.serving import wire
+
+# Triton's queue policy of the ``avs`` model: requests beyond the queue are refused at once, and a
+# request that waits in the queue longer than the timeout is refused without running.
+DEFAULT_MAX_QUEUE = 16  # requests waiting per model (``avs serve --max-queue``)
+DEFAULT_QUEUE_TIMEOUT_S = 30.0  # seconds a request may wait for an instance (``--queue-timeout-s``)
 
 MODEL_PY = '''\
 """Triton python-backend entry of the avs pipeline model (written by avs-runtime; do not edit)."""
@@ -45,6 +52,9 @@ def avs_model_config(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    budget: Budget | None = None,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
 
@@ -52,7 +62,17 @@ def avs_model_config(
     ``instances``: model instances (each a process that loads the bundle); ``gpu``: KIND_GPU else
     KIND_CPU. ``max_request_mb``: limit of one request's input bytes (MiB). ``threads``: onnxruntime
     intra-op threads per instance (0 = default). ``providers``: comma list for ``runtime.load`` ("" = default).
+    ``budget``: bounds of one request and its deadline (:class:`runtime.budget.Budget`, written as
+    ``budget.<field>`` parameters; default :data:`runtime.budget.DEFAULT_BUDGET` with the served
+    deadline :data:`runtime.budget.DEFAULT_DEADLINE_S`). ``max_queue`` / ``queue_timeout_s``:
+    Triton's queue policy (requests past the queue size, or waiting longer, are refused).
     """
+    if budget is None:
+        budget = DEFAULT_BUDGET.replace(deadline_s=DEFAULT_DEADLINE_S)
+    if max_queue < 1:
+        raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+    if not queue_timeout_s > 0:
+        raise ValueError(f"queue_timeout_s must be > 0, got {queue_timeout_s}")
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_request_mb < 1:
@@ -70,6 +90,13 @@ def avs_model_config(
         lines.append(
             f'output {{\n  name: "{t.name}"\n  data_type: {t.config_dtype}\n  dims: {_dims(t.dims)}\n}}'
         )
+    # the dynamic batcher is Triton's only scheduler with a queue policy; max_batch_size 0 keeps
+    # requests unbatched (one request per execute call)
+    lines.append(
+        "dynamic_batching {\n  default_queue_policy {\n    timeout_action: REJECT\n"
+        f"    default_timeout_microseconds: {int(queue_timeout_s * 1e6)}\n"
+        f"    allow_timeout_override: false\n    max_queue_size: {int(max_queue)}\n  }}\n}}"
+    )
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     text = "\n".join(lines) + "\n"
@@ -78,6 +105,11 @@ def avs_model_config(
     text += _param("threads", str(int(threads)))
     text += _param("preset", preset or "")
     text += _param("providers", providers)
+    for f in dataclasses.fields(budget):
+        v = getattr(budget, f.name)
+        text += _param(
+            f"budget.{f.name}", "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+        )
     return text
 
 
@@ -102,6 +134,9 @@ def write_avs_model(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    budget: Budget | None = None,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.
 
@@ -130,6 +165,9 @@ def write_avs_model(
             threads=threads,
             preset=preset,
             providers=providers,
+            budget=budget,
+            max_queue=max_queue,
+            queue_timeout_s=queue_timeout_s,
         )
     )
     return model
