@@ -98,6 +98,9 @@ def write_repository(
     instances: int = 1,
     max_request_mb: int = wire.DEFAULT_MAX_REQUEST_MB,
     force: bool = False,
+    budget=None,
+    max_queue: int = avs_repo.DEFAULT_MAX_QUEUE,
+    queue_timeout_s: float = avs_repo.DEFAULT_QUEUE_TIMEOUT_S,
 ) -> Path:
     """Write the model repository of ``bundle_dir`` to ``out`` and return ``out``.
 
@@ -122,6 +125,9 @@ def write_repository(
         gpu=gpu,
         max_request_mb=max_request_mb,
         providers="cuda,cpu" if gpu else "cpu",
+        budget=budget,
+        max_queue=max_queue,
+        queue_timeout_s=queue_timeout_s,
     )
     for name, entry in bundle.graphs.items():
         plan = entry.get("tensorrt")
