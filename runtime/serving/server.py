@@ -35,7 +35,9 @@ ADMIN_APIS = (
     "trace",
     "logging",
 )
-ADMIN_KEY_HEADER = "avs-admin-key"  # the header a restricted request must carry
+ADMIN_KEY_HEADER = "avs-admin-key"  # the HTTP header a restricted request must carry
+# Triton prefixes the key for gRPC: the metadata key a gRPC client sends
+GRPC_ADMIN_KEY_HEADER = "triton-grpc-protocol-" + ADMIN_KEY_HEADER
 
 
 class ServerError(AVSError, RuntimeError):

@@ -312,11 +312,9 @@ class TritonPythonModel:
             budget=budget_from_parameters(p),
         )
         # paths a client must never see in an error message (longest first)
-        self._hide = sorted(
-            {str(bundle), str(bundle.resolve()), str(version_dir), str(args["model_repository"])},
-            key=len,
-            reverse=True,
-        )
+        hide = {str(bundle): "<bundle>", str(bundle.resolve()): "<bundle>"}
+        hide.update({str(version_dir): "<model>", str(args["model_repository"]): "<model>"})
+        self._hide = sorted(hide.items(), key=lambda kv: len(kv[0]), reverse=True)
         if p.get("warmup", "1") == "1":
             used = self.pipe.warmup()
         else:
@@ -330,8 +328,8 @@ class TritonPythonModel:
         )
 
     def _client_message(self, text: str) -> str:
-        for path in self._hide:
-            text = text.replace(path, "<bundle>" if "bundle" in path else "<model>")
+        for path, label in self._hide:
+            text = text.replace(path, label)
         return text
 
     def execute(self, requests: list) -> list:
