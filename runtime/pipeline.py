@@ -7,6 +7,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -159,7 +160,9 @@ class Pipeline:
                         f"bundle {self.bundle.root} has no bank {name!r}; rebuild it with the "
                         "graphs that need it (e.g. the Box-Prompt graphs)"
                     )
-                arr = np.load(self.bundle.root / banks[name]["file"], allow_pickle=False)
+                # the bytes that were checked against the manifest's sha256 (runtime.safefiles)
+                raw = self.bundle.read_file(banks[name])
+                arr = np.load(io.BytesIO(raw), allow_pickle=False)
                 arr.setflags(write=False)
                 self._banks[name] = arr
             return self._banks[name]

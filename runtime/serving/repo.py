@@ -9,10 +9,13 @@ by absolute path, the runtime imported from the repository through PYTHONPATH). 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
 from runtime.budget import DEFAULT_BUDGET, DEFAULT_DEADLINE_S, Budget
+from runtime.errors import BundleError
+from runtime.safefiles import copy_checked, inside, read_checked
 from runtime.serving import wire
 
 # Triton's queue policy of the ``avs`` model: requests beyond the queue are refused at once, and a
@@ -114,13 +117,39 @@ def avs_model_config(
 
 
 def copy_runtime(dst: Path) -> Path:
-    """Copy the runtime package (its ``.py`` files only) to ``dst/runtime``; returns that folder."""
+    """Copy the runtime package (its ``.py`` files only) to ``dst/runtime``; returns that folder.
+
+    Symbolic links in the package are refused (nothing outside it is copied in through one).
+    """
     src = Path(__file__).resolve().parents[1]
     out = dst / "runtime"
-    shutil.copytree(
-        src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
-    )
+    for d, dirs, files in os.walk(src):
+        rel = Path(d).relative_to(src)
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for name in [*dirs, *files]:
+            if (Path(d) / name).is_symlink():
+                raise BundleError(f"runtime/{rel / name} is a symbolic link; refusing to copy it")
+        (out / rel).mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            if name.endswith(".py"):
+                shutil.copyfile(Path(d) / name, out / rel / name, follow_symlinks=False)
     return out
+
+
+def copy_bundle(bundle: str | Path, dst: Path) -> Path:
+    """Copy a bundle to the new folder ``dst``: its manifest and exactly the files it names, each
+    contained in the bundle (no symlinks) and hashed against the manifest as it is copied."""
+    from runtime.bundle import Bundle
+    from runtime.contract import MANIFEST
+
+    b = Bundle.open(bundle, verify=False)  # the copy below checks every byte it copies
+    dst.mkdir(parents=True)
+    (dst / MANIFEST).write_bytes(read_checked(inside(b.root, MANIFEST, what="manifest"), None))
+    for entry in b._all_file_entries():
+        target = inside(dst, entry["file"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_checked(b.file_path(entry), target, entry["sha256"])
+    return dst
 
 
 def write_avs_model(
@@ -151,7 +180,7 @@ def write_avs_model(
     root = str(Path(__file__).resolve().parents[2])  # the folder that holds runtime/
     (version / "model.py").write_text(MODEL_PY.replace("{root!r}", repr(root)))
     if self_contained:
-        shutil.copytree(bundle, version / "bundle", dirs_exist_ok=True)
+        copy_bundle(bundle, version / "bundle")
         copy_runtime(version)
         ref = "bundle"
     else:
