@@ -35,11 +35,14 @@ def _open(src: bytes | str | Path) -> Image.Image:
     return Image.open(io.BytesIO(src) if isinstance(src, bytes | bytearray) else Path(src))
 
 
+def _kind(formats: tuple[str, ...] | None) -> str:
+    return "an image" if formats is None else "a " + " or ".join(f for f in formats if f != "MPO")
+
+
 def _check_format(img: Image.Image, name: str, formats: tuple[str, ...] | None) -> None:
     if formats is not None and img.format not in formats:
         raise InputError(
-            f"{name}: expected a {' or '.join(f for f in formats if f != 'MPO')} file, "
-            f"got {img.format or 'an unknown format'}"
+            f"{name}: expected {_kind(formats)} file, got {img.format or 'an unknown format'}"
         )
 
 
@@ -59,7 +62,9 @@ def probe(
     except InputError:
         raise
     except Exception as e:  # PIL raises many kinds for damaged files
-        raise InputError(f"{name}: expected an image file, cannot read its header ({e})") from None
+        raise InputError(
+            f"{name}: expected {_kind(formats)} file, cannot read its header ({e})"
+        ) from None
     return int(h), int(w), _BYTES_PER_PIXEL.get(mode, 4 if mode not in ("RGB", "YCbCr") else 3)
 
 
@@ -108,5 +113,7 @@ def decode(
     except InputError:
         raise
     except Exception as e:  # PIL raises many kinds for damaged files
-        raise InputError(f"{name}: cannot decode the image file ({e})") from None
+        raise InputError(
+            f"{name}: expected {_kind(formats)} file, cannot decode it ({e})"
+        ) from None
     return np.ascontiguousarray(arr)

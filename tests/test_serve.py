@@ -408,7 +408,7 @@ def _bad_requests():
         (
             "too many frames",
             with_(frames=np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)),
-            f"limit of {wire.MAX_FRAMES}",
+            f"over the budget of {wire.MAX_FRAMES} frames",
         ),
         (
             "request over the byte limit",
