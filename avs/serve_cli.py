@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -36,12 +37,63 @@ def curl_example(host: str, http_port: int, mode: str | None = None) -> str:
     )
 
 
+# flag -> (Budget field, type, scale from the flag's unit to the field's)
+BUDGET_FLAGS = {
+    "max-frames": ("max_frames", int, 1, "frames per request"),
+    "max-total-mp": ("max_total_pixels", float, 1_000_000, "megapixels of all frames of a request"),
+    "max-decoded-mb": ("max_decoded_mb", float, 1, "MiB the decoded frames of a request may take"),
+    "max-audio-s": ("max_audio_seconds", float, 1, "seconds of audio per request"),
+    "max-points-per-side": ("max_points_per_side", int, 1, "AMG points_per_side"),
+    "max-crop-layers": ("max_crop_n_layers", int, 1, "AMG crop_n_layers"),
+    "max-points-per-batch": ("max_points_per_batch", int, 1, "AMG points_per_batch"),
+    "max-amg-points": ("max_amg_points", int, 1, "AMG grid points per frame over all crops"),
+    "max-dense-points": ("max_dense_points", int, 1, "point-dense max_points"),
+    "max-box-labels": ("max_box_labels", int, 1, "box mode's k"),
+    "max-params-bytes": ("max_params_bytes", int, 1, "bytes of the params JSON"),
+}
+
+
+def add_budget_args(p) -> None:
+    """The request-budget flags (defaults: :data:`runtime.budget.DEFAULT_BUDGET`) and ``--deadline-s``."""
+    from runtime.budget import DEFAULT_BUDGET, DEFAULT_DEADLINE_S
+
+    g = p.add_argument_group("request budget (checked before any decoding or inference)")
+    for flag, (field, typ, scale, what) in BUDGET_FLAGS.items():
+        default = getattr(DEFAULT_BUDGET, field) / scale
+        g.add_argument(
+            f"--{flag}",
+            type=typ,
+            default=typ(default),
+            help=f"largest {what} (default {default:g})",
+        )
+    g.add_argument(
+        "--deadline-s",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        help=f"seconds a request may run before it is cancelled (0 = none; default {DEFAULT_DEADLINE_S:g})",
+    )
+
+
+def budget_from_args(args: argparse.Namespace):
+    """The :class:`runtime.budget.Budget` of the budget flags."""
+    from runtime.budget import DEFAULT_BUDGET
+
+    changes = {}
+    for flag, (field, _typ, scale, _) in BUDGET_FLAGS.items():
+        v = getattr(args, flag.replace("-", "_")) * scale
+        changes[field] = v if field in ("max_decoded_mb", "max_audio_seconds") else int(v)
+    changes["deadline_s"] = args.deadline_s if args.deadline_s and args.deadline_s > 0 else None
+    return DEFAULT_BUDGET.replace(**changes)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from runtime.bundle import Bundle
     from runtime.serving import repo, tritonenv
-    from runtime.serving.server import TritonServer
+    from runtime.serving.server import ADMIN_APIS, ADMIN_KEY_HEADER, TritonServer
 
     bundle = Bundle.open(args.bundle, verify=True)  # a clear error before anything starts
+    budget = budget_from_args(args)
+    admin_key = os.environ.get(args.admin_key_env) or None
     env = tritonenv.ensure(quiet=True)
     with tempfile.TemporaryDirectory(prefix="avs-serve-") as tmp:
         repo.write_avs_model(
@@ -52,6 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             preset=args.preset,
             gpu=args.gpu,
+            budget=budget,
+            max_queue=args.max_queue,
+            queue_timeout_s=args.queue_timeout_s,
         )
         srv = TritonServer(
             tmp,
@@ -62,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             exit_timeout_s=args.exit_timeout,
             verbose=args.verbose,
+            admin_key=admin_key,
         )
         signals = {"n": 0}
 
@@ -106,6 +162,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"  HTTP    http://{srv.http_url}   (KServe v2; ready: /v2/health/ready)\n"
                 f"  gRPC    {srv.grpc_url}\n"
                 f"  metrics {srv.metrics_url}\n"
+                f"  restricted (header {ADMIN_KEY_HEADER}: "
+                f"{'$' + args.admin_key_env if admin_key else 'a random key: closed'}): "
+                f"{', '.join(ADMIN_APIS)}\n"
+                f"  budget per request: {budget.max_frames} frames, "
+                f"{budget.max_total_pixels / 1e6:g} MP, {budget.max_audio_seconds:g} s audio; "
+                f"deadline {budget.deadline_s or 'none'} s; queue {args.max_queue}\n"
                 f"example request:\n  {curl_example(args.host, args.http_port)}\n"
                 f"Python: runtime.serving.client.TritonClient('{srv.http_url}').segment(frames, audio, 16000)\n"
                 "avs serve: ready (Ctrl-C stops)",
@@ -135,6 +197,9 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
             instances=args.instances,
             max_request_mb=args.max_request_mb,
             force=args.force,
+            budget=budget_from_args(args),
+            max_queue=args.max_queue,
+            queue_timeout_s=args.queue_timeout_s,
         )
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -183,6 +248,15 @@ def add_parsers(sub) -> None:
         "--ready-timeout", type=int, default=300, help="seconds to wait for the server to be ready"
     )
     s.add_argument("--verbose", action="store_true", help="Triton's verbose log")
+    s.add_argument(
+        "--admin-key-env",
+        default="AVS_ADMIN_KEY",
+        help="environment variable holding the key (header avs-admin-key) that opens the "
+        "restricted endpoints: shared memory, model config/repository, statistics, trace, "
+        "logging (unset: a random key, they stay closed; health and metadata are always open)",
+    )
+    add_queue_args(s)
+    add_budget_args(s)
 
     r = sub.add_parser(
         "triton-repo", help="write a Triton model repository for a bundle (for clusters)"
@@ -192,7 +266,31 @@ def add_parsers(sub) -> None:
     r.add_argument("--gpu", action="store_true", help="KIND_GPU instances (default KIND_CPU)")
     r.add_argument("--instances", type=int, default=1, help="instances per model")
     r.add_argument("--max-request-mb", type=int, default=wire.DEFAULT_MAX_REQUEST_MB)
-    r.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT if it is a repository this command wrote (it holds its marker file)",
+    )
+    add_queue_args(r)
+    add_budget_args(r)
+
+
+def add_queue_args(p) -> None:
+    """Triton's queue policy flags of the ``avs`` model."""
+    from runtime.serving.repo import DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT_S
+
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help=f"requests that may wait for an instance; more are refused (default {DEFAULT_MAX_QUEUE})",
+    )
+    p.add_argument(
+        "--queue-timeout-s",
+        type=float,
+        default=DEFAULT_QUEUE_TIMEOUT_S,
+        help=f"seconds a request may wait in the queue (default {DEFAULT_QUEUE_TIMEOUT_S:g})",
+    )
 
 
 COMMANDS = {"serve": cmd_serve, "triton-repo": cmd_triton_repo}

@@ -17,7 +17,6 @@ import argparse
 import datetime as _dt
 import logging
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,10 +34,12 @@ from export.quantize import QuantizationError, add_cli_options, calibration_file
 from models.checkpoints import CheckpointError  # noqa: E402
 from runtime.bundle import file_entry, write_manifest  # noqa: E402
 from runtime.bundle.contract import PRESET_NAMES  # noqa: E402
+from runtime.safefiles import mark_owned, remove_owned  # noqa: E402
 
 log = logging.getLogger("build_engines")
 
 BANNER = "!" * 78
+BUILD_MARKER = ".avs-bundle-build"  # written into --out: --force replaces only folders that hold it
 
 
 @dataclass
@@ -167,7 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also build TensorRT plans (needs a GPU and the tensorrt package)",
     )
     p.add_argument("--fp16", action="store_true", help="TensorRT plans in fp16 (with --tensorrt)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a non-empty --out folder that this command built (it holds its marker file)",
+    )
     p.add_argument(
         "--int8",
         action="store_true",
@@ -213,15 +218,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --int8: {e}", file=sys.stderr)
             return 2
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.force and not (out / "manifest.json").exists():
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        if not args.force:
             print(
-                f"error: {out} exists and is not a bundle; pass --force to overwrite",
+                f"error: {out} exists and is not empty; pass --force to replace a bundle that "
+                "this command built",
                 file=sys.stderr,
             )
             return 2
-        shutil.rmtree(out)
+        try:  # only a folder that holds this command's marker file is ever deleted
+            remove_owned(out, BUILD_MARKER, what="build_engines.py")
+        except FileExistsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / BUILD_MARKER).exists():
+        mark_owned(out, BUILD_MARKER)
 
     ctx = BuildContext(
         out=out,

@@ -15,16 +15,16 @@ whole pipeline in its own process with onnxruntime. Names and ports agree with `
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from runtime.bundle import Bundle
+from runtime.safefiles import copy_checked, mark_owned, remove_owned
 from runtime.serving import repo as avs_repo
 from runtime.serving import wire
 
+MARKER = ".avs-triton-repo"  # written into OUT: --force replaces only folders that hold it
 MAX_BATCH = 8  # max_batch_size of the batchable graphs
 QUEUE_DELAY_US = 2000  # dynamic batcher: how long a request may wait for others
 _DTYPES = {
@@ -83,13 +83,6 @@ def graph_model_config(
     return "\n".join(lines) + "\n"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def write_repository(
     bundle_dir: str | Path,
     out: str | Path,
@@ -98,22 +91,28 @@ def write_repository(
     instances: int = 1,
     max_request_mb: int = wire.DEFAULT_MAX_REQUEST_MB,
     force: bool = False,
+    budget=None,
+    max_queue: int = avs_repo.DEFAULT_MAX_QUEUE,
+    queue_timeout_s: float = avs_repo.DEFAULT_QUEUE_TIMEOUT_S,
 ) -> Path:
     """Write the model repository of ``bundle_dir`` to ``out`` and return ``out``.
 
     ``gpu``: KIND_GPU instance groups (else KIND_CPU). ``instances``: instances per model. A graph with
     a TensorRT plan in the manifest is written as a tensorrt model (its plan), otherwise as onnxruntime.
-    ``force``: replace an existing ``out``.
+    ``force``: replace an existing ``out`` that this function wrote (it holds the marker file
+    :data:`MARKER`); any other existing folder is refused. Every file copied in is contained in the
+    bundle (no symlinks) and hashed against the manifest as it is copied (plans included).
     """
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     bundle = Bundle.open(bundle_dir, verify=True)
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not force:
             raise FileExistsError(f"{out} exists; pass --force to replace it")
-        shutil.rmtree(out)
+        remove_owned(out, MARKER, what="avs triton-repo")
     out.mkdir(parents=True)
+    mark_owned(out, MARKER)
     avs_repo.write_avs_model(
         out,
         bundle.root,
@@ -122,6 +121,9 @@ def write_repository(
         gpu=gpu,
         max_request_mb=max_request_mb,
         providers="cuda,cpu" if gpu else "cpu",
+        budget=budget,
+        max_queue=max_queue,
+        queue_timeout_s=queue_timeout_s,
     )
     for name, entry in bundle.graphs.items():
         plan = entry.get("tensorrt")
@@ -129,11 +131,11 @@ def write_repository(
         d = out / name / "1"
         d.mkdir(parents=True)
         if use_trt:
-            _link_or_copy(bundle.root / plan["file"], d / "model.plan")
+            copy_checked(bundle.file_path(plan), d / "model.plan", plan["sha256"])
         else:
-            _link_or_copy(bundle.root / entry["file"], d / "model.onnx")
+            copy_checked(bundle.file_path(entry), d / "model.onnx", entry["sha256"])
             for extra in entry.get("extra_files", []):  # external weights next to the graph
-                _link_or_copy(bundle.root / extra["file"], d / Path(extra["file"]).name)
+                copy_checked(bundle.file_path(extra), d / Path(extra["file"]).name, extra["sha256"])
         (out / name / "config.pbtxt").write_text(
             graph_model_config(name, entry, gpu=gpu, instances=instances, tensorrt=use_trt)
         )

@@ -39,6 +39,25 @@ def reference_models(manifest: dict[str, Any], tokenizers: str | Path | None) ->
     return {"clap": clap, "rtok": rt, "gdino": gd, "sam": sam}
 
 
+def reference_chunks(path, rate: int, num_frames: int) -> np.ndarray:
+    """The original loader's audio: ``librosa.load(path, sr=rate, mono=True)``, one 1-s chunk per
+    frame; a longer clip truncated, a shorter one (of at least 1 s) keeps its whole seconds and is
+    extended with copies of its last second. float32 [F, rate]."""
+    import librosa
+
+    x, _ = librosa.load(str(path), sr=rate, mono=True)
+    if x.size < rate:
+        raise ValueError(
+            f"{path}: the reference chunks clips of at least 1 s, got {x.size} samples"
+        )
+    total = rate * num_frames
+    if x.size >= total:
+        return x[:total].reshape(num_frames, rate).astype(np.float32)
+    whole = (x.size // rate) * rate
+    parts = [x[:whole]] + [x[x.size - rate :]] * ((total - whole) // rate)
+    return np.concatenate(parts).reshape(num_frames, rate).astype(np.float32)
+
+
 def reference_box_pipeline(
     m: dict[str, Any],
     frames: list[np.ndarray],
@@ -48,13 +67,12 @@ def reference_box_pipeline(
     pre: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The reference's Box-Prompt per frame in PyTorch. frames: uint8 [H, W, 3] RGB; audio_path: a WAV
-    (loaded and chunked with the runtime's loader, which matches librosa's). Returns per frame the
-    chosen labels, the boxes (x0, y0, x1, y1 pixels, float32 [K, 4]) and the mask (bool [H, W])."""
+    (loaded with librosa and chunked as the original loader does, :func:`reference_chunks`; not with
+    the runtime's code under test). Returns per frame the chosen labels, the boxes (x0, y0, x1, y1
+    pixels, float32 [K, 4]) and the mask (bool [H, W])."""
     import groundingdino.datasets.transforms as T
     from groundingdino.util import box_ops
     from segment_anything import SamPredictor
-
-    from runtime.preprocess.audio import chunk_per_frame, load_audio
 
     clap, gd = m["clap"], m["gdino"]
     with torch.no_grad():
@@ -65,7 +83,7 @@ def reference_box_pipeline(
             {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
         )
         text = text / text.norm(dim=-1, keepdim=True)
-        chunks = chunk_per_frame(load_audio(audio_path, None, 48000), 48000, len(frames))
+        chunks = reference_chunks(audio_path, 48000, len(frames))
         data = []
         for c in chunks:
             w = torch.from_numpy(

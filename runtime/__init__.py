@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.budget import Budget
 from runtime.bundle import Bundle
 from runtime.errors import AVSError, BundleError, InputError, ProviderError
 from runtime.media import rle
@@ -23,6 +24,7 @@ __all__ = [
     "segment",
     "Pipeline",
     "SegmentResult",
+    "Budget",
     "Bundle",
     "AVSError",
     "BundleError",
@@ -42,6 +44,7 @@ def load(
     preset: str | None = None,
     verify: bool = True,
     cache_mb: float = 256.0,
+    budget: Budget | None = None,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
@@ -49,6 +52,8 @@ def load(
     this onnxruntime build has. ``preset``: "default" (corrected behaviour) or "sam4avs" (the
     reference's quirks), as the bundle's manifest defines them. ``cache_mb``: memory for embeddings
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
+    ``budget``: bounds of one ``segment`` call (:class:`runtime.budget.Budget`; default
+    :data:`runtime.budget.DEFAULT_BUDGET`, no deadline); raise them deliberately for big jobs.
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
     return Pipeline(
@@ -58,6 +63,7 @@ def load(
         threads=threads,
         preset=preset,
         cache_mb=cache_mb,
+        budget=budget,
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime._cache import EmbeddingCache
 from runtime.backends import SessionInfo, create_session
+from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline
 from runtime.bundle import Bundle
 from runtime.bundle.contract import AGREEMENT_FIELDS, GRAPHS, Preset
 from runtime.errors import BundleError, InputError
@@ -44,7 +45,11 @@ class Pipeline:
         threads: int | None = None,
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
+        budget: Budget | None = None,
     ):
+        if budget is not None and not isinstance(budget, Budget):
+            raise InputError(f"budget must be a runtime.budget.Budget, got {type(budget).__name__}")
+        self.budget: Budget = budget or DEFAULT_BUDGET  # bounds of one segment call
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
@@ -157,6 +162,7 @@ class Pipeline:
                 f"got {len(inputs)}"
             )
         feeds = dict(zip(spec.input_names, inputs, strict=True))
+        checkpoint(f"graph {graph}")
         return self.session(graph).run(list(spec.output_names), feeds)
 
     def stages(self, names: Sequence[str] | None = None) -> Stages:
@@ -231,10 +237,15 @@ class Pipeline:
         """
         spec, values = self.check_mode(mode, params)
         mode = spec.name
+        budget = self.budget
+        budget.check_params(mode, values)
+        budget.check_frame_inputs(frames)
+        budget.check_audio(audio, sample_rate)
         timings = self._ctx.begin_call()
-        with timed(timings, "load_frames"):
-            frames = load_frames(frames)
-        outputs = spec.run(self.stages(spec.stages), frames, audio, sample_rate, **values)
+        with deadline(budget.deadline_s):
+            with timed(timings, "load_frames"):
+                frames = load_frames(frames)
+            outputs = spec.run(self.stages(spec.stages), frames, audio, sample_rate, **values)
         if len(outputs) != len(frames) or not all(isinstance(o, FrameOutput) for o in outputs):
             raise RuntimeError(
                 f"mode {mode!r} returned {len(outputs)} outputs for {len(frames)} frames"

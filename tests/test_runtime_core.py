@@ -406,9 +406,13 @@ def test_segment_matches_pytorch_reference(tiny_bundle, demo_dir):
     frames = [load_frame(demo_dir / "coughing_1.jpg"), load_frame(demo_dir / "cat_2.jpg")]
     pipe = runtime.load(tiny_bundle, preset="sam4avs")
     res = pipe.segment(frames, wav, mode="heatmap", threshold=0.5)
-    audio = prepare_audioclip_audio(
-        wav, None, 2, target_rate=44100, chunk_seconds=1.0, tile=5, input_scale=1.0
-    )
+    # the oracle's audio, independent of runtime.preprocess.audio: librosa at 44.1 kHz, one 1-s chunk per frame
+    # tiled to AudioCLIP's 5 s, the sam4avs input scale 1.0
+    import librosa
+
+    x, _ = librosa.load(str(wav), sr=44100, mono=True)
+    assert x.size >= 2 * 44100
+    audio = np.tile(x[: 2 * 44100].reshape(2, 44100), (1, 5)).astype(np.float32)
     squashed = [
         F.interpolate(
             torch.from_numpy(f.transpose(2, 0, 1).copy()).float()[None],

@@ -408,7 +408,7 @@ def _bad_requests():
         (
             "too many frames",
             with_(frames=np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)),
-            f"limit of {wire.MAX_FRAMES}",
+            f"over the budget of {wire.MAX_FRAMES} frames",
         ),
         (
             "request over the byte limit",
@@ -598,9 +598,13 @@ def _in_flight(srv: TritonServer, n: int, timeout: float, results: list, mode: s
     return threads
 
 
-def _wait_inflight(srv: TritonServer, at_least: int, timeout: float = 30) -> None:
-    """Wait until the server's metrics show ``at_least`` requests pending or executing."""
+def _wait_inflight(srv: TritonServer, at_least: int, timeout: float = 60) -> int:
+    """Wait until the server's metrics show ``at_least`` requests pending; returns the count seen.
+
+    Fails the test when they never are (a SIGTERM test with no request in flight proves nothing).
+    """
     t_end = time.monotonic() + timeout
+    pending = 0.0
     while time.monotonic() < t_end:
         try:
             with urllib.request.urlopen(srv.metrics_url, timeout=2) as r:
@@ -611,10 +615,14 @@ def _wait_inflight(srv: TritonServer, at_least: int, timeout: float = 30) -> Non
                 if line.startswith("nv_inference_pending_request_count")
             )
             if pending >= at_least:
-                return
+                return int(pending)
         except OSError:
             pass
         time.sleep(0.05)
+    raise AssertionError(
+        f"only {pending:.0f} requests were pending after {timeout:.0f} s, {at_least} expected: "
+        "the in-flight part of this test would prove nothing"
+    )
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_sigkill_fails_clients_fast(

@@ -34,7 +34,10 @@ def test_repository_configs_parse_and_match_the_bundle(tmp_path, bundle, gpu):
     args = ["triton-repo", str(bundle), str(out), "--instances", "2"] + (["--gpu"] if gpu else [])
     assert avs_main(args) == 0
     b = Bundle.open(bundle)
-    assert sorted(p.name for p in out.iterdir()) == sorted([wire.MODEL_NAME, *b.graphs])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
+        [wire.MODEL_NAME, *b.graphs]
+    )
+    assert (out / ".avs-triton-repo").is_file()  # its marker: --force replaces only such a folder
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
 
     avs = parse(out / "avs" / "config.pbtxt")

@@ -48,7 +48,10 @@ def test_a_good_request_decodes():
         ({"frames": np.zeros((0, 16, 16, 3), np.uint8)}, "at least 1 frame"),
         ({"frames": np.zeros((16, 16, 3), np.uint8)}, "UINT8 [N, H, W, 3]"),
         ({"frames": np.zeros((1, 16, 16, 3), np.float32)}, "expected UINT8"),
-        ({"frames": np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)}, "over the limit"),
+        (
+            {"frames": np.zeros((wire.MAX_FRAMES + 1, 8, 8, 3), np.uint8)},
+            "over the budget of 64 frames",
+        ),
         ({"audio": np.zeros(LIMIT // 4 + 1, np.float32)}, "over the limit of 1 MiB"),
         ({"audio": np.zeros((2, 8), np.float32)}, "FP32 [T]"),
         ({"sample_rate": None}, "sample_rate: expected INT32 [1]"),

@@ -23,6 +23,7 @@ from runtime.bundle.contract import (
     validate_manifest,
 )
 from runtime.errors import BundleError
+from runtime.safefiles import inside, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +88,53 @@ class Bundle:
         return bundle
 
     def _all_file_entries(self) -> list[dict[str, Any]]:
+        """Every file the manifest names: graphs, their external data (``extra_files``), TensorRT
+        plans (``tensorrt``) and banks; a malformed entry is a BundleError naming it."""
         entries = []
-        for g in self.manifest["graphs"].values():
+
+        def add(entry: Any, where: str) -> None:
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("file"), str)
+                or not isinstance(entry.get("sha256"), str)
+            ):
+                raise BundleError(
+                    f"bundle {self.root}: manifest {where} must be an object with a 'file' name "
+                    f"and its 'sha256', got {str(entry)[:120]!r}; rebuild the bundle"
+                )
+            entries.append(entry)
+
+        for name, g in self.manifest["graphs"].items():
             entries.append(g)
-            entries.extend(g.get("extra_files", []))
-        entries.extend(self.manifest.get("banks", {}).values())
+            extra = g.get("extra_files", [])
+            if not isinstance(extra, list):
+                raise BundleError(
+                    f"bundle {self.root}: manifest graphs.{name}.extra_files must be a list of "
+                    f"file entries, got {type(extra).__name__}"
+                )
+            for i, e in enumerate(extra):
+                add(e, f"graphs.{name}.extra_files[{i}]")
+            if "tensorrt" in g:
+                add(g["tensorrt"], f"graphs.{name}.tensorrt")
+        for name, b in self.manifest.get("banks", {}).items():
+            add(b, f"banks.{name}")
         return entries
 
+    def file_path(self, entry: dict[str, Any]) -> Path:
+        """The path of a manifest file entry, contained in the bundle, no symlink on the way."""
+        return inside(self.root, entry["file"])
+
     def _check_file(self, entry: dict[str, Any], verify: bool) -> None:
-        path = self.root / entry["file"]
-        try:
-            path.resolve().relative_to(self.root.resolve())
-        except ValueError:
-            raise BundleError(f"bundle file {entry['file']!r} points outside the bundle") from None
+        path = self.file_path(entry)
         if not path.is_file():
             raise BundleError(f"bundle file missing: {path}")
         if verify:
-            digest = sha256_file(path)
-            if digest != entry["sha256"]:
-                raise BundleError(
-                    f"bundle file {path} fails its checksum (sha256 {digest[:12]}..., manifest says "
-                    f"{entry['sha256'][:12]}...): the file was changed or damaged; rebuild the bundle"
-                )
+            read_checked(path, entry["sha256"])
+
+    def read_file(self, entry: dict[str, Any]) -> bytes:
+        """The bytes of a manifest file entry (bank, plan, external data), checked against its
+        sha256 as they are read (unless the bundle was opened with ``verify=False``)."""
+        return read_checked(self.file_path(entry), entry["sha256"] if self.verify else None)
 
     @property
     def graphs(self) -> dict[str, dict[str, Any]]:
@@ -126,7 +152,7 @@ class Bundle:
                 f"bundle {self.root} has no graph {graph!r} (it has {sorted(self.graphs)}); "
                 f"rebuild with `python export/build_engines.py --graphs ...{graph}`"
             )
-        return self.root / self.graphs[graph]["file"]
+        return inside(self.root, self.graphs[graph]["file"])
 
     def preset(self, name: str | None = None) -> Preset:
         """The named preset's constants (default: the bundle's default preset)."""
@@ -154,7 +180,7 @@ class Bundle:
         once per bundle.
         """
         path = self.graph_path(graph)
-        data = path.read_bytes()
+        data = read_checked(path, None)
         if self.verify:
             digest = hashlib.sha256(data).hexdigest()
             if digest != self.graphs[graph]["sha256"]:

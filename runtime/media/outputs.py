@@ -48,6 +48,7 @@ from runtime.media.video import (
 )
 from runtime.preprocess.resize import nearest_exact
 from runtime.result import jsonable
+from runtime.safefiles import open_exclusive
 
 OVERLAY, MASKS, JSONL, FIGURE = "overlay.mp4", "masks", "segments.jsonl", "figure.png"
 OUTPUT_NAMES = (OVERLAY, MASKS, JSONL, FIGURE)
@@ -88,7 +89,7 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool = False) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe_file = out / f".write-test-{os.getpid()}.part"
-        probe_file.write_bytes(b"")
+        open_exclusive(probe_file).close()
         probe_file.unlink()
     except OSError as e:
         raise OutputError(f"cannot write to output folder {out}: {e.strerror or e}") from e
@@ -100,7 +101,8 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     tmp = _part(path)
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open_exclusive(tmp) as f:  # O_EXCL | O_NOFOLLOW: never through a planted link
+            f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -113,7 +115,8 @@ def save_png_atomic(path: str | Path, image: np.ndarray) -> Path:
     path = Path(path)
     tmp = _part(path)
     try:
-        Image.fromarray(image).save(tmp, format="PNG")
+        with open_exclusive(tmp) as f:
+            Image.fromarray(image).save(f, format="PNG")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -306,6 +309,7 @@ class VideoWriter:
     ):
         av = require_av()
         self.path = Path(path)
+        open_exclusive(self.path).close()  # a planted link at the name is removed, not followed
         self._c = av.open(str(self.path), "w", format=format)
         self._fps = Fraction(fps).limit_denominator(100_000)
         self._codec, self._pix = codec or _video_codec(), pix_fmt
@@ -461,6 +465,7 @@ def _mux_audio(video_only: Path, dest: Path, audio) -> None:
     """Copy the video packets of ``video_only`` into ``dest`` (MP4) and add ``audio`` = (rate,
     channels, iterable of float32 [C, n] chunks) encoded as AAC, chunk by chunk; None: no audio."""
     av = require_av()
+    open_exclusive(dest).close()  # a planted link at the name is removed, not followed
     with av.open(str(video_only)) as vin, av.open(str(dest), "w", format="mp4") as out:
         vs = vin.streams.video[0]
         vo = out.add_stream_from_template(vs)
@@ -570,7 +575,7 @@ def segment_video_to_folder(
         if masks:
             mask_tmp.mkdir()
         if jsonl:
-            jf = open(jsonl_tmp, "w")  # noqa: SIM115 - closed in finally
+            jf = open_exclusive(jsonl_tmp, "w")  # closed in finally
         if overlay:
             writer = VideoWriter(video_tmp, plan.out_fps, format="mp4")
         header_done = False

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from runtime import imagefile
 from runtime.errors import InputError
 from runtime.preprocess.resize import resize
 
@@ -20,21 +20,6 @@ MAX_PIXELS = 40_000_000  # 40 MP
 MIN_SIDE = 8
 
 FrameLike = np.ndarray | str | Path
-
-
-def _pil_to_array(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img)
-        if a.dtype != np.uint16:
-            a = np.clip(a, 0, 65535).astype(np.uint16)
-        return a
-    if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "L", "1", "RGB", "RGBX", "F"):
-        if img.mode == "F":
-            raise InputError(
-                "32-bit float image files are not supported; save frames as 8- or 16-bit"
-            )
-        return np.asarray(img.convert("RGB"))
-    return np.asarray(img.convert("RGB"))
 
 
 def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
@@ -50,16 +35,9 @@ def load_frame(frame: FrameLike, *, name: str = "frame") -> np.ndarray:
         p = Path(frame)
         if not p.is_file():
             raise InputError(f"{name}: image file not found: {p}")
-        try:
-            with Image.open(p) as img:
-                w, h = img.size
-                _check_size(h, w, name)
-                img = ImageOps.exif_transpose(img)  # EXIF orientation, as image viewers apply it
-                arr = _pil_to_array(img)
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f"{name}: cannot read image {p}: {e}") from e
+        h, w, _ = imagefile.probe(p, name=f"{name} ({p})")
+        _check_size(h, w, name)
+        arr = imagefile.decode(p, name=f"{name} ({p})")  # the decoder of frames_encoded too
     elif isinstance(frame, np.ndarray):
         arr = frame
     else:

@@ -5,6 +5,11 @@ Each resize is a pair of interpolation matrices (rows, columns), so a [.., H, W]
 antialiasing (PyTorch's antialias path, the same kernels as PIL's). :func:`linear_taps` gives the
 bilinear taps themselves (SAM's mask postprocessing composes them); :func:`nearest_exact` is the
 one nearest-neighbour resampler (masks, score maps), PyTorch's ``mode="nearest-exact"``.
+
+The product is not a BLAS matmul: each output is the sum of its few taps in float64, in tap order,
+with elementwise numpy operations only, so the result is the same bit for bit on every numpy
+version, BLAS build and CPU (a matmul's summation order depends on all three, and a rounding or a
+threshold that follows the resize then differs on values that land on x.5).
 """
 
 from __future__ import annotations
@@ -139,26 +144,66 @@ def resize_matrix(
     return m
 
 
+@lru_cache(maxsize=64)
+def _taps(in_size: int, out_size: int, mode: str, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero entries of :func:`resize_matrix` per output row: (index int64 [out, K],
+    weight float64 [out, K]), in ascending input order; rows with fewer taps are padded with
+    weight 0 at index 0. Read-only."""
+    m = resize_matrix(in_size, out_size, mode, antialias)
+    nz = m != 0.0
+    k = max(1, int(nz.sum(axis=1).max()))
+    idx = np.zeros((out_size, k), dtype=np.int64)
+    w = np.zeros((out_size, k), dtype=np.float64)
+    for i in range(out_size):
+        cols = np.flatnonzero(nz[i])
+        idx[i, : cols.size] = cols
+        w[i, : cols.size] = m[i, cols]
+    idx.setflags(write=False)
+    w.setflags(write=False)
+    return idx, w
+
+
+def _apply_rows(x: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """out[..., i, :] = sum_k w[i, k] * x[..., idx[i, k], :], k ascending (float64)."""
+    out = np.zeros(x.shape[:-2] + (idx.shape[0], x.shape[-1]), dtype=np.float64)
+    for k in range(idx.shape[1]):
+        out += w[:, k, None] * x[..., idx[:, k], :]
+    return out
+
+
+def _apply_cols(x: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """out[..., :, j] = sum_k w[j, k] * x[..., :, idx[j, k]], k ascending (float64)."""
+    out = np.zeros(x.shape[:-1] + (idx.shape[0],), dtype=np.float64)
+    for k in range(idx.shape[1]):
+        out += w[:, k] * x[..., idx[:, k]]
+    return out
+
+
 def resize(
     x: np.ndarray, size: tuple[int, int], mode: str = "bilinear", antialias: bool = False
 ) -> np.ndarray:
     """Resize the last two axes of ``x`` ([..., H, W], float) to ``size`` = (out_h, out_w).
 
-    Computes in float64 when given float64, else float32; returns the input's float dtype.
+    Sums the taps in float64 in a fixed order (module docstring: the same bits on every numpy,
+    BLAS and CPU); returns float64 when given float64, else float32.
     """
     if x.ndim < 2:
         raise ValueError(f"expected an array [..., H, W], got shape {x.shape}")
     h, w = x.shape[-2:]
     oh, ow = int(size[0]), int(size[1])
     dtype = np.float64 if x.dtype == np.float64 else np.float32
-    mh = resize_matrix(h, oh, mode, antialias).astype(dtype)
-    mw = resize_matrix(w, ow, mode, antialias).astype(dtype)
-    xf = x.astype(dtype, copy=False)
-    if (
-        (oh, ow) == (h, w)
-        and not antialias
-        and np.array_equal(mh, np.eye(h))
-        and np.array_equal(mw, np.eye(w))
-    ):
-        return xf.copy()
-    return np.matmul(np.matmul(mh, xf), mw.T)
+    ri, rw = _taps(h, oh, mode, antialias)
+    ci, cw = _taps(w, ow, mode, antialias)
+    if (oh, ow) == (h, w) and not antialias and _identity(ri, rw) and _identity(ci, cw):
+        return x.astype(dtype, copy=True)
+    xf = x.astype(np.float64, copy=False)
+    return _apply_cols(_apply_rows(xf, ri, rw), ci, cw).astype(dtype, copy=False)
+
+
+def _identity(idx: np.ndarray, w: np.ndarray) -> bool:
+    n = idx.shape[0]
+    return bool(
+        np.array_equal(idx[:, 0], np.arange(n))
+        and np.all(w[:, 0] == 1.0)
+        and np.all(w[:, 1:] == 0.0)
+    )

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.budget import checkpoint
 from runtime.errors import InputError
 
 __all__ = [
@@ -386,6 +387,7 @@ def _process_crop(
     for a in range(0, points.shape[0], cfg.points_per_batch):
         p = points[a : a + cfg.points_per_batch]
         b = p.shape[0]
+        checkpoint("an automatic-mask point batch")
         raw, iou = predict_fn(p[:, None, :].copy(), np.ones((b, 1), dtype=np.int64))
         raw, iou = _check_batch_outputs(raw, iou, b)
         m = iou.shape[1]

@@ -28,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from runtime.budget import checkpoint
 from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
 from runtime.preprocess.resize import linear_taps
@@ -479,6 +480,7 @@ class SamRunner:
             batch = np.empty((len(chunk), 3, s, s), dtype=np.float32)
             for j, f in enumerate(chunk):
                 self.preprocess_into(f, batch[j])
+            checkpoint("a SAM encoder batch")
             (emb,) = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: batch})
             out.extend(emb[j : j + 1] for j in range(len(chunk)))
         return out
@@ -554,6 +556,7 @@ class SamRunner:
             np.asarray(has_mask_input).reshape(-1)[0]
         )
         for a in range(0, coords.shape[0], self.max_prompts):
+            checkpoint("a SAM decoder batch")
             sl = slice(a, a + self.max_prompts)
             feeds = (
                 embedding,

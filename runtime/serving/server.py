@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +22,22 @@ from pathlib import Path
 
 from runtime.errors import AVSError
 from runtime.serving.tritonenv import TritonEnv
+
+# Endpoint categories of Triton's KServe v2 HTTP / gRPC APIs. Health (probes) and metadata stay open;
+# every other one needs the operator's header (``--http-restricted-api`` / ``--grpc-restricted-protocol``),
+# inference included unless the operator opens it (``open_inference``, the default of ``avs serve``).
+OPEN_APIS = ("health", "metadata")
+ADMIN_APIS = (
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
+ADMIN_KEY_HEADER = "avs-admin-key"  # the HTTP header a restricted request must carry
+# Triton prefixes the key for gRPC: the metadata key a gRPC client sends
+GRPC_ADMIN_KEY_HEADER = "triton-grpc-protocol-" + ADMIN_KEY_HEADER
 
 
 class ServerError(AVSError, RuntimeError):
@@ -49,6 +67,11 @@ class TritonServer:
     Ports: ``http_port`` (KServe v2 REST), ``grpc_port``, ``metrics_port`` (Prometheus). ``log_path``:
     file for the server's output (None = inherit this process's stdout/stderr).
     ``exit_timeout_s``: how long Triton waits for in-flight requests after SIGTERM/SIGINT.
+    ``admin_key``: value of the ``avs-admin-key`` header that the restricted endpoint categories
+    (:data:`ADMIN_APIS`: shared memory, model config and repository, statistics, trace, logging)
+    require over HTTP and gRPC; None = a random key (the categories are then closed to everyone).
+    Health and metadata stay open. ``inference_key``: when given (and ``open_inference`` False),
+    inference needs the same header with this value too.
     """
 
     def __init__(
@@ -64,6 +87,9 @@ class TritonServer:
         exit_timeout_s: int = 30,
         verbose: bool = False,
         extra_env: dict[str, str] | None = None,
+        admin_key: str | None = None,
+        open_inference: bool = True,
+        inference_key: str | None = None,
     ):
         self.repo, self.env, self.host = Path(repo), env, host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
@@ -71,6 +97,15 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.verbose = verbose
         self.extra_env = dict(extra_env or {})
+        # the restricted endpoints need this header value; None = a random one nobody knows
+        self.admin_key = admin_key if admin_key else secrets.token_urlsafe(24)
+        for what, key in (("admin_key", self.admin_key), ("inference_key", inference_key)):
+            if key is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{16,256}", key):
+                raise ServerError(
+                    f"{what} must be 16..256 characters of [A-Za-z0-9._~+/-] (a header value)"
+                )
+        self.open_inference = open_inference or inference_key is None
+        self.inference_key = None if self.open_inference else inference_key
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -106,7 +141,20 @@ class TritonServer:
             "--allow-cpu-metrics=true",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={1 if self.verbose else 0}",
+            *self.restriction_flags(),
         ]
+
+    def restriction_flags(self) -> list[str]:
+        """``--http-restricted-api`` / ``--grpc-restricted-protocol`` flags of :data:`ADMIN_APIS`
+        (and inference, with an ``inference_key``)."""
+        groups = [(",".join(ADMIN_APIS), self.admin_key)]
+        if self.inference_key is not None:
+            groups.append(("inference", self.inference_key))
+        out = []
+        for apis, key in groups:
+            out.append(f"--http-restricted-api={apis}:{ADMIN_KEY_HEADER}={key}")
+            out.append(f"--grpc-restricted-protocol={apis}:{ADMIN_KEY_HEADER}={key}")
+        return out
 
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> TritonServer:

@@ -11,18 +11,21 @@ sends ends the model's process. The wire contract is :mod:`runtime.serving.wire`
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime import imagefile
+from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline, parse_params_json
 from runtime.errors import AVSError, InputError
+from runtime.preprocess.image import MIN_SIDE
 from runtime.serving import wire
 
 
@@ -45,57 +48,79 @@ def _one_bytes(a: np.ndarray, name: str) -> bytes:
     return v
 
 
-def _decode_images(a: np.ndarray) -> np.ndarray:
-    """``frames_encoded`` BYTES [N] (PNG/JPEG) -> uint8 [N, H, W, 3]; all frames must share one size."""
-    from PIL import Image
+# ``segment``'s own arguments: a ``params`` key of one of these names is refused, never passed twice
+RESERVED_PARAMS = ("frames", "audio", "sample_rate", "mode")
 
-    from runtime.preprocess.image import MAX_PIXELS, MAX_SIDE, load_frame
 
-    items = np.asarray(a, dtype=object).ravel()
+def _probe_images(items: np.ndarray, budget: Budget) -> list[tuple[int, int, int]]:
+    """Headers of ``frames_encoded`` BYTES [N] -> [(H, W, bytes per pixel)], checked against the
+    per-frame limit and ``budget`` before anything is decoded."""
+    from runtime.preprocess.image import MAX_PIXELS, MAX_SIDE
+
     if items.size == 0:
         raise InputError(
             "frames_encoded: expected at least 1 frame (BYTES [N] of PNG/JPEG files), got 0"
         )
-    if items.size > wire.MAX_FRAMES:
-        raise InputError(
-            f"frames_encoded: {items.size} frames is over the limit of {wire.MAX_FRAMES} per request"
-        )
-    out = []
+    budget.check_frames([(1, 1)] * items.size)  # the count first: no header is read past it
+    heads = []
     for i, raw in enumerate(items):
         name = f"frames_encoded[{i}]"
         if not isinstance(raw, bytes) or not raw:
             raise InputError(
                 f"{name}: expected the bytes of a PNG or JPEG file, got an empty element"
             )
-        try:
-            with Image.open(io.BytesIO(raw)) as img:
-                if img.format not in ("PNG", "JPEG"):
-                    raise InputError(f"{name}: expected a PNG or JPEG file, got {img.format}")
-                w, h = img.size
-                if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
-                    raise InputError(
-                        f"{name}: image of {h}x{w} px is over the limit of {MAX_SIDE} px per side "
-                        f"and {MAX_PIXELS // 1_000_000} MP"
-                    )
-                arr = np.asarray(img.convert("RGB"))
-        except InputError:
-            raise
-        except Exception as e:  # PIL raises many kinds for damaged files
-            raise InputError(f"{name}: expected a PNG or JPEG file, cannot decode it ({e})") from e
-        out.append(load_frame(arr, name=name))
-    if len({f.shape for f in out}) != 1:
-        raise InputError(
-            "frames_encoded: all frames of a request must have one size (masks come back as "
-            f"BOOL [N, H, W]); got sizes {sorted({f.shape[:2] for f in out})}"
-        )
-    return np.stack(out)
+        h, w, bpp = imagefile.probe(raw, name=name, formats=imagefile.WIRE_FORMATS)
+        if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
+            raise InputError(
+                f"{name}: image of {h}x{w} px is over the limit of {MAX_SIDE} px per side "
+                f"and {MAX_PIXELS // 1_000_000} MP"
+            )
+        heads.append((h, w, bpp))
+    budget.check_frames([(h, w) for h, w, _ in heads], [b for _, _, b in heads])
+    return heads
 
 
-def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> dict[str, Any]:
+def _decode_images(items: np.ndarray) -> np.ndarray:
+    """``frames_encoded`` BYTES [N] (PNG/JPEG/MPO) -> uint8 [N, H, W, 3] with the runtime's one decoder
+    (:mod:`runtime.preprocess.imagefile`, as image paths in-process); all frames must share one size. Frames
+    are decoded one at a time into one preallocated array (no second copy)."""
+    out: np.ndarray | None = None
+    for i, raw in enumerate(items):
+        checkpoint("decoding frames_encoded")
+        name = f"frames_encoded[{i}]"
+        f = imagefile.decode(raw, name=name, formats=imagefile.WIRE_FORMATS)
+        if min(f.shape[:2]) < MIN_SIDE:
+            raise InputError(
+                f"{name}: frame of {f.shape[0]}x{f.shape[1]} px is too small (each side must be >= {MIN_SIDE} px)"
+            )
+        if out is None:
+            out = np.empty((items.size, *f.shape), dtype=np.uint8)
+        elif f.shape != out.shape[1:]:
+            raise InputError(
+                "frames_encoded: all frames of a request must have one size (masks come back as "
+                f"BOOL [N, H, W]); frame 0 is {out.shape[1]}x{out.shape[2]}, {name} is "
+                f"{f.shape[0]}x{f.shape[1]} (after EXIF orientation)"
+            )
+        out[i] = f
+    assert out is not None
+    return out
+
+
+def decode_request(
+    inputs: dict[str, np.ndarray],
+    *,
+    max_request_bytes: int,
+    budget: Budget = DEFAULT_BUDGET,
+    check_mode: Callable[[str | None, dict[str, Any]], tuple[Any, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """Check one request's inputs and turn them into ``segment`` arguments.
 
     ``inputs``: wire input name -> numpy array as the server delivers it (BYTES as object arrays of
-    ``bytes``). Returns ``{"frames": uint8 [N, H, W, 3], "audio": float32 [T] or WAV bytes,
+    ``bytes``). Order of the checks: names and total bytes; ``mode`` and ``params`` (JSON size, depth,
+    NaN, reserved names; ``check_mode(mode, params)``, e.g. ``Pipeline.check_mode``, then the
+    ``budget``'s bounds on the parameters); frame count, sizes and decoded bytes from shapes or file
+    headers; audio length from its shape or WAV header; only then are frames decoded.
+    Returns ``{"frames": uint8 [N, H, W, 3], "audio": float32 [T] or WAV bytes,
     "sample_rate": int or None, "mode": str or None, "params": dict}``. Raises
     :class:`~runtime.errors.InputError` naming the input and what was expected.
     """
@@ -109,13 +134,36 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
             f"{max_request_bytes / 2**20:.0f} MiB per request (server flag --max-request-mb)"
         )
 
-    # frames
+    # mode and params, before any frame is looked at
+    mode = None
+    if "mode" in inputs:
+        try:
+            mode = _one_bytes(inputs["mode"], "mode").decode("utf-8").strip() or None
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"mode: expected a UTF-8 mode name, got undecodable bytes ({e})"
+            ) from None
+    params: dict[str, Any] = {}
+    if "params" in inputs:
+        params = parse_params_json(_one_bytes(inputs["params"], "params"), budget)
+        clash = sorted(set(params) & set(RESERVED_PARAMS))
+        if clash:
+            raise InputError(
+                f"params: {clash} are request inputs, not mode parameters; send them as the "
+                "inputs of the same name"
+            )
+    if check_mode is not None:
+        spec, values = check_mode(mode, params)
+        budget.check_params(spec.name, values)
+
+    # frames: count, sizes and bytes from shapes / headers
     has_raw, has_enc = "frames" in inputs, "frames_encoded" in inputs
     if has_raw == has_enc:
         raise InputError(
             "send exactly one of `frames` (UINT8 [N, H, W, 3]) and `frames_encoded` "
             f"(BYTES [N], PNG/JPEG); got {'both' if has_raw else 'neither'}"
         )
+    enc_items = None
     if has_raw:
         f = np.asarray(inputs["frames"])
         if f.dtype != np.uint8:
@@ -124,13 +172,12 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
             raise InputError(f"frames: expected UINT8 [N, H, W, 3], got shape {list(f.shape)}")
         if f.shape[0] == 0:
             raise InputError("frames: expected at least 1 frame in UINT8 [N, H, W, 3], got N = 0")
-        if f.shape[0] > wire.MAX_FRAMES:
-            raise InputError(
-                f"frames: {f.shape[0]} frames is over the limit of {wire.MAX_FRAMES} per request"
-            )
+        budget.check_frames([tuple(f.shape[1:3])] * f.shape[0])
         frames = f
     else:
-        frames = _decode_images(inputs["frames_encoded"])
+        enc_items = np.asarray(inputs["frames_encoded"], dtype=object).ravel()
+        _probe_images(enc_items, budget)
+        frames = None
 
     # audio
     has_raw, has_enc = "audio" in inputs, "audio_encoded" in inputs
@@ -153,6 +200,9 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
                 f"sample_rate: expected INT32 [1] (Hz), got {sr.dtype} with {sr.size} elements"
             )
         sample_rate: int | None = int(sr[0])
+        if sample_rate < 1:
+            raise InputError(f"sample_rate: expected a positive rate in Hz, got {sample_rate}")
+        budget.check_audio(audio, sample_rate)
     else:
         if "sample_rate" in inputs:
             raise InputError(
@@ -163,30 +213,11 @@ def decode_request(inputs: dict[str, np.ndarray], *, max_request_bytes: int) -> 
             raise InputError(
                 "audio_encoded: expected a RIFF/WAVE file (BYTES [1]); these bytes are not one"
             )
+        budget.check_audio(audio, None)
         sample_rate = None
 
-    mode = None
-    if "mode" in inputs:
-        try:
-            mode = _one_bytes(inputs["mode"], "mode").decode("utf-8").strip() or None
-        except UnicodeDecodeError as e:
-            raise InputError(
-                f"mode: expected a UTF-8 mode name, got undecodable bytes ({e})"
-            ) from e
-    params: dict[str, Any] = {}
-    if "params" in inputs:
-        raw = _one_bytes(inputs["params"], "params")
-        try:
-            params = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(
-                f'params: expected a JSON object of mode parameters (e.g. {{"threshold": 0.5}}), '
-                f"got text that is not JSON ({e})"
-            ) from e
-        if not isinstance(params, dict):
-            raise InputError(
-                f"params: expected a JSON object of mode parameters, got a JSON {type(params).__name__}"
-            )
+    if enc_items is not None:  # every check passed: decode
+        frames = _decode_images(enc_items)
     return {
         "frames": frames,
         "audio": audio,
@@ -201,26 +232,50 @@ def run_request(
 ) -> dict[str, np.ndarray]:
     """Decode a request, run ``pipe.segment`` and return the wire outputs.
 
-    Returns ``{"masks": bool [N, H, W], "info": object [1] holding UTF-8 JSON bytes}``. Raises
-    :class:`~runtime.errors.AVSError` for anything wrong with the request.
+    Checked against ``pipe.budget`` (:class:`runtime.budget.Budget`) before any decoding, and run
+    under its ``deadline_s`` (decoding included). Returns ``{"masks": bool [N, H, W], "info":
+    object [1] holding UTF-8 JSON bytes}``. Raises :class:`~runtime.errors.AVSError` for anything
+    wrong with the request (:class:`runtime.budget.DeadlineExceeded` past the deadline).
     """
-    req = decode_request(inputs, max_request_bytes=max_request_bytes)
-    audio = req["audio"]
-    if isinstance(audio, bytes):
-        with tempfile.TemporaryDirectory(prefix="avs-wav-") as tmp:
-            path = Path(tmp) / "audio.wav"
-            path.write_bytes(audio)
-            try:
-                res = pipe.segment(list(req["frames"]), path, mode=req["mode"], **req["params"])
-            except AVSError as e:  # name the wire input, not the temporary file
-                raise type(e)(str(e).replace(str(path), "audio_encoded")) from None
-    else:
-        res = pipe.segment(
-            list(req["frames"]), audio, req["sample_rate"], mode=req["mode"], **req["params"]
+    budget = pipe.budget
+    with deadline(budget.deadline_s):
+        req = decode_request(
+            inputs, max_request_bytes=max_request_bytes, budget=budget, check_mode=pipe.check_mode
         )
+        audio = req["audio"]
+        if isinstance(audio, bytes):
+            with tempfile.TemporaryDirectory(prefix="avs-wav-") as tmp:
+                path = Path(tmp) / "audio.wav"
+                path.write_bytes(audio)
+                try:
+                    res = pipe.segment(req["frames"], path, mode=req["mode"], **req["params"])
+                except AVSError as e:  # name the wire input, not the temporary file
+                    raise type(e)(str(e).replace(str(path), "audio_encoded")) from None
+        else:
+            res = pipe.segment(
+                req["frames"], audio, req["sample_rate"], mode=req["mode"], **req["params"]
+            )
     masks = np.stack([np.asarray(m, dtype=bool) for m in res.masks])
     info = json.dumps(res.info(), allow_nan=False).encode("utf-8")
     return {"masks": masks, "info": np.array([info], dtype=object)}
+
+
+def budget_from_parameters(p: dict[str, str]) -> Budget:
+    """The :class:`~runtime.budget.Budget` of the model config's ``budget.<field>`` parameters
+    (missing ones keep :data:`~runtime.budget.DEFAULT_BUDGET`'s; ``budget.deadline_s`` "" or "0" =
+    none)."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(Budget):
+        raw = p.get(f"budget.{f.name}", "").strip()
+        if not raw:
+            continue
+        if f.name == "deadline_s":
+            changes[f.name] = float(raw) if float(raw) > 0 else None
+        else:
+            changes[f.name] = int(raw) if f.type == "int" else float(raw)
+    return DEFAULT_BUDGET.replace(**changes)
 
 
 class TritonPythonModel:
@@ -228,7 +283,8 @@ class TritonPythonModel:
 
     Model config ``parameters``: ``bundle`` (path; relative = relative to the model's version folder),
     ``preset`` (optional), ``threads`` (onnxruntime intra-op threads, 0 = default / ``AVS_THREADS``),
-    ``max_request_bytes``, ``warmup`` ("1" = create every session at start-up).
+    ``max_request_bytes``, ``warmup`` ("1" = create every session at start-up), ``budget.<field>``
+    (:func:`budget_from_parameters`; the deadline is ``budget.deadline_s``).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -249,21 +305,35 @@ class TritonPythonModel:
         threads = int(p.get("threads") or 0) or None
         providers = [s for s in p.get("providers", "").split(",") if s] or None
         self.pipe = runtime.load(
-            bundle, preset=p.get("preset") or None, threads=threads, providers=providers
+            bundle,
+            preset=p.get("preset") or None,
+            threads=threads,
+            providers=providers,
+            budget=budget_from_parameters(p),
         )
+        # paths a client must never see in an error message (longest first)
+        hide = {str(bundle): "<bundle>", str(bundle.resolve()): "<bundle>"}
+        hide.update({str(version_dir): "<model>", str(args["model_repository"]): "<model>"})
+        self._hide = sorted(hide.items(), key=lambda kv: len(kv[0]), reverse=True)
         if p.get("warmup", "1") == "1":
             used = self.pipe.warmup()
         else:
             used = {}
         print(
             f"[avs] instance {args.get('model_instance_name')} loaded bundle {bundle} "
-            f"(random weights: {self.pipe.bundle.random_weights}); providers {used}; pid {os.getpid()}",
+            f"(random weights: {self.pipe.bundle.random_weights}); providers {used}; "
+            f"budget {self.pipe.budget}; pid {os.getpid()}",
             file=sys.stderr,
             flush=True,
         )
 
+    def _client_message(self, text: str) -> str:
+        for path, label in self._hide:
+            text = text.replace(path, label)
+        return text
+
     def execute(self, requests: list) -> list:
-        """One response per request, in order; errors become error responses."""
+        """One response per request, in order; errors become error responses (no server paths)."""
         pb = self._pb
         responses = []
         for request in requests:
@@ -279,14 +349,18 @@ class TritonPythonModel:
                 )
             except AVSError as e:
                 responses.append(
-                    pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e)))
+                    pb.InferenceResponse(
+                        output_tensors=[], error=pb.TritonError(self._client_message(str(e)))
+                    )
                 )
             except Exception as e:  # never let a request end the model
                 traceback.print_exc(file=sys.stderr)
                 responses.append(
                     pb.InferenceResponse(
                         output_tensors=[],
-                        error=pb.TritonError(f"internal error: {type(e).__name__}: {e}"),
+                        error=pb.TritonError(
+                            f"internal error ({type(e).__name__}); the server log has the details"
+                        ),
                     )
                 )
         return responses

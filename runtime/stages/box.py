@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from runtime.bundle.contract import (
@@ -33,7 +35,8 @@ class Banks:
                     f"bundle {bundle.root} has no bank {name!r}; rebuild it with the graphs that need "
                     "it (e.g. the Box-Prompt graphs)"
                 )
-            arr = np.load(bundle.root / banks[name]["file"], allow_pickle=False)
+            # the bytes that were checked against the manifest's sha256 (runtime.safefiles)
+            arr = np.load(io.BytesIO(bundle.read_file(banks[name])), allow_pickle=False)
             arr.setflags(write=False)
             self._banks[name] = arr
         return self._banks[name]
