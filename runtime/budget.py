@@ -135,7 +135,7 @@ class Budget:
         """
         from pathlib import Path
 
-        from runtime import imagefile
+        from runtime.preprocess import imagefile
 
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
             n, h, w = frames.shape[:3]

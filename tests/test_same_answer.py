@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import imagefile
+from runtime.preprocess import imagefile
 from runtime.errors import InputError
 from runtime.preprocess.image import load_frame
 from runtime.preprocess.resize import resize, resize_matrix

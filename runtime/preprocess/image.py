@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import imagefile
+from runtime.preprocess import imagefile
 from runtime.errors import InputError
 from runtime.preprocess.resize import resize
 

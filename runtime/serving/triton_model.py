@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime import imagefile
+from runtime.preprocess import imagefile
 from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline, parse_params_json
 from runtime.errors import AVSError, InputError
 from runtime.preprocess.image import MIN_SIDE
