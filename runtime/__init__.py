@@ -16,6 +16,7 @@ from typing import Any
 from runtime.bundle import Bundle
 from runtime.errors import AVSError, BundleError, InputError, ProviderError
 from runtime.pipeline import Pipeline, SegmentResult
+from runtime.precision import Gate
 
 __all__ = [
     "load",
@@ -23,6 +24,7 @@ __all__ = [
     "Pipeline",
     "SegmentResult",
     "Bundle",
+    "Gate",
     "AVSError",
     "BundleError",
     "InputError",
@@ -40,6 +42,11 @@ def load(
     preset: str | None = None,
     verify: bool = True,
     cache_mb: float = 256.0,
+    backend: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | Path | None = None,
+    gate: Gate | None = None,
+    calibration_dir: str | Path | None = None,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
@@ -47,6 +54,14 @@ def load(
     this onnxruntime build has. ``preset``: "default" (corrected behaviour) or "sam4avs" (the
     reference's quirks), as the bundle's manifest defines them. ``cache_mb``: memory for embeddings
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
+
+    ``backend``: "auto" (default), "onnxruntime" or "openvino" (:mod:`runtime.execution`);
+    ``precision``: "auto" (default), "fp32", "bf16" or "int8" (:mod:`runtime.precision` says what
+    ``auto`` picks and when bf16 is refused). ``cache_dir``: a folder of your choice for OpenVINO's
+    compiled models and the precision gates' verdicts (None: nothing written; verdicts are kept
+    in memory for the process). ``gate``: the agreement limits of a reduced precision
+    (:class:`runtime.precision.Gate`); ``calibration_dir``: photos/WAVs the gate runs on (default:
+    the shared real media, :mod:`runtime.calibration`).
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
     return Pipeline(
@@ -56,6 +71,11 @@ def load(
         threads=threads,
         preset=preset,
         cache_mb=cache_mb,
+        backend=backend,
+        precision=precision,
+        cache_dir=cache_dir,
+        gate=gate,
+        calibration_dir=calibration_dir,
     )
 
 

@@ -17,8 +17,10 @@ import numpy as np
 from runtime.audio import prepare_audioclip_audio, short_clip_policy
 from runtime.bundle import Bundle
 from runtime.cache import EmbeddingCache, array_key
+from runtime.calibration import calibration_feeds
 from runtime.contract import AGREEMENT_FIELDS, GRAPHS, Preset
 from runtime.errors import BundleError, InputError
+from runtime.execution import open_session, resolve_backend
 from runtime.image import FrameLike, clip_preprocess, load_frames, squash_to_square
 from runtime.memory import (
     CPU_MAX_BATCH,
@@ -28,9 +30,10 @@ from runtime.memory import (
     mem_available_bytes,
 )
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
+from runtime.precision import BACKENDS, PRECISIONS, Gate, check_choice
 from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam import SamRunner
-from runtime.sessions import SessionInfo, create_session
+from runtime.sessions import SessionInfo
 
 __all__ = ["DEFAULT_CACHE_MB", "Pipeline", "SegmentResult"]
 
@@ -49,8 +52,21 @@ class Pipeline:
         threads: int | None = None,
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
+        backend: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | Path | None = None,
+        gate: Gate | None = None,
+        calibration_dir: str | Path | None = None,
     ):
         self.bundle = bundle
+        self.backend = check_choice("backend", backend, BACKENDS)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        resolve_backend(self.backend, providers)  # refuses an impossible backend before any session
+        if gate is not None and not isinstance(gate, Gate):
+            raise InputError(f"gate must be a runtime.precision.Gate, got {type(gate).__name__}")
+        self._gate = gate
+        self._cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._calibration_dir = calibration_dir
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
         self._providers = providers
@@ -84,13 +100,22 @@ class Pipeline:
             if graph in self._sessions:
                 return self._sessions[graph]
             data = self.bundle.graph_bytes(graph)
+            entry = self.bundle.graphs[graph]
             try:
-                sess, info = create_session(
-                    data,
+                sess, info = open_session(
+                    data if not entry.get("extra_files") else self.bundle.graph_path(graph),
                     graph=graph,
+                    sha256=entry["sha256"],
+                    stored_precision=str(entry.get("precision", "fp32")),
+                    backend=self.backend,
+                    precision=self.precision,
+                    preset=self.preset.name,
                     providers=self._providers,
                     provider_options=self._provider_options,
                     threads=self._threads,
+                    cache_dir=self._cache_dir,
+                    gate=self._gate,
+                    calibration=lambda: calibration_feeds(self, graph, self._calibration_dir),
                 )
             except Exception as e:  # onnxruntime raises its own types for a damaged model
                 if type(e).__module__.startswith("onnxruntime"):
@@ -108,6 +133,7 @@ class Pipeline:
                     f"{got_out}; the contract says {list(spec.input_names)} -> "
                     f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle"
                 )
+            del data
             self._sessions[graph] = sess
             self.session_info[graph] = info
             return sess
@@ -121,6 +147,15 @@ class Pipeline:
     def providers(self) -> dict[str, str]:
         """Graph -> the execution provider its session really got."""
         return {g: i.provider for g, i in self.session_info.items()}
+
+    def execution(self, graphs: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+        """Graph -> ``{"backend", "device", "precision"}`` of its session (the sessions made so far,
+        or those of ``graphs`` that exist)."""
+        return {
+            g: {"backend": i.backend, "device": i.device, "precision": i.precision}
+            for g, i in self.session_info.items()
+            if graphs is None or g in graphs
+        }
 
     # --- constants -----------------------------------------------------------------------------
     @property
@@ -315,7 +350,7 @@ class Pipeline:
 
     def default_sam_batch(self) -> int:
         """The encoder batch :meth:`sam_runner` picks by default (see there); reads /proc/meminfo now."""
-        gpu = self.session_info["sam_image_encoder"].provider != "CPUExecutionProvider"
+        gpu = self.session_info["sam_image_encoder"].device in ("cuda", "tensorrt")
         per_frame = encoder_bytes_per_frame(self.bundle.graphs["sam_image_encoder"])
         return encoder_batch(
             per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
@@ -381,14 +416,31 @@ class Pipeline:
             timings={**timings, "total": sum(timings.values())},
             providers={g: self.session_info[g].provider for g in used},
             random_weights=self.bundle.random_weights,
-            precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
-            agreement={
-                g: {k: self.bundle.graphs[g]["agreement"][k] for k in AGREEMENT_FIELDS}
-                for g in used
-                if "agreement" in self.bundle.graphs[g]
-            },
+            precision={g: self.session_info[g].precision for g in used},
+            agreement=self._agreement(used),
+            backends=self.execution(used),
             cache_hits=self._calls.hits,
         )
+
+    def _agreement(self, graphs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per graph not in fp32, or gated: the build-time agreement (int8) or the gate verdict."""
+        out: dict[str, dict[str, Any]] = {}
+        for g in graphs:
+            gate = self.session_info[g].gate
+            if gate is not None:
+                out[g] = {
+                    "cosine_min": gate["cosine_min"],
+                    "max_abs": gate["max_abs"],
+                    "inputs": gate["inputs"],
+                    "mask_iou_min": gate["mask_iou_min"],
+                    "gate": "passed" if gate["passed"] else "failed: fp32 kept",
+                    "tried": gate["precision"],
+                    "reason": gate["reason"],
+                }
+            elif "agreement" in self.bundle.graphs[g]:
+                a = self.bundle.graphs[g]["agreement"]
+                out[g] = {k: a[k] for k in AGREEMENT_FIELDS} | {"gate": "build"}
+        return out
 
     def segment_video(self, path: str | Path, **kwargs: Any):
         """Segment a video file (frames and audio track from the file), window by window.

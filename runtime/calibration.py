@@ -1,0 +1,143 @@
+"""Calibration inputs of the precision gate (:mod:`runtime.precision`): real photos by default.
+
+The gate of a graph runs it in fp32 and in the reduced precision on the inputs made here, each
+made the way the pipeline makes that graph's inputs:
+
+* ``sam_image_encoder``: SAM-preprocessed photos (float32 [1, 3, S, S]).
+* ``sam_point_decoder`` / ``sam_prompt_decoder``: the fp32 embedding of a photo (made by the
+  pipeline's ``sam_image_encoder`` session) with a 4 x 4 grid of single foreground points
+  (16 prompt sets, the automatic mask generator's kind of prompt; no mask input).
+* ``audioclip_image``: CLIP-preprocessed photos; ``acfpn``: squashed CLIP photos with the audio
+  embeddings of a real WAV (``audioclip_audio``, fp32).
+
+Photos and WAVs come from ``data_dir``: ``$AVS_SHARED_DATA`` (its ``audioclip-demo`` folder),
+else ``../shared/data/audioclip-demo`` beside the repository; where none is found, deterministic
+synthetic inputs (smooth colour ramps with noise; a chirp) are used and the verdict's ``inputs``
+says so. Graphs not listed above get no calibration inputs: they are not gated and stay fp32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import InputError
+
+GATED_GRAPHS = (
+    "sam_image_encoder",
+    "sam_point_decoder",
+    "sam_prompt_decoder",
+    "audioclip_image",
+    "acfpn",
+)
+DEFAULT_FRAMES = 2
+
+
+def default_data_dir() -> Path | None:
+    """The folder of calibration photos and WAVs (module docstring), or None when none exists."""
+    env = os.environ.get("AVS_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    for c in candidates:
+        for d in (c / "audioclip-demo", c):
+            if d.is_dir() and any(d.glob("*.jpg")):
+                return d.resolve()
+    return None
+
+
+def calibration_frames(
+    data_dir: str | Path | None = None, limit: int = DEFAULT_FRAMES
+) -> tuple[list[np.ndarray], str]:
+    """Up to ``limit`` photos as uint8 [H, W, 3] RGB arrays, and a description of where they came from.
+
+    data_dir None: :func:`default_data_dir`. Without photos: ``limit`` synthetic 480 x 640 frames.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InputError(f"limit must be a positive int, got {limit!r}")
+    d = Path(data_dir) if data_dir is not None else default_data_dir()
+    files = sorted(d.glob("*.jpg"))[:limit] if d is not None and d.is_dir() else []
+    if files:
+        from PIL import Image
+
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        return frames, "photos " + ", ".join(f.name for f in files)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    frames = []
+    for k in range(limit):
+        base = np.stack([xx / 640, yy / 480, (xx + yy + 97 * k) % 640 / 640], -1) * 200
+        frames.append(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+    return frames, f"{limit} synthetic frames (no photos found)"
+
+
+def calibration_audio(data_dir: str | Path | None = None) -> tuple[Any, int | None, str]:
+    """One WAV path (or a synthetic 44.1 kHz chirp as float32 [N]) with its sample rate (None for a
+    path: read from the file) and a description."""
+    d = Path(data_dir) if data_dir is not None else default_data_dir()
+    wavs = sorted(d.glob("*.wav")) if d is not None and d.is_dir() else []
+    if wavs:
+        return str(wavs[0]), None, f"audio {wavs[0].name}"
+    t = np.arange(44100 * 5, dtype=np.float64) / 44100
+    return (
+        (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32),
+        44100,
+        "synthetic chirp",
+    )
+
+
+def calibration_feeds(
+    pipe, graph: str, data_dir: str | Path | None = None, limit: int = DEFAULT_FRAMES
+) -> tuple[list[dict[str, np.ndarray]], str] | None:
+    """Feed dicts (input name -> array) for ``graph`` of pipeline ``pipe``, and their description;
+    None for a graph without calibration inputs (not gated).
+
+    ``pipe``: a :class:`runtime.pipeline.Pipeline` (its sections and fp32 sessions of the upstream
+    graphs are used).
+    """
+    if graph not in GATED_GRAPHS:
+        return None
+    frames, desc = calibration_frames(data_dir, limit)
+    if graph == "sam_image_encoder" or graph in ("sam_point_decoder", "sam_prompt_decoder"):
+        from runtime.sam import encode_prompts, preprocess
+
+        sam = pipe.section("sam")
+        xs = [
+            preprocess(f, sam.image_size, sam.pixel_mean, sam.pixel_std, patch_size=sam.patch_size)[
+                0
+            ]
+            for f in frames
+        ]
+        if graph == "sam_image_encoder":
+            return [{"image": x} for x in xs], desc
+        enc = pipe.session("sam_image_encoder")
+        feeds = []
+        for f, x in zip(frames, xs, strict=True):
+            (emb,) = enc.run(["image_embeddings"], {"image": x})
+            h, w = f.shape[:2]
+            g = (np.arange(4) + 0.5) / 4
+            pts = np.stack(np.meshgrid(g * w, g * h), -1).reshape(16, 1, 2)
+            coords, labels = encode_prompts((h, w), sam.image_size, pts, np.ones((16, 1)))
+            feed = {
+                "image_embeddings": np.ascontiguousarray(emb[:1]),
+                "point_coords": coords.astype(np.float32),
+                "point_labels": labels.astype(np.float32),
+            }
+            if graph == "sam_prompt_decoder":
+                low = 4 * sam.image_size // sam.patch_size
+                feed["mask_input"] = np.zeros((16, 1, low, low), np.float32)
+                feed["has_mask_input"] = np.zeros(1, np.float32)
+            feeds.append(feed)
+        prec = pipe.session_info["sam_image_encoder"].precision
+        return feeds, f"{desc}; their SAM embeddings (encoder in {prec}) + 16 grid points"
+    if graph == "audioclip_image":
+        return [{"image": pipe.clip_images([f])} for f in frames], desc
+    # acfpn: squashed photos + the audio embeddings of a real clip
+    audio, rate, adesc = calibration_audio(data_dir)
+    emb = pipe.audio_embeddings(audio, rate, len(frames))
+    images = pipe.clip_images(frames, squash=True)
+    return [
+        {"image": images[i : i + 1], "audio_embedding": emb[i : i + 1]} for i in range(len(frames))
+    ], f"{desc}; {adesc}"
