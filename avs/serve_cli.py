@@ -11,6 +11,9 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from avs.execution_args import add_execution_args
 
 
 def example_request_body(mode: str | None = None) -> dict:
@@ -52,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             preset=args.preset,
             gpu=args.gpu,
+            backend=args.backend,
+            precision=args.precision,
+            cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else "",
         )
         srv = TritonServer(
             tmp,
@@ -183,6 +189,7 @@ def add_parsers(sub) -> None:
         "--ready-timeout", type=int, default=300, help="seconds to wait for the server to be ready"
     )
     s.add_argument("--verbose", action="store_true", help="Triton's verbose log")
+    add_execution_args(s)
 
     r = sub.add_parser(
         "triton-repo", help="write a Triton model repository for a bundle (for clusters)"

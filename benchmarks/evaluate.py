@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 import runtime
+from avs.execution_args import add_execution_args, load_kwargs
 from models import avsbench  # torch-free index of AVSBench (numpy + PIL + csv)
 from runtime.errors import AVSError, InputError
 from runtime.metrics import MetricAccumulator, frame_miou, miou_terms
@@ -136,9 +137,12 @@ def load_pipeline(
     preset: str | None = None,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    execution: Mapping[str, Any] | None = None,
 ) -> Pipeline:
-    """``runtime.load`` (schema + sha256 checks)."""
-    return runtime.load(bundle_dir, preset=preset, providers=providers, threads=threads)
+    """``runtime.load`` (schema + sha256 checks); ``execution``: its backend / precision / cache_dir."""
+    return runtime.load(
+        bundle_dir, preset=preset, providers=providers, threads=threads, **dict(execution or {})
+    )
 
 
 def _sigmoid64(z: np.ndarray) -> np.ndarray:
@@ -419,6 +423,7 @@ def evaluate(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     progress: bool = True,
+    execution: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``mode`` of ``bundle`` on the AVSBench ``kinds`` ("s4", "ms3") of ``split``.
 
@@ -439,7 +444,9 @@ def evaluate(
     else:
         if bundle is None:
             raise InputError(f"mode {mode or '(default)'!r} needs --bundle")
-        pipe = load_pipeline(bundle, preset=preset, providers=providers, threads=threads)
+        pipe = load_pipeline(
+            bundle, preset=preset, providers=providers, threads=threads, execution=execution
+        )
         manifest = pipe.manifest
         if mode is not None and mode not in MODES:
             raise InputError(
@@ -763,6 +770,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_execution_args(p)
     a = p.parse_args(argv)
     a.kinds = parse_kinds(p, a.kind)
     a.params = parse_params(p, a.param)
@@ -797,6 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             providers=providers,
             threads=a.threads,
             progress=not a.quiet,
+            execution=load_kwargs(a),
         )
     except (FileNotFoundError, AVSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -45,6 +45,9 @@ def avs_model_config(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    backend: str = "auto",
+    precision: str = "auto",
+    cache_dir: str = "",
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
 
@@ -52,12 +55,21 @@ def avs_model_config(
     ``instances``: model instances (each a process that loads the bundle); ``gpu``: KIND_GPU else
     KIND_CPU. ``max_request_mb``: limit of one request's input bytes (MiB). ``threads``: onnxruntime
     intra-op threads per instance (0 = default). ``providers``: comma list for ``runtime.load`` ("" = default).
+    ``backend``, ``precision``, ``cache_dir``: ``runtime.load``'s (OpenVINO must be installed in the
+    server's environment for backend "openvino"; "auto" uses onnxruntime there otherwise).
     """
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_request_mb < 1:
         raise ValueError(f"max_request_mb must be >= 1, got {max_request_mb}")
-    for name, v in (("bundle", bundle), ("preset", preset or ""), ("providers", providers)):
+    for name, v in (
+        ("bundle", bundle),
+        ("preset", preset or ""),
+        ("providers", providers),
+        ("backend", backend),
+        ("precision", precision),
+        ("cache_dir", cache_dir),
+    ):
         if '"' in v or "\\" in v or "\n" in v:
             raise ValueError(f"{name} must not contain quotes, backslashes or newlines: {v!r}")
     lines = [f'name: "{wire.MODEL_NAME}"', 'backend: "python"', "max_batch_size: 0", ""]
@@ -78,6 +90,9 @@ def avs_model_config(
     text += _param("threads", str(int(threads)))
     text += _param("preset", preset or "")
     text += _param("providers", providers)
+    text += _param("backend", backend)
+    text += _param("precision", precision)
+    text += _param("cache_dir", cache_dir)
     return text
 
 
@@ -102,6 +117,9 @@ def write_avs_model(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    backend: str = "auto",
+    precision: str = "auto",
+    cache_dir: str = "",
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.
 
@@ -130,6 +148,9 @@ def write_avs_model(
             threads=threads,
             preset=preset,
             providers=providers,
+            backend=backend,
+            precision=precision,
+            cache_dir=cache_dir,
         )
     )
     return model

@@ -249,7 +249,13 @@ class TritonPythonModel:
         threads = int(p.get("threads") or 0) or None
         providers = [s for s in p.get("providers", "").split(",") if s] or None
         self.pipe = runtime.load(
-            bundle, preset=p.get("preset") or None, threads=threads, providers=providers
+            bundle,
+            preset=p.get("preset") or None,
+            threads=threads,
+            providers=providers,
+            backend=p.get("backend") or "auto",
+            precision=p.get("precision") or "auto",
+            cache_dir=p.get("cache_dir") or None,
         )
         if p.get("warmup", "1") == "1":
             used = self.pipe.warmup()
