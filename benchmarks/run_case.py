@@ -85,6 +85,7 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
         threads=spec["threads"],
         providers=["cpu"],
         cache_mb=0,
+        **(spec.get("execution") or {}),
     )
     info: dict[str, Any] = {"preset": pipe.preset.name}
     if mode == "audioclip":
@@ -107,9 +108,10 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
             g: pipe.session_info[g].provider for g in ("audioclip_audio", "audioclip_image")
         }
         info["precision"] = {
-            g: str(pipe.bundle.graphs[g].get("precision", "fp32"))
-            for g in ("audioclip_audio", "audioclip_image")
+            g: pipe.session_info[g].precision for g in ("audioclip_audio", "audioclip_image")
         }
+        info["backends"] = pipe.execution(("audioclip_audio", "audioclip_image"))
+        info["agreement"] = pipe._agreement(("audioclip_audio", "audioclip_image"))
         return run_graphs, info
     ms = MODES["no-prompt" if mode == "no-prompt" else mode]
     for g in (*ms.graphs, *ms.optional_graphs):
@@ -123,6 +125,7 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
     def run_mode():
         res = pipe.segment(frames, wav, mode=ms.name, **params)
         info["providers"], info["precision"] = dict(res.providers), dict(res.precision)
+        info["backends"], info["agreement"] = dict(res.backends), dict(res.agreement)
         return {k: float(v) for k, v in res.timings.items() if k != "total"}, _masks_npz(res.masks)
 
     return run_mode, info
@@ -262,6 +265,28 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
     raise SystemExit(f"run_case: no reference for mode {mode!r}")
 
 
+def _autocast(make):
+    """``make`` whose runs are inside ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the torch bf16
+    side: what a user of the reference could pick instead); outputs are cast back to float32."""
+
+    def wrapped(spec):
+        import torch
+
+        run, info = make(spec)
+        info["autocast"] = "torch.autocast(cpu, bfloat16)"
+
+        def run_bf16():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                st, outs = run()
+            return st, {
+                k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in outs.items()
+            }
+
+        return run_bf16, info
+
+    return wrapped
+
+
 def count_encoder_flops(bundle: str) -> dict[str, float]:
     """FLOPs (2 per multiply-add) of one call per item: the SAM image encoder per frame, the
     AudioCLIP audio tower per clip and image tower per frame, for the bundle's configurations.
@@ -315,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     make = _reference_case if spec["side"] == "reference" else _runtime_case
+    if spec["side"] == "reference" and spec.get("autocast_bf16"):
+        make = _autocast(make)
     fn, info = make(spec)
     load_s = time.perf_counter() - t0
     stages: list[dict[str, float]] = []
