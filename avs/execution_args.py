@@ -19,14 +19,15 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="auto",
-        help="execution backend (auto: OpenVINO on a CPU when installed, else onnxruntime)",
+        default=None,
+        help="execution backend (default $AVS_BACKEND or auto: OpenVINO on a CPU when installed, "
+        "else onnxruntime)",
     )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
-        help="auto: bf16 where the CPU has AMX/AVX512_BF16 and the agreement gate passes, else fp32; "
+        default=None,
+        help="default $AVS_PRECISION or auto: bf16 where the CPU has AMX/AVX512_BF16 and the agreement gate passes, else fp32; "
         "the bundle's int8 graphs stay int8",
     )
     p.add_argument(
@@ -39,7 +40,7 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``runtime.load`` keyword arguments of parsed ``args``."""
     return {
-        "backend": getattr(args, "backend", "auto"),
-        "precision": getattr(args, "precision", "auto"),
+        "backend": getattr(args, "backend", None),
+        "precision": getattr(args, "precision", None),
         "cache_dir": getattr(args, "cache_dir", None),
     }

@@ -55,8 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             preset=args.preset,
             gpu=args.gpu,
-            backend=args.backend,
-            precision=args.precision,
+            backend=args.backend or "",
+            precision=args.precision or "",
             cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else "",
         )
         srv = TritonServer(

@@ -42,8 +42,8 @@ def load(
     preset: str | None = None,
     verify: bool = True,
     cache_mb: float = 256.0,
-    backend: str = "auto",
-    precision: str = "auto",
+    backend: str | None = None,
+    precision: str | None = None,
     cache_dir: str | Path | None = None,
     gate: Gate | None = None,
     calibration_dir: str | Path | None = None,
@@ -55,9 +55,10 @@ def load(
     reference's quirks), as the bundle's manifest defines them. ``cache_mb``: memory for embeddings
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
 
-    ``backend``: "auto" (default), "onnxruntime" or "openvino" (:mod:`runtime.execution`);
-    ``precision``: "auto" (default), "fp32", "bf16" or "int8" (:mod:`runtime.precision` says what
-    ``auto`` picks and when bf16 is refused). ``cache_dir``: a folder of your choice for OpenVINO's
+    ``backend``: "auto", "onnxruntime" or "openvino" (:mod:`runtime.execution`);
+    ``precision``: "auto", "fp32", "bf16" or "int8" (:mod:`runtime.precision` says what
+    ``auto`` picks and when bf16 is refused); None (default): ``$AVS_BACKEND`` / ``$AVS_PRECISION``,
+    else "auto". ``cache_dir``: a folder of your choice for OpenVINO's
     compiled models and the precision gates' verdicts (None: nothing written; verdicts are kept
     in memory for the process). ``gate``: the agreement limits of a reduced precision
     (:class:`runtime.precision.Gate`); ``calibration_dir``: photos/WAVs the gate runs on (default:

@@ -140,9 +140,11 @@ class OpenVINOSession:
             ) from e
         del ov_model
         self.graph = graph
-        self.precision = precision
-        got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.inference_precision = got.removeprefix("<Type: '").removesuffix("'>")
+        got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = str(getattr(got, "get_type_name", lambda: got)())
+        # what the compiled model really uses (a CPU without bf16 compiles f32 whatever was asked)
+        self.precision = "bf16" if self.inference_precision == "bf16" else "fp32"
+        self.requested_precision = precision
         self.device = "CPU (" + str(c.get_property("CPU", "FULL_DEVICE_NAME")) + ")"
         known = frozenset(names)
         self._inputs = [_spec(p, 0, known) for p in self._compiled.inputs]

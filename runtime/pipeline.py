@@ -7,6 +7,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from runtime.memory import (
     mem_available_bytes,
 )
 from runtime.modes import MODES, ModeSpec, default_mode, get_mode
-from runtime.precision import BACKENDS, PRECISIONS, Gate, check_choice
+from runtime.precision import BACKENDS, PRECISIONS, Gate, check_choice, choose_precision
 from runtime.result import FrameOutput, SegmentResult, timed
 from runtime.sam import SamRunner
 from runtime.sessions import SessionInfo
@@ -52,16 +53,24 @@ class Pipeline:
         threads: int | None = None,
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
-        backend: str = "auto",
-        precision: str = "auto",
+        backend: str | None = None,
+        precision: str | None = None,
         cache_dir: str | Path | None = None,
         gate: Gate | None = None,
         calibration_dir: str | Path | None = None,
     ):
         self.bundle = bundle
+        # None: $AVS_BACKEND / $AVS_PRECISION, else "auto" (the test suite pins onnxruntime fp32 so)
+        backend = backend if backend is not None else os.environ.get("AVS_BACKEND") or "auto"
+        precision = (
+            precision if precision is not None else os.environ.get("AVS_PRECISION") or "auto"
+        )
         self.backend = check_choice("backend", backend, BACKENDS)
         self.precision = check_choice("precision", precision, PRECISIONS)
-        resolve_backend(self.backend, providers)  # refuses an impossible backend before any session
+        # refused here, before any session: an impossible backend, bf16 on a CPU without bf16
+        be = resolve_backend(self.backend, providers)
+        if self.precision == "bf16":
+            choose_precision("bf16", graph="(any)", backend=be)
         if gate is not None and not isinstance(gate, Gate):
             raise InputError(f"gate must be a runtime.precision.Gate, got {type(gate).__name__}")
         self._gate = gate

@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite's parity tests compare onnxruntime fp32 (the exact path) with torch; runtime.load's
+# default ("auto": OpenVINO and gated bf16 where available) is pinned here so they stay exact on
+# every CPU. Tests of the OpenVINO backend and of the precision choice pass backend=/precision=.
+os.environ.setdefault("AVS_BACKEND", "onnxruntime")
+os.environ.setdefault("AVS_PRECISION", "fp32")
 
 
 @pytest.fixture(autouse=True)

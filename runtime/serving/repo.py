@@ -45,8 +45,8 @@ def avs_model_config(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
-    backend: str = "auto",
-    precision: str = "auto",
+    backend: str = "",
+    precision: str = "",
     cache_dir: str = "",
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
@@ -56,7 +56,8 @@ def avs_model_config(
     KIND_CPU. ``max_request_mb``: limit of one request's input bytes (MiB). ``threads``: onnxruntime
     intra-op threads per instance (0 = default). ``providers``: comma list for ``runtime.load`` ("" = default).
     ``backend``, ``precision``, ``cache_dir``: ``runtime.load``'s (OpenVINO must be installed in the
-    server's environment for backend "openvino"; "auto" uses onnxruntime there otherwise).
+    server's environment for backend "openvino"; "auto" uses onnxruntime there otherwise);
+    "" = the server's ``$AVS_BACKEND`` / ``$AVS_PRECISION``, else "auto".
     """
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
@@ -117,8 +118,8 @@ def write_avs_model(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
-    backend: str = "auto",
-    precision: str = "auto",
+    backend: str = "",
+    precision: str = "",
     cache_dir: str = "",
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.

@@ -253,8 +253,8 @@ class TritonPythonModel:
             preset=p.get("preset") or None,
             threads=threads,
             providers=providers,
-            backend=p.get("backend") or "auto",
-            precision=p.get("precision") or "auto",
+            backend=p.get("backend") or None,
+            precision=p.get("precision") or None,
             cache_dir=p.get("cache_dir") or None,
         )
         if p.get("warmup", "1") == "1":
