@@ -4,9 +4,10 @@ The gate of a graph runs it in fp32 and in the reduced precision on the inputs m
 made the way the pipeline makes that graph's inputs:
 
 * ``sam_image_encoder``: SAM-preprocessed photos (float32 [1, 3, S, S]).
-* ``sam_point_decoder`` / ``sam_prompt_decoder``: the fp32 embedding of a photo (made by the
-  pipeline's ``sam_image_encoder`` session) with a 4 x 4 grid of single foreground points
-  (16 prompt sets, the automatic mask generator's kind of prompt; no mask input).
+* ``sam_point_decoder`` / ``sam_prompt_decoder`` / ``sam_point_iou``: the embedding of a photo
+  (made by the pipeline's ``sam_image_encoder`` session) with a 4 x 4 grid of single foreground
+  points (16 prompt sets, the automatic mask generator's kind of prompt; no mask input);
+  ``sam_mask_upscaler``: the ``sam_point_iou`` outputs for those.
 * ``audioclip_image``: CLIP-preprocessed photos; ``acfpn``: squashed CLIP photos with the audio
   embeddings of a real WAV (``audioclip_audio``, fp32).
 
@@ -24,16 +25,20 @@ from typing import Any
 
 import numpy as np
 
+from runtime.contract import GRAPHS
 from runtime.errors import InputError
 
 GATED_GRAPHS = (
     "sam_image_encoder",
     "sam_point_decoder",
     "sam_prompt_decoder",
+    "sam_point_iou",
+    "sam_mask_upscaler",
     "audioclip_image",
     "acfpn",
 )
 DEFAULT_FRAMES = 2
+SYNTH_RATE = 32_000  # Hz of the synthetic chirp used where no WAV is found
 
 
 def default_data_dir() -> Path | None:
@@ -74,16 +79,16 @@ def calibration_frames(
 
 
 def calibration_audio(data_dir: str | Path | None = None) -> tuple[Any, int | None, str]:
-    """One WAV path (or a synthetic 44.1 kHz chirp as float32 [N]) with its sample rate (None for a
-    path: read from the file) and a description."""
+    """One WAV path (or a synthetic 5-s chirp at :data:`SYNTH_RATE` Hz as float32 [N]) with its sample
+    rate (None for a path: read from the file) and a description (the pipeline resamples)."""
     d = Path(data_dir) if data_dir is not None else default_data_dir()
     wavs = sorted(d.glob("*.wav")) if d is not None and d.is_dir() else []
     if wavs:
         return str(wavs[0]), None, f"audio {wavs[0].name}"
-    t = np.arange(44100 * 5, dtype=np.float64) / 44100
+    t = np.arange(SYNTH_RATE * 5, dtype=np.float64) / SYNTH_RATE
     return (
         (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32),
-        44100,
+        SYNTH_RATE,
         "synthetic chirp",
     )
 
@@ -100,7 +105,8 @@ def calibration_feeds(
     if graph not in GATED_GRAPHS:
         return None
     frames, desc = calibration_frames(data_dir, limit)
-    if graph == "sam_image_encoder" or graph in ("sam_point_decoder", "sam_prompt_decoder"):
+    names = GRAPHS[graph].input_names
+    if graph.startswith("sam_"):
         from runtime.sam import encode_prompts, preprocess
 
         sam = pipe.section("sam")
@@ -111,33 +117,42 @@ def calibration_feeds(
             for f in frames
         ]
         if graph == "sam_image_encoder":
-            return [{"image": x} for x in xs], desc
-        enc = pipe.session("sam_image_encoder")
+            return [dict(zip(names, (x,), strict=True)) for x in xs], desc
+        enc, enc_spec = pipe.session("sam_image_encoder"), GRAPHS["sam_image_encoder"]
+        low = 4 * sam.image_size // sam.patch_size
         feeds = []
         for f, x in zip(frames, xs, strict=True):
-            (emb,) = enc.run(["image_embeddings"], {"image": x})
+            (emb,) = enc.run(
+                list(enc_spec.output_names), dict(zip(enc_spec.input_names, (x,), strict=True))
+            )
             h, w = f.shape[:2]
             g = (np.arange(4) + 0.5) / 4
             pts = np.stack(np.meshgrid(g * w, g * h), -1).reshape(16, 1, 2)
             coords, labels = encode_prompts((h, w), sam.image_size, pts, np.ones((16, 1)))
-            feed = {
-                "image_embeddings": np.ascontiguousarray(emb[:1]),
-                "point_coords": coords.astype(np.float32),
-                "point_labels": labels.astype(np.float32),
-            }
-            if graph == "sam_prompt_decoder":
-                low = 4 * sam.image_size // sam.patch_size
-                feed["mask_input"] = np.zeros((16, 1, low, low), np.float32)
-                feed["has_mask_input"] = np.zeros(1, np.float32)
-            feeds.append(feed)
+            arrays = (
+                np.ascontiguousarray(emb[:1]),
+                coords.astype(np.float32),
+                labels.astype(np.float32),
+            )
+            if graph == "sam_prompt_decoder":  # no mask input
+                arrays += (np.zeros((16, 1, low, low), np.float32), np.zeros(1, np.float32))
+            if graph == "sam_mask_upscaler":  # the IoU half's outputs for those prompts
+                iou_spec = GRAPHS["sam_point_iou"]
+                outs = pipe.session("sam_point_iou").run(
+                    list(iou_spec.output_names),
+                    dict(zip(iou_spec.input_names, arrays, strict=True)),
+                )
+                arrays = tuple(outs[1:])
+            feeds.append(dict(zip(names, arrays, strict=True)))
         prec = pipe.session_info["sam_image_encoder"].precision
         return feeds, f"{desc}; their SAM embeddings (encoder in {prec}) + 16 grid points"
     if graph == "audioclip_image":
-        return [{"image": pipe.clip_images([f])} for f in frames], desc
+        return [dict(zip(names, (pipe.clip_images([f]),), strict=True)) for f in frames], desc
     # acfpn: squashed photos + the audio embeddings of a real clip
     audio, rate, adesc = calibration_audio(data_dir)
     emb = pipe.audio_embeddings(audio, rate, len(frames))
     images = pipe.clip_images(frames, squash=True)
     return [
-        {"image": images[i : i + 1], "audio_embedding": emb[i : i + 1]} for i in range(len(frames))
+        dict(zip(names, (images[i : i + 1], emb[i : i + 1]), strict=True))
+        for i in range(len(frames))
     ], f"{desc}; {adesc}"

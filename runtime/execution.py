@@ -184,7 +184,9 @@ def open_session(
                 del reduced, fp32
             verdicts.put(key, verdict)
         if not verdict.passed:
-            log.warning("%s: %s not used, fp32 kept (%s)", graph, verdict.precision, verdict.reason)
+            (log.info if verdict.inputs == "none" else log.warning)(
+                "%s: %s not used, fp32 kept (%s)", graph, verdict.precision, verdict.reason
+            )
         gate_report = verdict.report()
     info = SessionInfo(
         graph,

@@ -352,6 +352,11 @@ class Pipeline:
                     point_decoder=self.session("sam_point_decoder")
                     if self.bundle.has("sam_point_decoder")
                     else None,
+                    iou_first=(
+                        lambda: (self.session("sam_point_iou"), self.session("sam_mask_upscaler"))
+                    )
+                    if self.bundle.has("sam_point_iou") and self.bundle.has("sam_mask_upscaler")
+                    else None,
                 )
             elif max_batch is not None:
                 self._sam.max_batch = max_batch

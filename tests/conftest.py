@@ -86,3 +86,15 @@ def micro_point_decoder(tmp_path_factory):
     return export_sam_decoder(
         load_sam("micro", seed=0), d / "sam_point_decoder.onnx", atol=1e-4, with_mask_input=False
     )
+
+
+@pytest.fixture(scope="session")
+def micro_amg_halves(tmp_path_factory):
+    """(sam_point_iou, sam_mask_upscaler) ExportResults of the `micro` SAM (seed 0), exported once."""
+    from export.sam_export import export_sam_amg_halves
+    from models.sam import load_sam
+
+    d = tmp_path_factory.mktemp("micro_sam_halves_onnx")
+    return export_sam_amg_halves(
+        load_sam("micro", seed=0), d / "sam_point_iou.onnx", d / "sam_mask_upscaler.onnx", atol=1e-4
+    )
