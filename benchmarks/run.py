@@ -202,7 +202,7 @@ def estimate(
 ) -> float:
     """Estimated wall seconds of one case: load + (warm-up + repeats) runs."""
     c = COSTS[profile]
-    kind = "runtime" if side != "reference" else "reference"
+    kind = "reference" if side.startswith("reference") else "runtime"
     if mode in ("audioclip", "acfpn"):
         per, factor = c[mode][kind], 1.0
     else:
