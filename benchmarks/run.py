@@ -474,8 +474,12 @@ def run_plan(
     sam_batch: int | None = None,
     demo: Path = DEMO,
     keep_tmp: bool = False,
+    timeout_factor: float = 1.0,
 ) -> dict[str, Any]:
-    """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict."""
+    """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict.
+
+    timeout_factor: multiplies each case's time limit (4 x its estimate + 2 min, at least 5 min),
+    for a machine loaded by others."""
     from benchmarks.harness import Measurement, Report, machine_info, matmul_peak
     from benchmarks.run_report import write_outputs
 
@@ -537,7 +541,9 @@ def run_plan(
         (tmp / f"{stem}.spec.json").write_text(json.dumps(spec))
         print(f"[{i}/{len(plan.cases)}] {c.name}: running (est. {c.est_s:.0f} s) ...", flush=True)
         r = run_child(
-            tmp / f"{stem}.spec.json", logs / f"{stem}.log", timeout_s=max(300.0, 4 * c.est_s + 120)
+            tmp / f"{stem}.spec.json",
+            logs / f"{stem}.log",
+            timeout_s=timeout_factor * max(300.0, 4 * c.est_s + 120),
         )
         rec: dict[str, Any] = {
             "case": asdict(c),
@@ -776,6 +782,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep-tmp", action="store_true", help="keep the temporary folder of inputs and outputs"
     )
+    p.add_argument(
+        "--timeout-factor",
+        type=float,
+        default=1.0,
+        help="multiply each case's time limit (a machine loaded by others; default 1)",
+    )
     args = p.parse_args(argv)
     from runtime.bundle import Bundle
     from runtime.errors import AVSError
@@ -833,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         sam_batch=args.sam_batch,
         keep_tmp=args.keep_tmp,
+        timeout_factor=args.timeout_factor,
     )
     failed = [
         c["case"]["mode"] + "/" + c["case"]["side"] for c in result["cases"] if c["status"] != "ok"

@@ -676,7 +676,12 @@ class SamRunner:
                     dict(
                         zip(
                             UPSCALER_INPUTS,
-                            (np.ascontiguousarray(tokens[keep]), np.ascontiguousarray(hyper[keep])),
+                            (tokens, hyper)  # all kept: no copy
+                            if keep.size == iou.shape[0]
+                            else (
+                                np.ascontiguousarray(tokens[keep]),
+                                np.ascontiguousarray(hyper[keep]),
+                            ),
                             strict=True,
                         )
                     ),
