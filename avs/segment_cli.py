@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.backends.options import add_execution_args, load_kwargs
+
 # The demo's mode: "heatmap" (zero-shot, AudioCLIP only). On random weights it still marks a visible,
 # smooth region: the heatmap is min-max normalised per frame, so "> 0.5" always selects the part of the
 # frame most similar to the sound under the current weights. The SAM modes on random weights return a
@@ -43,6 +45,7 @@ def add_parsers(sub) -> None:
         help="length of the generated video (one frame segmented per second)",
     )
     d.add_argument("--no-progress", action="store_true")
+    add_execution_args(d)
     s = sub.add_parser(
         "segment",
         help="segment a video file (or frame images with a WAV file)",
@@ -108,6 +111,7 @@ def add_parsers(sub) -> None:
         "--json", action="store_true", help="print a JSON summary on stdout instead of text"
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_execution_args(s)
 
 
 class _Bar:
@@ -207,13 +211,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
             )
         if args.sampling != "fps" and args.fps is not None:
             raise InputError("--fps applies to --sampling fps")
-        pipe = runtime.load(args.bundle, preset=args.preset)
+        pipe = runtime.load(args.bundle, preset=args.preset, **load_kwargs(args))
         summary = _run_video(pipe, args, params, progress=not (args.no_progress or args.json))
         print(json.dumps(summary, indent=2) if args.json else _describe(summary))
         return 0
     if not args.audio:
         raise InputError("--frames needs --audio (a WAV file; second k goes with frame k)")
-    pipe = runtime.load(args.bundle, preset=args.preset)
+    pipe = runtime.load(args.bundle, preset=args.preset, **load_kwargs(args))
     if args.out:
         from runtime.media.outputs import prepare_output_dir
 
@@ -243,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InputError(f"--seconds must be in [1, 60], got {args.seconds}")
     out = Path(args.out)
     t0 = time.perf_counter()
-    pipe = runtime.load(args.bundle, preset=args.preset)
+    pipe = runtime.load(args.bundle, preset=args.preset, **load_kwargs(args))
     out.mkdir(parents=True, exist_ok=True)
     src = _wrap_os_errors(demo_video, out / "demo_input.mp4", seconds=args.seconds)
     print(

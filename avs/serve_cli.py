@@ -12,6 +12,9 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from runtime.backends.options import add_execution_args
 
 
 def example_request_body(mode: str | None = None) -> dict:
@@ -107,6 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             budget=budget,
             max_queue=args.max_queue,
             queue_timeout_s=args.queue_timeout_s,
+            backend=args.backend or "",
+            precision=args.precision or "",
+            cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else "",
         )
         srv = TritonServer(
             tmp,
@@ -257,6 +263,7 @@ def add_parsers(sub) -> None:
     )
     add_queue_args(s)
     add_budget_args(s)
+    add_execution_args(s)
 
     r = sub.add_parser(
         "triton-repo", help="write a Triton model repository for a bundle (for clusters)"

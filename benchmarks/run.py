@@ -59,8 +59,23 @@ MODES = (
     "no-prompt-audio",
 )
 ALIASES = {"zero-shot": MODES[2:], "points": MODES[2:6], "encoders": ("audioclip",)}
-SIDES = ("reference", "fp32", "int8")
-SIDE_LABEL = {"reference": "reference (torch)", "fp32": "runtime fp32", "int8": "runtime int8"}
+SIDES = ("reference", "reference-bf16", "fp32", "openvino-fp32", "openvino-best", "int8")
+SIDE_LABEL = {
+    "reference": "reference (torch)",
+    "reference-bf16": "torch bf16 autocast (what a user could pick instead)",
+    "fp32": "runtime fp32",
+    "openvino-fp32": "runtime OpenVINO fp32",
+    "openvino-best": "runtime OpenVINO best gated precision",
+    "int8": "runtime int8",
+}
+# runtime.load(backend=, precision=) of each runtime side ("fp32" is onnxruntime, today's exact path)
+SIDE_EXECUTION = {
+    "fp32": {"backend": "onnxruntime", "precision": "fp32"},
+    "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
+    "openvino-best": {"backend": "openvino", "precision": "auto"},
+    "int8": {"backend": "onnxruntime", "precision": "auto"},
+}
+SIDE_SCALE = {"reference-bf16": 0.5, "openvino-fp32": 0.9, "openvino-best": 0.6}  # guesses
 GROUPS = {
     "audioclip": "AudioCLIP graphs (batch 5)",
     "acfpn": "AC-FPN (5 frames)",
@@ -99,7 +114,14 @@ SAM_SCALE = {"vit_b": 1.0, "vit_l": 2.6, "vit_h": 5.1}  # encoder cost relative 
 INT8_SCALE = 0.6  # a guess until measured
 # --quick with a time budget drops these cases first, in this order, while the plan's estimate exceeds it
 OVERHEAD_S = 30.0  # matmul peak, FLOP counts, inputs: outside the cases
-TRIM_ORDER = ("heatmap-box/int8", "point-local/int8", "point-dense/int8", "no-prompt-audio/int8")
+TRIM_ORDER = (
+    *(f"{m}/{side}" for side in ("reference-bf16", "openvino-fp32") for m in MODES[3:6]),
+    "acfpn/reference-bf16",
+    "heatmap-box/int8",
+    "point-local/int8",
+    "point-dense/int8",
+    "no-prompt-audio/int8",
+)
 
 
 @dataclass
@@ -180,7 +202,7 @@ def estimate(
 ) -> float:
     """Estimated wall seconds of one case: load + (warm-up + repeats) runs."""
     c = COSTS[profile]
-    kind = "runtime" if side != "reference" else "reference"
+    kind = "reference" if side.startswith("reference") else "runtime"
     if mode in ("audioclip", "acfpn"):
         per, factor = c[mode][kind], 1.0
     else:
@@ -188,7 +210,9 @@ def estimate(
         factor = sam_factor
     if side == "int8":
         per *= INT8_SCALE
-    return c["load"][kind] + (repeats + warmup) * per * factor
+    per *= SIDE_SCALE.get(side, 1.0)
+    load = c["load"][kind] * (3.0 if side == "openvino-best" else 1.0)  # + the gates on first use
+    return load + (repeats + warmup) * per * factor
 
 
 def build_plan(
@@ -215,6 +239,19 @@ def build_plan(
         notes.append(
             "reference side skipped: torch / segment_anything / librosa not importable here"
         )
+    from runtime.backends import _openvino as openvino_backend
+    from runtime.backends.precision import cpu_info
+
+    if not openvino_backend.available():
+        dropped = [s for s in sides if s.startswith("openvino")]
+        if dropped:
+            notes.append(f"sides {dropped} skipped: openvino is not installed")
+        sides = [s for s in sides if not s.startswith("openvino")]
+    elif "openvino-best" in sides and not cpu_info().bf16:
+        notes.append(
+            "openvino-best equals openvino-fp32 here: the CPU has no AMX/AVX512_BF16 (not run)"
+        )
+        sides = [s for s in sides if s != "openvino-best"]
     for mode in modes:
         if mode == "no-prompt-audio" and not grid_param():
             notes.append(
@@ -231,7 +268,7 @@ def build_plan(
         params = {"grid": "audio"} if mode == "no-prompt-audio" else {}
         r, w = (1, 0) if base == "no-prompt" and repeats is None else (reps, warm)
         for side in sides:
-            if side == "reference" and (not have_reference or mode != base):
+            if side.startswith("reference") and (not have_reference or mode != base):
                 continue
             b = bundle
             if side == "int8":
@@ -437,8 +474,12 @@ def run_plan(
     sam_batch: int | None = None,
     demo: Path = DEMO,
     keep_tmp: bool = False,
+    timeout_factor: float = 1.0,
 ) -> dict[str, Any]:
-    """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict."""
+    """Run every case of ``plan``; write bench.json / bench.md / bench.png under ``out``; returns the result dict.
+
+    timeout_factor: multiplies each case's time limit (4 x its estimate + 2 min, at least 5 min),
+    for a machine loaded by others."""
     from benchmarks.machine import machine_info, matmul_peak
     from benchmarks.report import Report
     from benchmarks.run_report import write_outputs
@@ -456,6 +497,9 @@ def run_plan(
     rep = Report("Full-size benchmark: reference vs runtime", machine=machine_info())
     load0 = os.getloadavg()[0]
     rep.set_peak(matmul_peak(threads=threads))
+    from benchmarks.peaks import measure_in_child
+
+    rep.machine["precision_peaks"] = measure_in_child(threads)
     records: list[dict[str, Any]] = []
     flops: dict[str, float] = {}
     if plan.cases:
@@ -480,7 +524,9 @@ def run_plan(
         stem = c.name.replace("/", "__")
         spec = {
             "mode": BASE.get(c.mode, c.mode),
-            "side": "reference" if c.side == "reference" else "runtime",
+            "side": "reference" if c.side.startswith("reference") else "runtime",
+            "autocast_bf16": c.side == "reference-bf16",
+            "execution": SIDE_EXECUTION.get(c.side, {}),
             "bundle": c.bundle,
             "threads": threads,
             "repeats": c.repeats,
@@ -497,7 +543,9 @@ def run_plan(
         (tmp / f"{stem}.spec.json").write_text(json.dumps(spec))
         print(f"[{i}/{len(plan.cases)}] {c.name}: running (est. {c.est_s:.0f} s) ...", flush=True)
         r = run_child(
-            tmp / f"{stem}.spec.json", logs / f"{stem}.log", timeout_s=max(300.0, 4 * c.est_s + 120)
+            tmp / f"{stem}.spec.json",
+            logs / f"{stem}.log",
+            timeout_s=timeout_factor * max(300.0, 4 * c.est_s + 120),
         )
         rec: dict[str, Any] = {
             "case": asdict(c),
@@ -573,7 +621,9 @@ def assemble(
         if side != "reference":
             others = {
                 "vs_reference": ok.get((base, "reference")),
-                "vs_fp32": ok.get((mode, "fp32")) if side == "int8" else None,
+                "vs_fp32": ok.get((mode, "fp32"))
+                if side not in ("fp32", "reference-bf16")
+                else None,
                 "vs_full_grid_fp32": ok.get((base, "fp32")) if mode != base else None,
             }
             for key, other in others.items():
@@ -734,6 +784,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep-tmp", action="store_true", help="keep the temporary folder of inputs and outputs"
     )
+    p.add_argument(
+        "--timeout-factor",
+        type=float,
+        default=1.0,
+        help="multiply each case's time limit (a machine loaded by others; default 1)",
+    )
     args = p.parse_args(argv)
     from runtime.bundle import Bundle
     from runtime.errors import AVSError
@@ -791,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         sam_batch=args.sam_batch,
         keep_tmp=args.keep_tmp,
+        timeout_factor=args.timeout_factor,
     )
     failed = [
         c["case"]["mode"] + "/" + c["case"]["side"] for c in result["cases"] if c["status"] != "ok"

@@ -86,6 +86,7 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
         threads=spec["threads"],
         providers=["cpu"],
         cache_mb=0,
+        **(spec.get("execution") or {}),
     )
     info: dict[str, Any] = {"preset": pipe.preset.name}
     if mode == "audioclip":
@@ -108,9 +109,10 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
             g: pipe.session_info[g].provider for g in ("audioclip_audio", "audioclip_image")
         }
         info["precision"] = {
-            g: str(pipe.bundle.graphs[g].get("precision", "fp32"))
-            for g in ("audioclip_audio", "audioclip_image")
+            g: pipe.session_info[g].precision for g in ("audioclip_audio", "audioclip_image")
         }
+        info["backends"] = pipe.execution(("audioclip_audio", "audioclip_image"))
+        info["agreement"] = pipe._agreement(("audioclip_audio", "audioclip_image"))
         return run_graphs, info
     ms = MODES["no-prompt" if mode == "no-prompt" else mode]
     for g in (*ms.graphs, *ms.optional_graphs):
@@ -124,6 +126,7 @@ def _runtime_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
     def run_mode():
         res = pipe.segment(frames, wav, mode=ms.name, **params)
         info["providers"], info["precision"] = dict(res.providers), dict(res.precision)
+        info["backends"], info["agreement"] = dict(res.backends), dict(res.agreement)
         return {k: float(v) for k, v in res.timings.items() if k != "total"}, _masks_npz(res.masks)
 
     return run_mode, info
@@ -189,6 +192,9 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
         if w.get("source") == "random-init":
             randomize_batchnorm(model, w.get("seed", 0))
         model.eval()
+        if spec.get("autocast_bf16"):
+            _autocast_bf16(model.visual)
+            info["autocast"] = "torch.autocast(cpu, bfloat16): visual tower"
         wav, img = (torch.from_numpy(x) for x in _audioclip_inputs(spec))
 
         def run_graphs():
@@ -216,6 +222,9 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
 
         model = reference_model(bundle)
         clock = StageClock({"audio": _tower(model.audio), "image": _tower(model.visual)})
+        if spec.get("autocast_bf16"):
+            _autocast_bf16(model.visual)
+            info["autocast"] = "torch.autocast(cpu, bfloat16): visual tower"
         a = spec["acfpn"]
 
         def run_acfpn():
@@ -242,6 +251,9 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
             "sam_decoder": _tower(models.sam.mask_decoder),
         }
     )
+    if spec.get("autocast_bf16"):
+        _autocast_bf16(models.aclp.visual, models.sam.image_encoder, models.sam.mask_decoder)
+        info["autocast"] = "torch.autocast(cpu, bfloat16): visual tower, SAM encoder and decoder"
     preset = spec.get("preset") or "sam4avs"
     info["preset"] = preset
     if mode in POINT_MODES:
@@ -261,6 +273,31 @@ def _reference_case(spec: dict) -> tuple[Callable[[], tuple[dict, dict]], dict]:
 
         return run_np, info
     raise SystemExit(f"run_case: no reference for mode {mode!r}")
+
+
+def _autocast_bf16(*modules) -> None:
+    """Run each module's ``forward`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` with its
+    float outputs cast back to float32 (the torch bf16 side: what a user of the reference could pick
+    instead). The AudioCLIP audio tower is left in fp32, as the runtime keeps its audio front end."""
+    import torch
+
+    def cast(x):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.float()
+        if isinstance(x, (tuple, list)):
+            return type(x)(cast(v) for v in x)
+        if isinstance(x, dict):
+            return {k: cast(v) for k, v in x.items()}
+        return x
+
+    for obj, name in (pair for m in modules for pair in _tower(m)):  # forward, forward_features
+        orig = getattr(obj, name)
+
+        def fwd(*a, _orig=orig, **k):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return cast(_orig(*a, **k))
+
+        setattr(obj, name, fwd)
 
 
 def count_encoder_flops(bundle: str) -> dict[str, float]:

@@ -113,6 +113,23 @@ def _header(r: dict[str, Any]) -> list[str]:
     )
     if peak:
         lines.append(f"- fp32 matmul peak (numpy, measured in this run): {peak:.1f} GFLOP/s")
+    flags = m.get("cpu_flags")
+    if flags is not None:
+        want = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+        lines.append(
+            "- CPU flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in want)
+        )
+    pk = m.get("precision_peaks") or {}
+    cells = [
+        f"{k} {pk[k]['gops_median']:.0f}"
+        for k in ("fp32", "bf16", "int8")
+        if isinstance(pk.get(k), dict) and "gops_median" in pk[k]
+    ]
+    if cells:
+        lines.append(
+            f"- Matmul peaks (torch, n={pk.get('fp32', {}).get('n', '?')}, {pk.get('threads', '?')} threads, "
+            "measured in this run, median G(FL)OP/s): " + ", ".join(cells)
+        )
     plan = r.get("plan") or []
     bundles = sorted({(c["side"] == "int8", c["bundle"]) for c in plan})
     if bundles:
@@ -138,6 +155,54 @@ def _header(r: dict[str, Any]) -> list[str]:
     for n in r.get("notes") or []:
         lines.append(f"- {n}")
     return lines
+
+
+def _every_side(entries: list[dict], ratios: dict) -> list[str]:
+    """One row per (mode, side): time, speed-up vs the reference, peak RSS, what ran (backend /
+    precision per graph), agreement beside the time (vs the reference and vs runtime fp32)."""
+    if not entries:
+        return []
+    label_side = {
+        "reference (torch)": "reference",
+        "torch bf16 autocast (what a user could pick instead)": "reference-bf16",
+        "runtime fp32": "fp32",
+        "runtime OpenVINO fp32": "openvino-fp32",
+        "runtime OpenVINO best gated precision": "openvino-best",
+        "runtime int8": "int8",
+    }
+    head = ["mode", "side", "time", "vs reference", "peak RSS MB", "ran", "agreement"]
+    out = ["", "## Every side", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        x = e.get("extra", {})
+        side = label_side.get(e["backend"], e["backend"])
+        info = x.get("info") or {}
+        be = info.get("backends") or {}
+        ran = ", ".join(
+            f"{g} {v.get('backend', '?')}/{v.get('precision', '?')}" for g, v in be.items()
+        ) or (
+            "torch bf16 autocast"
+            if side == "reference-bf16"
+            else "torch fp32"
+            if side == "reference"
+            else "–"
+        )
+        gates = info.get("agreement") or {}
+        failed = [g for g, a in gates.items() if str(a.get("gate", "")).startswith("failed")]
+        if failed:
+            ran += f" (gate failed, fp32 kept: {', '.join(failed)})"
+        a = x.get("agreement") or {}
+        metric = a.get("metric", "")
+        agree = "; ".join(
+            f"{k.removeprefix('vs_').replace('_', ' ')} {_agree(a[k], metric)}"
+            for k in ("vs_reference", "vs_fp32", "vs_full_grid_fp32")
+            if a.get(k) is not None
+        )
+        ratio = (ratios.get((e["case"], side)) or {}).get("ratio")
+        out.append(
+            f"| {e['case']} | {e['backend']} | {_time_cell(e['measurement'])} | {_num(ratio, 2, 'x')} | "
+            f"{_num(x.get('peak_rss_mb'), 0)} | {ran} | {agree or '–'} |"
+        )
+    return out
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -208,6 +273,7 @@ def markdown(r: dict[str, Any]) -> str:
                 + (f" ({max(busy):.1f})" if busy else "")
             )
             out.append("| " + " | ".join(row) + " |")
+    out += _every_side(entries, ratios)
     enc: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for e in entries:
         for g, v in (e.get("extra", {}).get("encoders") or {}).items():

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models import avsbench
+from runtime.backends.options import add_execution_args, load_kwargs
 from runtime.errors import AVSError, InputError
 from runtime.modes.spec import parse_params
 
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with --server: seconds one request may take (default 600)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_execution_args(p)
     return p
 
 
@@ -202,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 providers=providers,
                 threads=a.threads,
                 progress=not a.quiet,
+                execution=load_kwargs(a),
             )
             where = f"bundle {a.bundle}"
     except (FileNotFoundError, AVSError, ValueError) as e:

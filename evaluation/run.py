@@ -96,9 +96,11 @@ def evaluate(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     progress: bool = True,
+    execution: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``mode`` of ``bundle`` on the AVSBench ``kinds`` ("s4", "ms3") of ``split``, in-process.
 
+    ``execution``: ``runtime.load``'s backend / precision / cache_dir (None: its defaults).
     ``mode``: a runtime mode (default: the bundle's best) or ``"full-mask"`` (no bundle needed).
     ``params``: mode parameters passed to ``segment``. With ``out``, writes the per-video JSON
     lines, ``summary.json`` and ``summary.md`` there. Returns the summary dict (see
@@ -115,7 +117,9 @@ def evaluate(
     else:
         if bundle is None:
             raise InputError(f"mode {mode or '(default)'!r} needs --bundle")
-        pipe = runtime.load(bundle, preset=preset, providers=providers, threads=threads)
+        pipe = runtime.load(
+            bundle, preset=preset, providers=providers, threads=threads, **dict(execution or {})
+        )
         manifest = pipe.manifest
         if mode is not None and mode not in MODES:
             raise InputError(

@@ -31,6 +31,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sam_image_encoder",
             "sam_prompt_decoder",
             "sam_point_decoder",
+            "sam_point_iou",
+            "sam_mask_upscaler",
         ),
     },
     "tiny": {
@@ -44,6 +46,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sam_image_encoder",
             "sam_prompt_decoder",
             "sam_point_decoder",
+            "sam_point_iou",
+            "sam_mask_upscaler",
         ),
     },
 }
@@ -327,7 +331,41 @@ def build_sam_point_decoder(ctx: BuildContext) -> dict[str, Any]:
     return ctx.entry(res, weights="sam")
 
 
+_AMG_HALVES: dict[str, dict[str, Any]] = {}
+
+
+def _build_amg_halves(ctx: BuildContext, graph: str) -> dict[str, Any]:
+    """``sam_point_iou`` and ``sam_mask_upscaler``: both exported on the first call, entries kept."""
+    from export.sam_export import export_sam_amg_halves
+
+    key = str(ctx.out.resolve())
+    if graph not in _AMG_HALVES.get(key, {}):
+        r1, r2 = export_sam_amg_halves(
+            ctx.sam_model(),
+            ctx.out / "sam_point_iou.onnx",
+            ctx.out / "sam_mask_upscaler.onnx",
+            atol=ctx.atol * 10,
+        )
+        _AMG_HALVES[key] = {
+            "sam_point_iou": ctx.entry(r1, weights="sam"),
+            "sam_mask_upscaler": ctx.entry(r2, weights="sam"),
+        }
+    return _AMG_HALVES[key].pop(graph)
+
+
+def build_sam_point_iou(ctx: BuildContext) -> dict[str, Any]:
+    """``sam_point_iou``: the IoU half of ``sam_point_decoder`` (No-Prompt's IoU-first path)."""
+    return _build_amg_halves(ctx, "sam_point_iou")
+
+
+def build_sam_mask_upscaler(ctx: BuildContext) -> dict[str, Any]:
+    """``sam_mask_upscaler``: the mask half of ``sam_point_decoder``, run on the kept prompt sets."""
+    return _build_amg_halves(ctx, "sam_mask_upscaler")
+
+
 BUILDERS: dict[str, Callable[[BuildContext], dict[str, Any]]] = {
+    "sam_point_iou": build_sam_point_iou,
+    "sam_mask_upscaler": build_sam_mask_upscaler,
     "sam_image_encoder": build_sam_image_encoder,
     "sam_prompt_decoder": build_sam_prompt_decoder,
     "sam_point_decoder": build_sam_point_decoder,

@@ -201,7 +201,15 @@ class MaskDecoderForExport(nn.Module):
         self.c1, self.c2 = int(up1.weight.shape[1]), int(up2.weight.shape[1])
 
     def forward(self, src: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        md, tr, pos = self.decoder, self.decoder.transformer, self.pos
+        queries, keys = self.transform(src, tokens)
+        m = self.upscale_masks(keys, self.hyper(queries))
+        return m, self.decoder.iou_prediction_head(queries[:, 0, :])
+
+    def transform(
+        self, src: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: (queries [P, T, C], image tokens ``keys`` [P, HW, C])."""
+        tr, pos = self.decoder.transformer, self.pos
         queries, keys = tokens, src
         for layer in tr.layers:  # TwoWayAttentionBlock.forward
             if layer.skip_first_layer_pe:
@@ -217,7 +225,23 @@ class MaskDecoderForExport(nn.Module):
             keys = layer.norm4(keys + _attend(layer.cross_attn_image_to_token, k, q, queries))
         q, k = queries + tokens, keys + pos
         queries = tr.norm_final_attn(queries + _attend(tr.final_attn_token_to_image, q, k, keys))
+        return queries, keys
 
+    def hyper(self, queries: torch.Tensor) -> torch.Tensor:
+        """The mask tokens' hypernetwork outputs [P, K, C2]."""
+        md = self.decoder
+        return torch.stack(
+            [
+                md.output_hypernetworks_mlps[i](queries[:, 1 + i, :])
+                for i in range(md.num_mask_tokens)
+            ],
+            dim=1,
+        )
+
+    def upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` of the image tokens [P, HW, C] and the masks' product with ``hyper``
+        [P, K, C2]: low-res logits [P, K, 4g, 4g]."""
+        md = self.decoder
         p, hw, _ = keys.shape
         g = math.isqrt(hw)
         x = (keys @ self.w1).reshape(p, hw, 4, self.c1) + self.b1  # [P, (i, j), (a1, b1), C1]
@@ -226,9 +250,6 @@ class MaskDecoderForExport(nn.Module):
             p, hw * 16, self.c2
         )
         k_masks = md.num_mask_tokens
-        hyper = torch.stack(
-            [md.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in range(k_masks)], dim=1
-        )
         m = x @ hyper.transpose(
             1, 2
         )  # [P, (i, j, a1, b1, a2, b2), K]; pixel (4i + 2a1 + a2, 4j + 2b1 + b2)
@@ -237,7 +258,7 @@ class MaskDecoderForExport(nn.Module):
             .permute(0, 7, 1, 3, 5, 2, 4, 6)
             .reshape(p, k_masks, 4 * g, 4 * g)
         )
-        return m, md.iou_prediction_head(queries[:, 0, :])
+        return m
 
 
 class SamDecoderForExport(nn.Module):
@@ -314,6 +335,87 @@ class SamPointDecoderForExport(SamDecoderForExport):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self._decode(image_embeddings, point_coords, point_labels, dense)
+
+
+class SamPointIouForExport(SamDecoderForExport):
+    """``sam_point_iou``: the first half of ``sam_point_decoder``: the IoU head's predictions, and what
+    the second half (``sam_mask_upscaler``) needs to make the masks of the prompt sets kept:
+    (iou_predictions [P, 4], image_tokens [P, HW, C], mask_hyper [P, 4, C2])."""
+
+    def forward(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        md = self.mask_decoder
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        sparse = self._embed_points(point_coords, point_labels)
+        src = (image_embeddings + dense).flatten(2).transpose(1, 2)
+        out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        queries, keys = self.decode.transform(src, tokens)
+        return md.iou_prediction_head(queries[:, 0, :]), keys, self.decode.hyper(queries)
+
+
+class SamMaskUpscalerForExport(nn.Module):
+    """``sam_mask_upscaler``: the second half: (image_tokens [K, HW, C], mask_hyper [K, 4, C2]) ->
+    low_res_masks [K, 4, 4g, 4g], the same operations as the end of ``sam_point_decoder``."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        with torch.no_grad():
+            pe = sam.prompt_encoder.get_dense_pe().detach().clone()
+        self.decode = MaskDecoderForExport(sam.mask_decoder, pe)
+
+    def forward(self, image_tokens: torch.Tensor, mask_hyper: torch.Tensor) -> torch.Tensor:
+        return self.decode.upscale_masks(image_tokens, mask_hyper)
+
+
+def export_sam_amg_halves(
+    sam: Sam,
+    iou_path: str | Path,
+    upscaler_path: str | Path,
+    *,
+    atol: float | None = 1e-3,
+    seed: int = 0,
+) -> tuple[ExportResult, ExportResult]:
+    """Export ``sam_point_iou`` and ``sam_mask_upscaler`` (dynamic prompt sets P, points N), each with
+    an ORT-vs-PyTorch parity check; together they compute ``sam_point_decoder`` (tests compare the
+    pair with segment-anything's own decoder and automatic mask generator)."""
+    iou_mod = SamPointIouForExport(sam).eval()
+    example = decoder_example_inputs(sam, 3, 5, seed=seed)[:3]
+    parity = [
+        decoder_example_inputs(sam, 1, 1, has_mask=False, seed=seed + 1)[:3],
+        decoder_example_inputs(sam, 7, 2, has_mask=False, seed=seed + 2)[:3],
+    ]
+    prompts = torch.export.Dim("num_prompts", min=1, max=65536)
+    points = torch.export.Dim("num_points", min=1, max=65536)
+    spec_iou, spec_up = GRAPHS["sam_point_iou"], GRAPHS["sam_mask_upscaler"]
+    r1 = export_graph(
+        iou_mod,
+        example,
+        iou_path,
+        input_names=spec_iou.input_names,
+        output_names=spec_iou.output_names,
+        dynamic_shapes=[None, {0: prompts, 1: points}, {0: prompts, 1: points}],
+        opset=DECODER_OPSET,
+        parity_inputs=parity,
+        atol=atol,
+    )
+    with torch.no_grad():
+        _, keys, hyper = iou_mod(*example)
+        _, keys7, hyper7 = iou_mod(*parity[1])
+    up_prompts = torch.export.Dim("num_prompts", min=1, max=65536)
+    r2 = export_graph(
+        SamMaskUpscalerForExport(sam).eval(),
+        (keys, hyper),
+        upscaler_path,
+        input_names=spec_up.input_names,
+        output_names=spec_up.output_names,
+        dynamic_shapes=[{0: up_prompts}, {0: up_prompts}],
+        opset=DECODER_OPSET,
+        parity_inputs=[(keys7, hyper7)],
+        atol=atol,
+    )
+    return r1, r2
 
 
 def _grid(sam: Sam) -> int:

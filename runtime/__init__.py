@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.backends.precision import Gate
 from runtime.budget import Budget
 from runtime.bundle import Bundle
 from runtime.errors import AVSError, BundleError, InputError, ProviderError
@@ -26,6 +27,7 @@ __all__ = [
     "SegmentResult",
     "Budget",
     "Bundle",
+    "Gate",
     "AVSError",
     "BundleError",
     "InputError",
@@ -45,6 +47,11 @@ def load(
     verify: bool = True,
     cache_mb: float = 256.0,
     budget: Budget | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
+    cache_dir: str | Path | None = None,
+    gate: Gate | None = None,
+    calibration_dir: str | Path | None = None,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
@@ -54,6 +61,15 @@ def load(
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
     ``budget``: bounds of one ``segment`` call (:class:`runtime.budget.Budget`; default
     :data:`runtime.budget.DEFAULT_BUDGET`, no deadline); raise them deliberately for big jobs.
+
+    ``backend``: "auto", "onnxruntime" or "openvino" (:mod:`runtime.backends.execution`);
+    ``precision``: "auto", "fp32", "bf16" or "int8" (:mod:`runtime.backends.precision` says what
+    ``auto`` picks and when bf16 is refused); None (default): ``$AVS_BACKEND`` / ``$AVS_PRECISION``,
+    else "auto". ``cache_dir``: a folder of your choice for OpenVINO's
+    compiled models and the precision gates' verdicts (None: nothing written; verdicts are kept
+    in memory for the process). ``gate``: the agreement limits of a reduced precision
+    (:class:`runtime.backends.precision.Gate`); ``calibration_dir``: photos/WAVs the gate runs on (default:
+    the shared real media, :mod:`runtime.backends.calibration`).
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
     return Pipeline(
@@ -64,6 +80,11 @@ def load(
         preset=preset,
         cache_mb=cache_mb,
         budget=budget,
+        backend=backend,
+        precision=precision,
+        cache_dir=cache_dir,
+        gate=gate,
+        calibration_dir=calibration_dir,
     )
 
 

@@ -8,6 +8,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from runtime._cache import EmbeddingCache
-from runtime.backends import SessionInfo, create_session
+from runtime.backends import SessionInfo
+from runtime.backends.calibration import calibration_feeds
+from runtime.backends.execution import open_session, resolve_backend
+from runtime.backends.precision import BACKENDS, PRECISIONS, Gate, check_choice, choose_precision
 from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline
 from runtime.bundle import Bundle
 from runtime.bundle.contract import AGREEMENT_FIELDS, GRAPHS, Preset
@@ -46,11 +50,34 @@ class Pipeline:
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
         budget: Budget | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        cache_dir: str | Path | None = None,
+        gate: Gate | None = None,
+        calibration_dir: str | Path | None = None,
     ):
         if budget is not None and not isinstance(budget, Budget):
             raise InputError(f"budget must be a runtime.budget.Budget, got {type(budget).__name__}")
         self.budget: Budget = budget or DEFAULT_BUDGET  # bounds of one segment call
         self.bundle = bundle
+        # None: $AVS_BACKEND / $AVS_PRECISION, else "auto" (the test suite pins onnxruntime fp32 so)
+        backend = backend if backend is not None else os.environ.get("AVS_BACKEND") or "auto"
+        precision = (
+            precision if precision is not None else os.environ.get("AVS_PRECISION") or "auto"
+        )
+        self.backend = check_choice("backend", backend, BACKENDS)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        # refused here, before any session: an impossible backend, bf16 on a CPU without bf16
+        be = resolve_backend(self.backend, providers)
+        if self.precision == "bf16":
+            choose_precision("bf16", graph="(any)", backend=be)
+        if gate is not None and not isinstance(gate, Gate):
+            raise InputError(
+                f"gate must be a runtime.backends.precision.Gate, got {type(gate).__name__}"
+            )
+        self._gate = gate
+        self._cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._calibration_dir = calibration_dir
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
         self._providers = providers
@@ -72,7 +99,7 @@ class Pipeline:
             bundle=bundle,
             preset=self.preset,
             run=self.run,
-            provider=lambda g: (self.session(g), self.session_info[g].provider)[1],
+            device=lambda g: (self.session(g), self.session_info[g].device)[1],
             cache=self.cache,
         )
         self._stages = StageSet(self._ctx, self.session)
@@ -89,13 +116,22 @@ class Pipeline:
             if graph in self._sessions:
                 return self._sessions[graph]
             data = self.bundle.graph_bytes(graph)
+            entry = self.bundle.graphs[graph]
             try:
-                sess, info = create_session(
-                    data,
+                sess, info = open_session(
+                    data if not entry.get("extra_files") else self.bundle.graph_path(graph),
                     graph=graph,
+                    sha256=entry["sha256"],
+                    stored_precision=str(entry.get("precision", "fp32")),
+                    backend=self.backend,
+                    precision=self.precision,
+                    preset=self.preset.name,
                     providers=self._providers,
                     provider_options=self._provider_options,
                     threads=self._threads,
+                    cache_dir=self._cache_dir,
+                    gate=self._gate,
+                    calibration=lambda: calibration_feeds(self, graph, self._calibration_dir),
                 )
             except Exception as e:  # onnxruntime raises its own types for a damaged model
                 if type(e).__module__.startswith("onnxruntime"):
@@ -113,6 +149,7 @@ class Pipeline:
                     f"{got_out}; the contract says {list(spec.input_names)} -> "
                     f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle"
                 )
+            del data
             self._sessions[graph] = sess
             self.session_info[graph] = info
             return sess
@@ -126,6 +163,15 @@ class Pipeline:
     def providers(self) -> dict[str, str]:
         """Graph -> the execution provider its session really got."""
         return {g: i.provider for g, i in self.session_info.items()}
+
+    def execution(self, graphs: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+        """Graph -> ``{"backend", "device", "precision"}`` of its session (the sessions made so far,
+        or those of ``graphs`` that exist)."""
+        return {
+            g: {"backend": i.backend, "device": i.device, "precision": i.precision}
+            for g, i in self.session_info.items()
+            if graphs is None or g in graphs
+        }
 
     # --- constants -----------------------------------------------------------------------------
     def preset_value(self, key: str, override: Any = None) -> Any:
@@ -258,14 +304,31 @@ class Pipeline:
             timings={**timings, "total": sum(timings.values())},
             providers={g: self.session_info[g].provider for g in used},
             random_weights=self.bundle.random_weights,
-            precision={g: str(self.bundle.graphs[g].get("precision", "fp32")) for g in used},
-            agreement={
-                g: {k: self.bundle.graphs[g]["agreement"][k] for k in AGREEMENT_FIELDS}
-                for g in used
-                if "agreement" in self.bundle.graphs[g]
-            },
+            precision={g: self.session_info[g].precision for g in used},
+            agreement=self._agreement(used),
+            backends=self.execution(used),
             cache_hits=self._ctx.cache_hits,
         )
+
+    def _agreement(self, graphs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per graph not in fp32, or gated: the build-time agreement (int8) or the gate verdict."""
+        out: dict[str, dict[str, Any]] = {}
+        for g in graphs:
+            gate = self.session_info[g].gate
+            if gate is not None:
+                out[g] = {
+                    "cosine_min": gate["cosine_min"],
+                    "max_abs": gate["max_abs"],
+                    "inputs": gate["inputs"],
+                    "mask_iou_min": gate["mask_iou_min"],
+                    "gate": "passed" if gate["passed"] else "failed: fp32 kept",
+                    "tried": gate["precision"],
+                    "reason": gate["reason"],
+                }
+            elif "agreement" in self.bundle.graphs[g]:
+                a = self.bundle.graphs[g]["agreement"]
+                out[g] = {k: a[k] for k in AGREEMENT_FIELDS} | {"gate": "build"}
+        return out
 
     def segment_video(self, path: str | Path, **kwargs: Any):
         """Segment a video file (frames and audio track from the file), window by window.

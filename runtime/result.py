@@ -53,12 +53,16 @@ class SegmentResult:
     float32 array per frame (meaning: the mode's ``score_kind``). ``prompts``: one dict per frame.
     ``timings``: stage -> milliseconds (``total`` included). ``providers``: graph -> execution
     provider that ran it. ``random_weights``: the bundle was built from random weights.
-    ``precision``: graph -> precision its graph was exported in ("fp32", "int8", ...).
-    ``agreement``: for each graph not in fp32, its agreement with the fp32 graph as measured at build
-    time (``cosine_min``, ``max_abs``, ``inputs``: the bundle manifest's ``agreement`` field).
+    ``precision``: graph -> precision it ran in ("fp32", "bf16", "int8").
+    ``agreement``: for each graph not in fp32 (or gated), its agreement with the fp32 graph, as
+    measured at build time (int8: ``cosine_min``, ``max_abs``, ``inputs``: the bundle manifest's
+    ``agreement`` field) or by the gate on this machine.
     ``logits``: per frame float32 [H, W] mask logits, only where the mode keeps them (else empty).
     ``cache_hits``: embeddings (SAM frame embeddings, CLIP image features) this call took from the
     pipeline's cache instead of running the encoder.
+    ``backends``: graph -> ``{"backend", "device", "precision"}`` that really ran it; ``precision``
+    is what ran (fp32, bf16, int8), and ``agreement`` also holds, per gated graph, the gate's
+    verdict (``gate``: "passed" or "failed: fp32 kept", ``tried``, ``mask_iou_min``, ``reason``).
     """
 
     mode: str
@@ -73,6 +77,7 @@ class SegmentResult:
     agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
     logits: list[np.ndarray] = field(default_factory=list)
     cache_hits: int = 0
+    backends: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_frames(
@@ -108,6 +113,13 @@ class SegmentResult:
             + (f" ({self.cache_hits} embeddings from the cache)" if self.cache_hits else "")
         )
         lines.append("  providers: " + ", ".join(f"{k}={v}" for k, v in self.providers.items()))
+        if self.backends:
+            lines.append(
+                "  backends: "
+                + ", ".join(
+                    f"{k}={v['backend']}/{v['precision']}" for k, v in self.backends.items()
+                )
+            )
         if any(p != "fp32" for p in self.precision.values()):
             lines.append(
                 "  precision: "
@@ -159,6 +171,7 @@ class SegmentResult:
             "precision": dict(self.precision),
             "agreement": jsonable(self.agreement),
             "cache_hits": int(self.cache_hits),
+            "backends": jsonable(self.backends),
             "frames": frames,
         }
 

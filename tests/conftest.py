@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite's parity tests compare onnxruntime fp32 (the exact path) with torch; runtime.load's
+# default ("auto": OpenVINO and gated bf16 where available) is pinned here so they stay exact on
+# every CPU. Tests of the OpenVINO backend and of the precision choice pass backend=/precision=.
+os.environ.setdefault("AVS_BACKEND", "onnxruntime")
+os.environ.setdefault("AVS_PRECISION", "fp32")
 
 
 @pytest.fixture(autouse=True)
@@ -80,4 +85,16 @@ def micro_point_decoder(tmp_path_factory):
     d = tmp_path_factory.mktemp("micro_sam_point_onnx")
     return export_sam_decoder(
         load_sam("micro", seed=0), d / "sam_point_decoder.onnx", atol=1e-4, with_mask_input=False
+    )
+
+
+@pytest.fixture(scope="session")
+def micro_amg_halves(tmp_path_factory):
+    """(sam_point_iou, sam_mask_upscaler) ExportResults of the `micro` SAM (seed 0), exported once."""
+    from export.sam_export import export_sam_amg_halves
+    from models.sam import load_sam
+
+    d = tmp_path_factory.mktemp("micro_sam_halves_onnx")
+    return export_sam_amg_halves(
+        load_sam("micro", seed=0), d / "sam_point_iou.onnx", d / "sam_mask_upscaler.onnx", atol=1e-4
     )

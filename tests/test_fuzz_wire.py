@@ -23,10 +23,10 @@ from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime.preprocess import imagefile  # noqa: E402
 from runtime.budget import DEFAULT_BUDGET, parse_params_json  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.modes import MODES  # noqa: E402
+from runtime.preprocess import imagefile  # noqa: E402
 from runtime.serving import wire  # noqa: E402
 from runtime.serving.triton_model import decode_request  # noqa: E402
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.preprocess import imagefile
 from runtime.errors import InputError
+from runtime.preprocess import imagefile
 from runtime.preprocess.image import load_frame
 from runtime.preprocess.resize import resize, resize_matrix
 from runtime.serving.triton_model import decode_request

@@ -104,11 +104,17 @@ def session_options(*, threads: int | None = None, arena: str | None = None) -> 
 
 @dataclass
 class SessionInfo:
-    """Which providers a session asked for and which it really got (``session.get_providers()``)."""
+    """Which providers a session asked for and which it really got (``session.get_providers()``),
+    and what runs it: ``backend`` ("onnxruntime" or "openvino"), ``device``, ``precision``
+    ("fp32", "bf16", "int8") and ``gate`` (the agreement verdict of a reduced precision, or None)."""
 
     graph: str
     requested: list[str]
     providers: list[str]
+    backend: str = "onnxruntime"
+    device: str = ""
+    precision: str = "fp32"
+    gate: dict[str, Any] | None = None
 
     @property
     def provider(self) -> str:
@@ -186,6 +192,12 @@ def create_session(
     got = list(sess.get_providers())
     if got and names and got[0] != names[0]:
         log.warning("%s: asked for %s, running on %s", graph or "graph", names[0], got[0])
+    device = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}.get(
+        got[0] if got else "", "tensorrt" if got else "none"
+    )
     return sess, SessionInfo(
-        graph or ("graph" if isinstance(path, bytes) else Path(path).stem), names, got
+        graph or ("graph" if isinstance(path, bytes) else Path(path).stem),
+        names,
+        got,
+        device=device,
     )

@@ -146,6 +146,32 @@ GRAPHS: dict[str, GraphSpec] = {
             "SAM prompt decoder without mask input (the image side shared by the P prompt sets; optional)",
         ),
         GraphSpec(
+            "sam_point_iou",
+            (
+                _t("image_embeddings", 1, "channels", "grid", "grid"),
+                _t("point_coords", "prompts", "points", 2),
+                _t("point_labels", "prompts", "points"),
+            ),
+            (
+                _t("iou_predictions", "prompts", 4),
+                _t("image_tokens", "prompts", "hw", "channels"),
+                _t("mask_hyper", "prompts", 4, "hyper"),
+            ),
+            "first half of sam_point_decoder: IoU predictions, and the image tokens and mask "
+            "hypernetwork outputs the second half needs (optional; No-Prompt upscales only the "
+            "prompt sets whose IoU can pass)",
+        ),
+        GraphSpec(
+            "sam_mask_upscaler",
+            (
+                _t("image_tokens", "prompts", "hw", "channels"),
+                _t("mask_hyper", "prompts", 4, "hyper"),
+            ),
+            (_t("low_res_masks", "prompts", 4, "low", "low"),),
+            "second half of sam_point_decoder: output upscaling + mask product -> low-res logits "
+            "of 4 masks (optional, with sam_point_iou)",
+        ),
+        GraphSpec(
             "clap_audio",
             _WAVEFORM,
             _EMBEDDING,

@@ -276,7 +276,7 @@ def run_no_prompt(
 MODE = ModeSpec(
     name="no-prompt",
     graphs=HEATMAP_GRAPHS + SAM_GRAPHS,
-    optional_graphs=(REFERENCE_1S_GRAPH, *SAM_OPTIONAL),
+    optional_graphs=(REFERENCE_1S_GRAPH, *SAM_OPTIONAL, "sam_point_iou", "sam_mask_upscaler"),
     stages=("audio", "image", "sam"),
     run=run_no_prompt,
     params=(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.preprocess import imagefile
 from runtime.errors import InputError
+from runtime.preprocess import imagefile
 from runtime.preprocess.resize import resize
 
 MAX_SIDE = 8192  # longest side in pixels accepted for a frame

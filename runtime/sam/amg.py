@@ -525,7 +525,11 @@ class AutomaticMaskGenerator:
     ``mask_threshold``); the remaining keyword arguments are :class:`AmgConfig` fields (SAM's
     defaults), or pass ``config``. The decoder gets ``points_per_batch`` prompt sets per call
     (further split at the runner's ``max_prompts``); only masks that pass the IoU filter are
-    upscaled to the crop size.
+    upscaled to the crop size. With the runner's two decoder halves (``sam_point_iou``,
+    ``sam_mask_upscaler``) and ``pred_iou_thresh > 0``, the decoder's own mask half (output
+    upscaling and mask product) also runs only for prompt sets with a multimask IoU above the
+    threshold: the masks that can pass are computed by the same operations, the others are never
+    made (the same records, exactly).
     """
 
     def __init__(self, runner, config: AmgConfig | None = None, **overrides) -> None:
@@ -549,6 +553,7 @@ class AutomaticMaskGenerator:
     def _predictor_for(self, image: np.ndarray, embedding: np.ndarray | None):
         runner = self.runner
         h, w = image.shape[:2]
+        thresh = float(self.config.pred_iou_thresh)
 
         def for_crop(crop_box: CropBox):
             x0, y0, x1, y1 = crop_box
@@ -561,9 +566,15 @@ class AutomaticMaskGenerator:
 
             def predict_fn(coords: np.ndarray, labels: np.ndarray):
                 # SamPredictor.predict_torch, multimask: the three masks of tokens 1..3
-                iou, low = runner.predict_low_res(
-                    emb, crop_hw, coords, labels, multimask_output=True
-                )
+                if thresh > 0.0 and getattr(runner, "has_iou_first", False):
+                    # IoU first: masks only for prompt sets whose IoU can pass the filter
+                    iou, low = runner.predict_low_res_iou_first(
+                        emb, crop_hw, coords, labels, thresh
+                    )
+                else:
+                    iou, low = runner.predict_low_res(
+                        emb, crop_hw, coords, labels, multimask_output=True
+                    )
                 return low, iou
 
             def upscale_fn(low: np.ndarray) -> np.ndarray:

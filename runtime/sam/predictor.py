@@ -38,6 +38,9 @@ ENCODER_OUTPUT = GRAPHS["sam_image_encoder"].output_names[0]
 DECODER_INPUTS = GRAPHS["sam_prompt_decoder"].input_names
 DECODER_OUTPUTS = GRAPHS["sam_prompt_decoder"].output_names
 POINT_DECODER_INPUTS = GRAPHS["sam_point_decoder"].input_names
+IOU_HALF_OUTPUTS = GRAPHS["sam_point_iou"].output_names
+UPSCALER_INPUTS = GRAPHS["sam_mask_upscaler"].input_names
+UPSCALER_OUTPUTS = GRAPHS["sam_mask_upscaler"].output_names
 
 _ALLOWED_POINT_LABELS = (-1.0, 0.0, 1.0)  # padding / background / foreground
 
@@ -387,6 +390,9 @@ class SamRunner:
     input (the same outputs, faster). max_batch: frames per encoder call; max_prompts: prompt sets
     per decoder call (16: the decoder's activations, ~70 MB per prompt set at ViT sizes, stay
     bounded, and larger calls are no faster on the CPU).
+    iou_first: optional ``(sam_point_iou, sam_mask_upscaler)`` sessions, or a callable returning
+    them on first use: the point decoder in two halves, so that :meth:`predict_low_res_iou_first`
+    makes the masks only of the prompt sets whose predicted IoU can pass a threshold.
     """
 
     def __init__(
@@ -402,6 +408,7 @@ class SamRunner:
         max_batch: int = 5,
         max_prompts: int = 16,
         point_decoder=None,
+        iou_first=None,
     ) -> None:
         self.image_size = _check_image_size(image_size)
         self.pixel_mean = _const3(pixel_mean, "pixel_mean")
@@ -443,6 +450,9 @@ class SamRunner:
         self.encoder = encoder
         self.decoder = decoder
         self.point_decoder = point_decoder
+        self._iou_first = iou_first
+        # prompt sets through predict_low_res_iou_first, and those whose masks were made
+        self.iou_first_counts = {"prompt_sets": 0, "upscaled": 0}
         grid = self.image_size // self.patch_size
         emb_shape = tuple(decoder.get_inputs()[0].shape)
         if len(emb_shape) != 4 or not isinstance(emb_shape[1], int):
@@ -577,6 +587,91 @@ class SamRunner:
         if len(ious) == 1:
             return ious[0], lows[0]
         return np.concatenate(ious), np.concatenate(lows)
+
+    @property
+    def has_iou_first(self) -> bool:
+        """True when the two decoder halves (``sam_point_iou``, ``sam_mask_upscaler``) are there."""
+        return self._iou_first is not None
+
+    def _halves(self):
+        if callable(self._iou_first):
+            self._iou_first = tuple(self._iou_first())
+        iou_s, up_s = self._iou_first
+        if _io_names(iou_s, "in") != list(POINT_DECODER_INPUTS) or _io_names(up_s, "in") != list(
+            UPSCALER_INPUTS
+        ):
+            raise InputError(
+                "iou_first must be the sam_point_iou and sam_mask_upscaler sessions, got graphs "
+                f"taking {_io_names(iou_s, 'in')} and {_io_names(up_s, 'in')}"
+            )
+        return iou_s, up_s
+
+    def predict_low_res_iou_first(
+        self,
+        embedding: np.ndarray,
+        orig_hw: tuple[int, int],
+        point_coords,
+        point_labels,
+        iou_thresh: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_low_res` (multimask, no mask input) that makes masks only where they can pass.
+
+        The IoU half runs first on every prompt set; the mask half (output upscaling + mask product)
+        only on the prompt sets with a multimask IoU > ``iou_thresh`` (float32 comparison, as
+        the automatic mask generator's filter). Returns (iou float32 [P, 3], low_res float32
+        [P, 3, 4g, 4g]) where the rows of the other prompt sets are zeros (their masks cannot pass
+        the filter and are never read). Without the halves, :meth:`predict_low_res`.
+        """
+        if not self.has_iou_first:
+            return self.predict_low_res(embedding, orig_hw, point_coords, point_labels)
+        h, w = _check_hw(orig_hw, "orig_hw")
+        emb = self._check_embedding(embedding)
+        thr = np.float32(iou_thresh)
+        if not np.isfinite(thr):
+            raise InputError(f"iou_thresh must be a finite number, got {iou_thresh!r}")
+        coords, labels = encode_prompts((h, w), self.image_size, point_coords, point_labels)
+        iou_s, up_s = self._halves()
+        p, r = coords.shape[0], self.low_res_size
+        ious = np.empty((p, 4), np.float32)
+        low = np.zeros((p, 3, r, r), np.float32)  # untouched pages cost nothing
+        for a in range(0, p, self.max_prompts):
+            sl = slice(a, a + self.max_prompts)
+            iou, tokens, hyper = iou_s.run(
+                list(IOU_HALF_OUTPUTS),
+                dict(
+                    zip(
+                        POINT_DECODER_INPUTS,
+                        (
+                            emb,
+                            np.ascontiguousarray(coords[sl], dtype=np.float32),
+                            np.ascontiguousarray(labels[sl], dtype=np.float32),
+                        ),
+                        strict=True,
+                    )
+                ),
+            )
+            ious[sl] = iou
+            keep = np.flatnonzero((iou[:, 1:] > thr).any(axis=1))
+            if keep.size:
+                (m,) = up_s.run(
+                    list(UPSCALER_OUTPUTS),
+                    dict(
+                        zip(
+                            UPSCALER_INPUTS,
+                            (tokens, hyper)  # all kept: no copy
+                            if keep.size == iou.shape[0]
+                            else (
+                                np.ascontiguousarray(tokens[keep]),
+                                np.ascontiguousarray(hyper[keep]),
+                            ),
+                            strict=True,
+                        )
+                    ),
+                )
+                low[a + keep] = m[:, 1:]
+            self.iou_first_counts["upscaled"] += int(keep.size)
+        self.iou_first_counts["prompt_sets"] += p
+        return np.ascontiguousarray(ious[:, 1:]), low
 
     def predict_low_res(
         self,

@@ -58,6 +58,9 @@ def avs_model_config(
     budget: Budget | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+    backend: str = "",
+    precision: str = "",
+    cache_dir: str = "",
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
 
@@ -69,6 +72,9 @@ def avs_model_config(
     ``budget.<field>`` parameters; default :data:`runtime.budget.DEFAULT_BUDGET` with the served
     deadline :data:`runtime.budget.DEFAULT_DEADLINE_S`). ``max_queue`` / ``queue_timeout_s``:
     Triton's queue policy (requests past the queue size, or waiting longer, are refused).
+    ``backend``, ``precision``, ``cache_dir``: ``runtime.load``'s (OpenVINO must be installed in the
+    server's environment for backend "openvino"; "auto" uses onnxruntime there otherwise);
+    "" = the server's ``$AVS_BACKEND`` / ``$AVS_PRECISION``, else "auto".
     """
     if budget is None:
         budget = DEFAULT_BUDGET.replace(deadline_s=DEFAULT_DEADLINE_S)
@@ -80,7 +86,14 @@ def avs_model_config(
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_request_mb < 1:
         raise ValueError(f"max_request_mb must be >= 1, got {max_request_mb}")
-    for name, v in (("bundle", bundle), ("preset", preset or ""), ("providers", providers)):
+    for name, v in (
+        ("bundle", bundle),
+        ("preset", preset or ""),
+        ("providers", providers),
+        ("backend", backend),
+        ("precision", precision),
+        ("cache_dir", cache_dir),
+    ):
         if '"' in v or "\\" in v or "\n" in v:
             raise ValueError(f"{name} must not contain quotes, backslashes or newlines: {v!r}")
     lines = [f'name: "{wire.MODEL_NAME}"', 'backend: "python"', "max_batch_size: 0", ""]
@@ -113,6 +126,9 @@ def avs_model_config(
         text += _param(
             f"budget.{f.name}", "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
         )
+    text += _param("backend", backend)
+    text += _param("precision", precision)
+    text += _param("cache_dir", cache_dir)
     return text
 
 
@@ -166,6 +182,9 @@ def write_avs_model(
     budget: Budget | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+    backend: str = "",
+    precision: str = "",
+    cache_dir: str = "",
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.
 
@@ -197,6 +216,9 @@ def write_avs_model(
             budget=budget,
             max_queue=max_queue,
             queue_timeout_s=queue_timeout_s,
+            backend=backend,
+            precision=precision,
+            cache_dir=cache_dir,
         )
     )
     return model

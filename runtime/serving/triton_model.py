@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.preprocess import imagefile
 from runtime.budget import DEFAULT_BUDGET, Budget, checkpoint, deadline, parse_params_json
 from runtime.errors import AVSError, InputError
+from runtime.preprocess import imagefile
 from runtime.preprocess.image import MIN_SIDE
 from runtime.serving import wire
 
@@ -310,6 +310,9 @@ class TritonPythonModel:
             threads=threads,
             providers=providers,
             budget=budget_from_parameters(p),
+            backend=p.get("backend") or None,
+            precision=p.get("precision") or None,
+            cache_dir=p.get("cache_dir") or None,
         )
         # paths a client must never see in an error message (longest first)
         hide = {str(bundle): "<bundle>", str(bundle.resolve()): "<bundle>"}

@@ -21,13 +21,14 @@ from runtime.errors import InputError
 @dataclass
 class StageContext:
     """bundle: the checked bundle; preset: the active preset; run: ``run(graph, *inputs) -> outputs``
-    in the contract's order; provider: ``provider(graph) -> str`` (creates the session if needed);
+    in the contract's order; device: ``device(graph) -> str`` ("cpu", "cuda", "tensorrt"; creates the
+    session if needed);
     cache: embeddings reused across calls."""
 
     bundle: Bundle
     preset: Preset
     run: Callable[..., list[np.ndarray]]
-    provider: Callable[[str], str]
+    device: Callable[[str], str]
     cache: EmbeddingCache
     _local: threading.local = field(default_factory=threading.local)
 

@@ -95,6 +95,14 @@ class SamStage:
                     point_decoder=self._sessions("sam_point_decoder")
                     if bundle.has("sam_point_decoder")
                     else None,
+                    iou_first=(
+                        lambda: (
+                            self._sessions("sam_point_iou"),
+                            self._sessions("sam_mask_upscaler"),
+                        )
+                    )
+                    if bundle.has("sam_point_iou") and bundle.has("sam_mask_upscaler")
+                    else None,
                 )
             elif max_batch is not None:
                 self._runner.max_batch = max_batch
@@ -104,7 +112,7 @@ class SamStage:
         """The encoder batch :meth:`runner` picks by default: the largest up to the provider's cap
         (GPU 5, an AVSBench clip; CPU 1, where batching gains no speed) whose activations (the
         manifest's measured bytes per frame) fit in half of ``MemAvailable`` (read now)."""
-        gpu = self.ctx.provider("sam_image_encoder") != "CPUExecutionProvider"
+        gpu = self.ctx.device("sam_image_encoder") in ("cuda", "tensorrt")
         per_frame = encoder_bytes_per_frame(self.ctx.bundle.graphs["sam_image_encoder"])
         return encoder_batch(
             per_frame, mem_available_bytes(), cap=GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
