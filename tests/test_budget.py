@@ -281,23 +281,19 @@ def test_deadline_cancels_between_decoder_batches_and_the_next_request_is_served
     runner = pipe.sam_runner()
     calls = {"n": 0}
 
-    class Counting:
-        def __init__(self, sess):
-            self.sess = sess
+    for name in ("predict_low_res", "predict_low_res_iou_first"):  # one call per decoder batch
+        orig = getattr(runner, name)
 
-        def run(self, *a, **k):
+        def counted(*a, _orig=orig, **k):
             calls["n"] += 1
-            return self.sess.run(*a, **k)
+            return _orig(*a, **k)
 
-        def __getattr__(self, name):
-            return getattr(self.sess, name)
-
-    which = "decoder" if runner.point_decoder is None else "point_decoder"
-    monkeypatch.setattr(runner, which, Counting(getattr(runner, which)))
+        monkeypatch.setattr(runner, name, counted)
     # full run: 3 frames x 16 x 16 points in batches of 16 = 48 decoder calls
     monkeypatch.setattr(budget_mod, "_clock", FakeClock())
     slow = runtime.Pipeline(pipe.bundle, threads=1, budget=Budget(deadline_s=12))
-    slow._sessions, slow.session_info, slow._sam = pipe._sessions, pipe.session_info, runner
+    slow._sessions, slow.session_info = pipe._sessions, pipe.session_info
+    slow.stages(["sam"]).sam._runner = runner  # the same sessions, with the counters
     with pytest.raises(DeadlineExceeded, match="deadline of 12 s"):
         slow.segment(
             list(frames),
