@@ -45,7 +45,9 @@ def inside(root: str | Path, name: object, *, what: str = "bundle file") -> Path
         raise BundleError(f"{what} {name!r}: expected a relative file name (a non-empty string)")
     rel = Path(name)
     if rel.is_absolute() or ".." in rel.parts:
-        raise BundleError(f"{what} {name!r} points outside the bundle or repository (absolute or '..')")
+        raise BundleError(
+            f"{what} {name!r} points outside the bundle or repository (absolute or '..')"
+        )
     p = root
     for part in rel.parts:
         p = p / part
