@@ -83,7 +83,7 @@ class Pipeline:
         with self._lock:
             if graph in self._sessions:
                 return self._sessions[graph]
-            data = self.bundle.graph_bytes(graph)
+            data = self.bundle.verified_graph(graph)
             try:
                 sess, info = create_session(
                     data,
