@@ -40,6 +40,7 @@ def load(
     preset: str | None = None,
     verify: bool = True,
     cache_mb: float = 256.0,
+    graph_runner=None,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
@@ -47,6 +48,7 @@ def load(
     this onnxruntime build has. ``preset``: "default" (corrected behaviour) or "sam4avs" (the
     reference's quirks), as the bundle's manifest defines them. ``cache_mb``: memory for embeddings
     reused across modes and calls (SAM frame embeddings, CLIP image features); 0 disables it.
+    ``graph_runner``: who runs the graphs (default: onnxruntime in this process; see :class:`Pipeline`).
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
     return Pipeline(
@@ -56,6 +58,7 @@ def load(
         threads=threads,
         preset=preset,
         cache_mb=cache_mb,
+        graph_runner=graph_runner,
     )
 
 

@@ -8,7 +8,7 @@ once with :meth:`Pipeline.warmup`), so loading never touches a GPU a mode does n
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,15 @@ DEFAULT_CACHE_MB = 256.0  # embeddings kept per pipeline (a SAM vit_b frame embe
 
 
 class Pipeline:
-    """A loaded bundle: sessions, preprocessing constants from the manifest, and the modes."""
+    """A loaded bundle: sessions, preprocessing constants from the manifest, and the modes.
+
+    ``graph_runner``: who runs the graphs. None (default): onnxruntime sessions in this process, made
+    from the bundle's checked bytes. Otherwise a callable ``graph name -> (session-like, SessionInfo)``
+    whose object answers ``get_inputs()``, ``get_outputs()`` (``.name``, ``.shape``) and
+    ``run(output_names, feeds)`` as an ``InferenceSession`` does: e.g. the Triton BLS pipeline
+    (:mod:`runtime.serving.composed`) sends every graph call to a per-graph model, and everything
+    else (preprocessing, prompts, AMG, post-processing) runs this same code.
+    """
 
     def __init__(
         self,
@@ -49,8 +57,10 @@ class Pipeline:
         threads: int | None = None,
         preset: str | None = None,
         cache_mb: float = DEFAULT_CACHE_MB,
+        graph_runner: Callable[[str], tuple[Any, SessionInfo]] | None = None,
     ):
         self.bundle = bundle
+        self._graph_runner = graph_runner
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
         self._providers = providers
@@ -83,15 +93,11 @@ class Pipeline:
         with self._lock:
             if graph in self._sessions:
                 return self._sessions[graph]
-            data = self.bundle.verified_graph(graph)
             try:
-                sess, info = create_session(
-                    data,
-                    graph=graph,
-                    providers=self._providers,
-                    provider_options=self._provider_options,
-                    threads=self._threads,
-                )
+                if self._graph_runner is not None:
+                    sess, info = self._graph_runner(graph)
+                else:
+                    sess, info = self._local_session(graph)
             except Exception as e:  # onnxruntime raises its own types for a damaged model
                 if type(e).__module__.startswith("onnxruntime"):
                     raise BundleError(
@@ -111,6 +117,16 @@ class Pipeline:
             self._sessions[graph] = sess
             self.session_info[graph] = info
             return sess
+
+    def _local_session(self, graph: str):
+        """An onnxruntime session of ``graph`` in this process, from its checked bytes."""
+        return create_session(
+            self.bundle.verified_graph(graph),
+            graph=graph,
+            providers=self._providers,
+            provider_options=self._provider_options,
+            threads=self._threads,
+        )
 
     def warmup(self, graphs: Sequence[str] | None = None) -> dict[str, str]:
         """Create the sessions of ``graphs`` (default: all in the bundle); returns graph -> provider."""

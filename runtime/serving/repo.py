@@ -45,6 +45,7 @@ def avs_model_config(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    extra_params: dict[str, str] | None = None,
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
 
@@ -52,12 +53,19 @@ def avs_model_config(
     ``instances``: model instances (each a process that loads the bundle); ``gpu``: KIND_GPU else
     KIND_CPU. ``max_request_mb``: limit of one request's input bytes (MiB). ``threads``: onnxruntime
     intra-op threads per instance (0 = default). ``providers``: comma list for ``runtime.load`` ("" = default).
+    ``extra_params``: more string parameters (the composed pipeline's ``graph_models``, ...).
     """
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_request_mb < 1:
         raise ValueError(f"max_request_mb must be >= 1, got {max_request_mb}")
-    for name, v in (("bundle", bundle), ("preset", preset or ""), ("providers", providers)):
+    extra = dict(extra_params or {})
+    for name, v in (
+        ("bundle", bundle),
+        ("preset", preset or ""),
+        ("providers", providers),
+        *extra.items(),
+    ):
         if '"' in v or "\\" in v or "\n" in v:
             raise ValueError(f"{name} must not contain quotes, backslashes or newlines: {v!r}")
     lines = [f'name: "{wire.MODEL_NAME}"', 'backend: "python"', "max_batch_size: 0", ""]
@@ -78,6 +86,8 @@ def avs_model_config(
     text += _param("threads", str(int(threads)))
     text += _param("preset", preset or "")
     text += _param("providers", providers)
+    for k, v in extra.items():
+        text += _param(k, v)
     return text
 
 
@@ -102,6 +112,7 @@ def write_avs_model(
     threads: int = 0,
     preset: str | None = None,
     providers: str = "",
+    extra_params: dict[str, str] | None = None,
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.
 
@@ -130,6 +141,7 @@ def write_avs_model(
             threads=threads,
             preset=preset,
             providers=providers,
+            extra_params=extra_params,
         )
     )
     return model

@@ -228,7 +228,9 @@ class TritonPythonModel:
 
     Model config ``parameters``: ``bundle`` (path; relative = relative to the model's version folder),
     ``preset`` (optional), ``threads`` (onnxruntime intra-op threads, 0 = default / ``AVS_THREADS``),
-    ``max_request_bytes``, ``warmup`` ("1" = create every session at start-up).
+    ``max_request_bytes``, ``warmup`` ("1" = create every session at start-up), ``graph_models``
+    ("1" = the composed pipeline: graphs run in their own models, :mod:`runtime.serving.composed`;
+    ``graph_provider`` names what they run on).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -248,9 +250,19 @@ class TritonPythonModel:
         )
         threads = int(p.get("threads") or 0) or None
         providers = [s for s in p.get("providers", "").split(",") if s] or None
-        self.pipe = runtime.load(
-            bundle, preset=p.get("preset") or None, threads=threads, providers=providers
-        )
+        opts = {"preset": p.get("preset") or None, "threads": threads, "providers": providers}
+        if p.get("graph_models") == "1":  # composed: every graph call is a BLS call to its model
+            from runtime.bundle import Bundle
+            from runtime.pipeline import Pipeline
+            from runtime.serving.composed import bls_graph_runner
+
+            b = Bundle.open(bundle, verify=True)
+            provider = p.get("graph_provider") or "CPUExecutionProvider"
+            self.pipe = Pipeline(
+                b, graph_runner=bls_graph_runner(b, pb_utils, provider=provider), **opts
+            )
+        else:
+            self.pipe = runtime.load(bundle, **opts)
         if p.get("warmup", "1") == "1":
             used = self.pipe.warmup()
         else:
