@@ -190,7 +190,9 @@ def test_every_mode_composed_equals_in_process_bit_for_bit(
                 f["score"] for f in ref_info["frames"]
             ], mode
             assert got.random_weights is ref_info["random_weights"]
-            assert set(got.info_json["providers"]) == set(ref_info["providers"]), mode
+            # the served model warmed up every graph, so it may list optional ones the reference did not
+            assert set(ref_info["providers"]) <= set(got.info_json["providers"]), mode
+            assert set(got.info_json["providers"].values()) == {"CPUExecutionProvider"}
     # the graphs really ran in their own models
     assert stats(server, "sam_image_encoder")["inference_stats"]["success"]["count"] > 0
     assert stats(server, "acfpn")["inference_stats"]["success"]["count"] > 0
@@ -230,8 +232,8 @@ def test_8_concurrent_clients_get_encoder_calls_batched(server):
         assert max(sizes) > 1, (model, sizes)
 
 
-def _stub_pids(model: str) -> list[int]:
-    """PIDs of the python-backend stub processes of ``model`` (children of our tritonserver)."""
+def _stub_pids(model: str, parent: int) -> list[int]:
+    """PIDs of the python-backend stub processes of ``model`` that are children of ``parent``."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -242,7 +244,12 @@ def _stub_pids(model: str) -> list[int]:
             continue
         if cmd and cmd[0].endswith(b"triton_python_backend_stub"):
             if any(f"/{model}/1/model.py".encode() in c for c in cmd):
-                pids.append(int(d.name))
+                try:
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == parent:
+                    pids.append(int(d.name))
     return pids
 
 
@@ -252,10 +259,8 @@ def test_a_killed_graph_model_fails_requests_with_a_clear_error(tmp_path, bundle
         with TritonClient(srv.http_url, timeout=120) as c:
             frames, audio, rate = clip(1, (32, 32), seconds=1.0)
             c.segment(frames, audio, rate, mode="heatmap")
-            pids = _stub_pids("audioclip_image")
+            pids = _stub_pids("audioclip_image", srv.proc.pid)  # this server's stub, one instance
             assert len(pids) == 1, pids
-            mine = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1]
-            assert int(mine) == srv.proc.pid  # the stub is our server's child
             os.kill(pids[0], signal.SIGKILL)
             for seed in (1, 2):  # new frames: the pipeline must call the dead model
                 t0 = time.monotonic()
