@@ -142,6 +142,24 @@ def test_composed_configs_parse_and_the_cluster_backend_has_the_same_models(tmp_
     assert batchable(b.graphs["sam_image_encoder"]) and batchable(b.graphs["audioclip_image"])
 
 
+def test_avs_triton_repo_composed_cli(tmp_path, bundle, capsys):
+    from avs.cli import main
+
+    out = tmp_path / "repo"
+    argv = ["triton-repo", str(bundle), str(out), "--composed", "--instances", "3"]
+    assert main([*argv, "--graph-instances", "sam_image_encoder=2", "--queue-delay-us", "500"]) == 0
+    text = (out / "sam_image_encoder" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in text and "count: 2" in text
+    assert "max_queue_delay_microseconds: 500" in text
+    assert "count: 3" in (out / "avs" / "config.pbtxt").read_text()
+    assert main([*argv, "--force", "--graph-backend", "python"]) == 0
+    assert 'backend: "python"' in (out / "acfpn" / "config.pbtxt").read_text()
+    assert main([*argv, "--force", "--graph-instances", "nope=2"]) == 2
+    assert "graph_instances names graphs ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--force", "--graph-instances", "sam_image_encoder=0"])
+
+
 # --- parity ----------------------------------------------------------------------------------------
 
 
