@@ -163,7 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", default="monolithic,composed", help="monolithic and/or composed")
     p.add_argument("--graph-instances", default="", help="composed: GRAPH=N,... (default 1 each)")
     p.add_argument("--queue-delay-us", type=int, default=None, help="composed: batcher's delay")
+    p.add_argument(
+        "--distinct",
+        action="store_true",
+        help="every request sends other frames (a pool of generated clips), so no embedding cache "
+        "hits: the encoders run on every request",
+    )
     a = p.parse_args(argv)
+
+    import itertools
 
     import runtime
     from avs.cli import demo_inputs
@@ -172,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.serving.server import TritonServer, free_port
 
     frames, audio, rate = demo_inputs(a.frames, (a.size, a.size))
+    counter = itertools.count(1)
+
+    def next_frames():
+        """The clip's frames: the same each time, or (--distinct) those of the next seed."""
+        if not a.distinct:
+            return frames
+        return demo_inputs(a.frames, (a.size, a.size), seed=next(counter))[0]
+
     env = tritonenv.ensure()
     pipe = runtime.load(a.bundle, threads=a.threads)
     pipe.warmup()
@@ -185,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": a.protocol,
         "cpus": os.cpu_count(),
         "random_weights": pipe.bundle.random_weights,
+        "distinct_frames": a.distinct,
     }
     rows["in_process"] = latency(
-        lambda: pipe.segment(frames, audio, rate, mode=a.mode), a.latency_requests
+        lambda: pipe.segment(next_frames(), audio, rate, mode=a.mode), a.latency_requests
     )
     print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
     pipe = None  # free its sessions before the servers start
@@ -235,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     return TritonClient(url, a.protocol, timeout=600)
 
                 def request(c):
-                    return c.segment(frames, audio, rate, mode=a.mode)
+                    return c.segment(next_frames(), audio, rate, mode=a.mode)
 
                 with make_client() as c:
                     for _ in range(max(2, n_inst)):
@@ -273,7 +290,8 @@ def markdown(rows: dict) -> str:
         f"bundle `{rows['bundle']}`, mode {rows['mode']}, {rows['frames']} frames of {rows['size']}x{rows['size']} "
         f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
         f"{rows['protocol']}, {rows['cpus']} CPUs"
-        + (", RANDOM WEIGHTS" if rows["random_weights"] else ""),
+        + (", RANDOM WEIGHTS" if rows["random_weights"] else "")
+        + (", other frames every request (no cache hits)" if rows.get("distinct_frames") else ""),
         "",
         "| path | p50 ms | p99 ms | cores busy | load avg |",
         "|---|---|---|---|---|",
