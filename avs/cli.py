@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "train":
             from models.train_acfpn import main as train_main
 
-            return train_main(rest) or 0
+            train_main(rest)  # returns the run's summary (also written to --out), not an exit code
+            return 0
         if argv[0] == "eval":
             from evaluation.cli import main as eval_main
 

@@ -99,21 +99,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     admin_key = os.environ.get(args.admin_key_env) or None
     env = tritonenv.ensure(quiet=True)
     with tempfile.TemporaryDirectory(prefix="avs-serve-") as tmp:
-        repo.write_avs_model(
-            tmp,
-            bundle.root,
-            instances=args.instances,
-            max_request_mb=args.max_request_mb,
-            threads=args.threads,
-            preset=args.preset,
-            gpu=args.gpu,
-            budget=budget,
-            max_queue=args.max_queue,
-            queue_timeout_s=args.queue_timeout_s,
-            backend=args.backend or "",
-            precision=args.precision or "",
-            cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else "",
-        )
+        if args.composed:
+            from runtime.serving.composed import write_composed_repository
+
+            write_composed_repository(
+                bundle.root,
+                Path(tmp) / "repo",
+                backend="python",
+                instances=args.instances,
+                graph_instances=args.graph_instances,
+                queue_delay_us=args.queue_delay_us,
+                max_request_mb=args.max_request_mb,
+                threads=args.threads,
+                graph_threads=args.threads,
+                preset=args.preset,
+                gpu=args.gpu,
+                budget=budget,
+                max_queue=args.max_queue,
+                queue_timeout_s=args.queue_timeout_s,
+            )
+            tmp = str(Path(tmp) / "repo")
+        else:
+            repo.write_avs_model(
+                tmp,
+                bundle.root,
+                instances=args.instances,
+                max_request_mb=args.max_request_mb,
+                threads=args.threads,
+                preset=args.preset,
+                gpu=args.gpu,
+                budget=budget,
+                max_queue=args.max_queue,
+                queue_timeout_s=args.queue_timeout_s,
+                backend=args.backend or "",
+                precision=args.precision or "",
+                cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else "",
+            )
         srv = TritonServer(
             tmp,
             env,
@@ -163,8 +184,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     return 1
                 time.sleep(0.2)
             rw = " (RANDOM WEIGHTS: masks are meaningless)" if bundle.random_weights else ""
+            how = (
+                f" (composed: a BLS pipeline calling {len(bundle.graphs)} graph models)"
+                if args.composed
+                else ""
+            )
             print(
-                f"\navs serve: bundle {bundle.root}{rw} is served by Triton as model 'avs'\n"
+                f"\navs serve: bundle {bundle.root}{rw} is served by Triton as model 'avs'{how}\n"
                 f"  HTTP    http://{srv.http_url}   (KServe v2; ready: /v2/health/ready)\n"
                 f"  gRPC    {srv.grpc_url}\n"
                 f"  metrics {srv.metrics_url}\n"
@@ -196,17 +222,36 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
     from export.triton_repo import write_repository
 
     try:
-        out = write_repository(
-            args.bundle,
-            args.out,
-            gpu=args.gpu,
-            instances=args.instances,
-            max_request_mb=args.max_request_mb,
-            force=args.force,
-            budget=budget_from_args(args),
-            max_queue=args.max_queue,
-            queue_timeout_s=args.queue_timeout_s,
-        )
+        if args.composed:
+            from runtime.serving.composed import write_composed_repository
+
+            out = write_composed_repository(
+                args.bundle,
+                args.out,
+                backend=args.graph_backend,
+                self_contained=True,
+                gpu=args.gpu,
+                instances=args.instances,
+                graph_instances=args.graph_instances,
+                queue_delay_us=args.queue_delay_us,
+                max_request_mb=args.max_request_mb,
+                force=args.force,
+                budget=budget_from_args(args),
+                max_queue=args.max_queue,
+                queue_timeout_s=args.queue_timeout_s,
+            )
+        else:
+            out = write_repository(
+                args.bundle,
+                args.out,
+                gpu=args.gpu,
+                instances=args.instances,
+                max_request_mb=args.max_request_mb,
+                force=args.force,
+                budget=budget_from_args(args),
+                max_queue=args.max_queue,
+                queue_timeout_s=args.queue_timeout_s,
+            )
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -214,6 +259,42 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
         f"Triton model repository written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})"
     )
     return 0
+
+
+def _graph_instances(text: str) -> dict[str, int]:
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected GRAPH=N[,GRAPH=N...] with N >= 1 (e.g. sam_image_encoder=2), got {item!r}"
+            )
+        out[name.strip()] = int(n)
+    return out
+
+
+def _composed_options(p, what: str) -> None:
+    from runtime.serving.composed import QUEUE_DELAY_US
+
+    p.add_argument(
+        "--composed",
+        action="store_true",
+        help=f"the avs model as a BLS pipeline calling one model per graph, each with dynamic "
+        f"batching and its own instances ({what}); --instances is then the avs model's",
+    )
+    p.add_argument(
+        "--graph-instances",
+        type=_graph_instances,
+        default={},
+        metavar="GRAPH=N,...",
+        help="instances of graph models with --composed (default 1 each)",
+    )
+    p.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=QUEUE_DELAY_US,
+        help=f"dynamic batcher's max queue delay of the graph models (default {QUEUE_DELAY_US})",
+    )
 
 
 def add_parsers(sub) -> None:
@@ -261,6 +342,9 @@ def add_parsers(sub) -> None:
         "restricted endpoints: shared memory, model config/repository, statistics, trace, "
         "logging (unset: a random key, they stay closed; health and metadata are always open)",
     )
+    _composed_options(
+        s, "the graph models run the runtime's onnxruntime in Triton's python backend"
+    )
     add_queue_args(s)
     add_budget_args(s)
     add_execution_args(s)
@@ -277,6 +361,14 @@ def add_parsers(sub) -> None:
         "--force",
         action="store_true",
         help="replace OUT if it is a repository this command wrote (it holds its marker file)",
+    )
+    _composed_options(r, "graph models on Triton's onnxruntime/tensorrt backends (--graph-backend)")
+    r.add_argument(
+        "--graph-backend",
+        choices=("onnxruntime", "python"),
+        default="onnxruntime",
+        help="backend of the graph models with --composed (python: the runtime's, for a Triton "
+        "without the onnxruntime backend)",
     )
     add_queue_args(r)
     add_budget_args(r)

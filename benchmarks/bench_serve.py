@@ -1,7 +1,9 @@
 """Served vs in-process: latency p50/p99 at concurrency 1, throughput at concurrency 1, 2, 4, 8 with 1 and 2
-model instances, the CPU load beside every figure.
+model instances, the CPU load beside every figure; monolithic (one ``avs`` model) vs composed (a BLS
+``avs`` calling one model per graph, dynamic batching), with the graph models' queue and compute times.
 
     python -m benchmarks.bench_serve --bundle engines/default --out results/serve
+    python -m benchmarks.bench_serve --layouts composed --graph-instances sam_image_encoder=2
 
 Starts its own tritonserver (``runtime.serving``) on free ports of 127.0.0.1 for each instance count and
 stops it afterwards. One request = one clip of ``--frames`` generated frames (``--size`` px square) with
@@ -107,6 +109,42 @@ def throughput(make_client, request, concurrency: int, total: int) -> dict:
     }
 
 
+def model_stats(srv, models: list[str]) -> dict[str, dict]:
+    """Triton's statistics of ``models`` (``/v2/models/<m>/stats``): requests, executions, ns totals."""
+    import urllib.request
+
+    out = {}
+    for m in models:
+        with urllib.request.urlopen(f"http://{srv.http_url}/v2/models/{m}/stats", timeout=10) as r:
+            st = json.loads(r.read())["model_stats"][0]
+        inf = st["inference_stats"]
+        out[m] = {
+            "requests": inf["success"]["count"],
+            "executions": st["execution_count"],
+            "queue_ns": inf["queue"]["ns"],
+            "compute_ns": inf["compute_infer"]["ns"]
+            + inf["compute_input"]["ns"]
+            + inf["compute_output"]["ns"],
+        }
+    return out
+
+
+def stats_delta(before: dict, after: dict) -> dict[str, dict]:
+    """Per graph model over the throughput sweep: requests, executions, mean queue and compute ms per
+    request as Triton records them (a request of a batch is charged the whole batch's compute)."""
+    out = {}
+    for m, a in after.items():
+        b = before.get(m, {k: 0 for k in a})
+        n = a["requests"] - b["requests"]
+        out[m] = {
+            "requests": n,
+            "executions": a["executions"] - b["executions"],
+            "queue_ms": round((a["queue_ns"] - b["queue_ns"]) / 1e6 / n, 2) if n else None,
+            "compute_ms": round((a["compute_ns"] - b["compute_ns"]) / 1e6 / n, 2) if n else None,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default="engines/default")
@@ -129,7 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--protocol", default="grpc", choices=["http", "grpc"])
     p.add_argument("--out", default=None, help="folder for bench_serve.json / .md")
+    p.add_argument("--layouts", default="monolithic,composed", help="monolithic and/or composed")
+    p.add_argument("--graph-instances", default="", help="composed: GRAPH=N,... (default 1 each)")
+    p.add_argument("--queue-delay-us", type=int, default=None, help="composed: batcher's delay")
+    p.add_argument(
+        "--distinct",
+        action="store_true",
+        help="every request sends other frames (a pool of generated clips), so no embedding cache "
+        "hits: the encoders run on every request",
+    )
     a = p.parse_args(argv)
+
+    import itertools
 
     import runtime
     from runtime.errors import AVSError
@@ -147,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     frames, audio, rate = demo_inputs(a.frames, (a.size, a.size))
+    counter = itertools.count(1)
+
+    def next_frames():
+        """The clip's frames: the same each time, or (--distinct) those of the next seed."""
+        if not a.distinct:
+            return frames
+        return demo_inputs(a.frames, (a.size, a.size), seed=next(counter))[0]
+
     env = tritonenv.ensure()
     pipe.warmup()
     pipe.segment(frames, audio, rate, mode=a.mode, **params)
@@ -160,18 +217,40 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": a.protocol,
         "cpus": os.cpu_count(),
         "random_weights": pipe.bundle.random_weights,
+        "distinct_frames": a.distinct,
     }
     rows["in_process"] = latency(
-        lambda: pipe.segment(frames, audio, rate, mode=a.mode, **params), a.latency_requests
+        lambda: pipe.segment(next_frames(), audio, rate, mode=a.mode, **params), a.latency_requests
     )
     print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
     pipe = None  # free its sessions before the servers start
-    rows["served"] = {}
-    for n_inst in [int(x) for x in a.instances.split(",")]:
+    from avs.serve_cli import _graph_instances
+    from runtime.serving.composed import QUEUE_DELAY_US, write_composed_repository
+
+    graph_instances = _graph_instances(a.graph_instances)
+    rows["graph_instances"] = graph_instances
+    rows["queue_delay_us"] = QUEUE_DELAY_US if a.queue_delay_us is None else a.queue_delay_us
+    layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
+    for layout, n_inst in [(x, int(n)) for x in layouts for n in a.instances.split(",")]:
+        key = "served" if layout == "monolithic" else "composed"
+        rows.setdefault(key, {})
         with tempfile.TemporaryDirectory(prefix="avs-bench-serve-") as tmp:
-            repo.write_avs_model(tmp, a.bundle, instances=n_inst, threads=a.threads)
+            if layout == "composed":
+                write_composed_repository(
+                    a.bundle,
+                    Path(tmp) / "repo",
+                    instances=n_inst,
+                    graph_instances=graph_instances,
+                    queue_delay_us=rows["queue_delay_us"],
+                    threads=a.threads,
+                    graph_threads=a.threads,
+                )
+            else:
+                repo.write_avs_model(
+                    Path(tmp) / "repo", a.bundle, instances=n_inst, threads=a.threads
+                )
             srv = TritonServer(
-                tmp,
+                Path(tmp) / "repo",
                 env,
                 http_port=free_port(),
                 grpc_port=free_port(),
@@ -189,18 +268,25 @@ def main(argv: list[str] | None = None) -> int:
                     return TritonClient(url, a.protocol, timeout=600)
 
                 def request(c):
-                    return c.segment(frames, audio, rate, mode=a.mode, **params)
+                    return c.segment(next_frames(), audio, rate, mode=a.mode, **params)
 
                 with make_client() as c:
                     for _ in range(max(2, n_inst)):
                         request(c)
                     lat = latency(lambda c=c: request(c), a.latency_requests)
+                graphs = list(runtime.Bundle.open(a.bundle, verify=False).graphs)
+                before = model_stats(srv, graphs) if layout == "composed" else {}
                 tp = [
                     throughput(make_client, request, k, a.requests)
                     for k in [int(x) for x in a.concurrency.split(",")]
                 ]
-                rows["served"][n_inst] = {"latency_c1": lat, "throughput": tp}
-                print(f"{n_inst} instance(s): latency {lat}; throughput {tp}", file=sys.stderr)
+                rows[key][n_inst] = {"latency_c1": lat, "throughput": tp}
+                if layout == "composed":
+                    rows[key][n_inst]["graphs"] = stats_delta(before, model_stats(srv, graphs))
+                print(
+                    f"{layout}, {n_inst} instance(s): latency {lat}; throughput {tp}",
+                    file=sys.stderr,
+                )
             finally:
                 srv.stop(15)
     md = markdown(rows)
@@ -222,29 +308,50 @@ def markdown(rows: dict) -> str:
         + f", {rows['frames']} frames of {rows['size']}x{rows['size']} "
         f"+ {rows['frames']} s audio per clip, {rows['threads_per_instance']} onnxruntime thread(s) per instance, "
         f"{rows['protocol']}, {rows['cpus']} CPUs"
-        + (", RANDOM WEIGHTS" if rows["random_weights"] else ""),
+        + (", RANDOM WEIGHTS" if rows["random_weights"] else "")
+        + (", other frames every request (no cache hits)" if rows.get("distinct_frames") else ""),
         "",
         "| path | p50 ms | p99 ms | cores busy | load avg |",
         "|---|---|---|---|---|",
         f"| in-process | {ip['p50_ms']} | {ip['p99_ms']} | {ip['cores_busy']} | {ip['loadavg']} |",
     ]
-    for n, s in rows["served"].items():
-        lt = s["latency_c1"]
-        lines.append(
-            f"| served, {n} instance(s), concurrency 1 | {lt['p50_ms']} | {lt['p99_ms']} | "
-            f"{lt['cores_busy']} | {lt['loadavg']} |"
-        )
+    served = [("monolithic", rows.get("served", {})), ("composed", rows.get("composed", {}))]
+    for layout, runs in served:
+        for n, s in runs.items():
+            lt = s["latency_c1"]
+            lines.append(
+                f"| served {layout}, {n} avs instance(s), concurrency 1 | {lt['p50_ms']} | "
+                f"{lt['p99_ms']} | {lt['cores_busy']} | {lt['loadavg']} |"
+            )
     lines += [
         "",
-        "| instances | concurrency | clips/s | p50 ms | p99 ms | errors | cores busy | load avg |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layout | avs instances | concurrency | clips/s | p50 ms | p99 ms | errors | cores busy | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, s in rows["served"].items():
-        for t in s["throughput"]:
-            lines.append(
-                f"| {n} | {t['concurrency']} | {t['clips_per_s']} | {t['p50_ms']} | {t['p99_ms']} | "
-                f"{t['errors']} | {t['cores_busy']} | {t['loadavg']} |"
-            )
+    for layout, runs in served:
+        for n, s in runs.items():
+            for t in s["throughput"]:
+                lines.append(
+                    f"| {layout} | {n} | {t['concurrency']} | {t['clips_per_s']} | {t['p50_ms']} | "
+                    f"{t['p99_ms']} | {t['errors']} | {t['cores_busy']} | {t['loadavg']} |"
+                )
+    composed = rows.get("composed", {})
+    if composed:
+        lines += [
+            "",
+            f"graph models of the composed layout over its throughput sweep (1 instance each unless "
+            f"{rows.get('graph_instances') or 'given'}; batcher delay {rows.get('queue_delay_us')} us):",
+            "",
+            "| avs instances | graph model | requests | executions | queue ms / request | compute ms / request |",
+            "|---|---|---|---|---|---|",
+        ]
+        for n, s in composed.items():
+            for m, g in s.get("graphs", {}).items():
+                if g["requests"]:
+                    lines.append(
+                        f"| {n} | {m} | {g['requests']} | {g['executions']} | {g['queue_ms']} | "
+                        f"{g['compute_ms']} |"
+                    )
     return "\n".join(lines)
 
 

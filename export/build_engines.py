@@ -5,6 +5,7 @@
     python export/build_engines.py --profile tiny --out /tmp/tiny   # small configs, for tests
     python export/build_engines.py --graphs audioclip_audio,audioclip_image
     python export/build_engines.py --int8 --out engines/int8   # + int8 SAM encoder and AudioCLIP towers
+    python export/build_engines.py --profile tiny --external-data --out /tmp/tiny-ext  # weights in .onnx.data
 
 Known checkpoint files are found by name in ``--checkpoints`` (see ``--help``); each one used is
 recorded with its sha256. Without them every graph is built from seeded random weights, the build
@@ -56,6 +57,15 @@ class BuildReport:
         return "\n".join(lines)
 
 
+def _with_external_data(out: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` after its graph file was rewritten with external data (file entries recomputed)."""
+    from export.onnx_utils import to_external_data
+
+    files = to_external_data(out / entry["file"])
+    extras = [file_entry(out, f) for f in files[1:]]
+    return {**entry, **file_entry(out, files[0]), **({"extra_files": extras} if extras else {})}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Export avs-runtime graphs into a bundle (ONNX + manifest).",
@@ -100,9 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--audioclip-variant",
-        choices=("full", "partial"),
+        choices=("full", "partial", "towers"),
         default="full",
-        help="AudioCLIP-Full- or -Partial-Training.pt",
+        help="AudioCLIP-Full- or -Partial-Training.pt, or towers: CLIP.pt (visual) + ESRNXFBSP.pt "
+        "(audio), both in --checkpoints (the weight ablations)",
     )
     p.add_argument(
         "--acfpn",
@@ -174,6 +185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="replace a non-empty --out folder that this command built (it holds its marker file)",
     )
     p.add_argument(
+        "--external-data",
+        action="store_true",
+        help="write every graph with ONNX external data (GRAPH.onnx + GRAPH.onnx.data, both in the "
+        "manifest with their sha256), as graphs over 1.5 GB always are; small bundles test that path",
+    )
+    p.add_argument(
         "--int8",
         action="store_true",
         help="then quantise the SAM encoder and AudioCLIP towers to int8 (export/quantize.py), each gated "
@@ -235,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / BUILD_MARKER).exists():
         mark_owned(out, BUILD_MARKER)
 
+    from export.onnx_utils import force_external_data
+
+    force_external_data(args.external_data)
     ctx = BuildContext(
         out=out,
         profile=args.profile,
@@ -262,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
             print(f"error: {name}: {e}", file=sys.stderr)
             return 2
+        if args.external_data and not entry.get("extra_files"):
+            entry = _with_external_data(out, entry)  # a graph not written by export_graph
         seconds = time.perf_counter() - t0
         if args.tensorrt:
             from export.tensorrt_build import build_plan

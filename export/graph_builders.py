@@ -94,6 +94,8 @@ class BuildContext:
 
     def audioclip(self):
         """The AudioCLIP model of this build (official file if found, else seeded random weights)."""
+        if "audioclip" not in self._cache and self.audioclip_variant == "towers":
+            self._cache["audioclip"] = self._audioclip_from_towers()
         if "audioclip" not in self._cache:
             from models.audioclip import load_audioclip
 
@@ -113,6 +115,41 @@ class BuildContext:
             self.weights["audioclip"] = {**prov, "config": config}
             self._cache["audioclip"] = model
         return self._cache["audioclip"]
+
+    def _audioclip_from_towers(self):
+        """``--audioclip-variant towers``: AudioCLIP from the separate tower files, ``CLIP.pt`` (visual)
+        and ``ESRNXFBSP.pt`` (audio), both required in ``--checkpoints`` (the Sam4AVS weight ablations).
+
+        ESRNXFBSP.pt's 527-class AudioSet ``fc`` does not fit the embedding: it is skipped and stays
+        seeded random (the ablations train it), which the provenance records under ``skipped``.
+        """
+        from models.audioclip import load_audioclip, load_tower_file
+
+        files = {t: AUDIOCLIP_CHECKPOINTS[t] for t in ("clip", "esrnxfbsp")}
+        paths = {t: self.find(f) for t, f in files.items()}
+        missing = [files[t] for t, p in paths.items() if p is None]
+        if missing:
+            raise CheckpointError(
+                f"--audioclip-variant towers needs {missing} in --checkpoints ({self.checkpoints})"
+            )
+        config = self.cfg["audioclip"]
+        model, _ = load_audioclip(None, config=config, with_text=True, seed=self.seed)
+        clip = load_tower_file(model, paths["clip"], "clip")
+        audio = load_tower_file(model, paths["esrnxfbsp"], "audio")
+        if audio["skipped"]:
+            log.warning(
+                "ESRNXFBSP.pt: %s do not fit the embedding; they stay RANDOM (seed %d)",
+                audio["skipped"],
+                self.seed,
+            )
+        self.weights["audioclip"] = {
+            "source": "towers",
+            "clip": clip,
+            "esrnxfbsp": audio,
+            "config": config,
+            **({"random_parts": audio["skipped"], "seed": self.seed} if audio["skipped"] else {}),
+        }
+        return model.eval()
 
     def sam_model(self):
         """The SAM of this build (``--sam`` or the profile's; official file if found, else random)."""
@@ -257,7 +294,8 @@ def build_acfpn(ctx: BuildContext) -> dict[str, Any]:
 
     clip = ctx.audioclip()
     if ctx.acfpn_checkpoint is not None:
-        ac_file = ctx.find(AUDIOCLIP_CHECKPOINTS[ctx.audioclip_variant])
+        ac_name = AUDIOCLIP_CHECKPOINTS.get(ctx.audioclip_variant)  # None for "towers"
+        ac_file = ctx.find(ac_name) if ac_name else None
         model = load_acfpn(ctx.acfpn_checkpoint, fusion=ctx.acfpn_fusion, audioclip=ac_file)
         if model.config_name != ctx.cfg["audioclip"]:
             raise CheckpointError(

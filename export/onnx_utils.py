@@ -134,9 +134,41 @@ def export_graph(
     return ExportResult(path, files, ins, outs, opset, float(max_err), per_output)
 
 
+EXTERNAL_DATA_BYTES = (
+    1_500_000_000  # weights above this go to external data (protobuf's limit: 2 GB)
+)
+_force_external_data = False
+
+
+def force_external_data(on: bool = True) -> None:
+    """Write every graph exported from now on with ONNX external data (``build_engines.py
+    --external-data``: small bundles exercise the loading path that graphs over 2 GB need)."""
+    global _force_external_data
+    _force_external_data = bool(on)
+
+
 def _needs_external_data(module: torch.nn.Module) -> bool:
     nbytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    return nbytes > 1_500_000_000
+    return _force_external_data or nbytes > EXTERNAL_DATA_BYTES
+
+
+def to_external_data(path: str | Path) -> list[Path]:
+    """Rewrite the ONNX file ``path`` with all its initializers in ``path.data`` (one file, every tensor
+    however small); returns the files the graph now consists of. Tensor bytes are unchanged."""
+    path = Path(path)
+    data = Path(str(path) + ".data")
+    model = onnx.load(str(path), load_external_data=True)
+    if data.exists():
+        data.unlink()
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=0,
+    )
+    return [path, data] if data.exists() else [path]
 
 
 def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:

@@ -10,6 +10,8 @@ Layout::
 
 The per-graph models let a cluster call (and scale) each encoder directly; the ``avs`` model runs the
 whole pipeline in its own process with onnxruntime. Names and ports agree with ``deploy/kubernetes``.
+``avs triton-repo --composed`` writes the composed repository instead (``avs`` as a BLS pipeline that
+calls these per-graph models: :mod:`runtime.serving.composed`).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ def load(
     cache_dir: str | Path | None = None,
     gate: Gate | None = None,
     calibration_dir: str | Path | None = None,
+    graph_runner=None,
 ) -> Pipeline:
     """Open and check a bundle (schema, sha256 of every file) and return its :class:`Pipeline`.
 
@@ -70,6 +71,8 @@ def load(
     in memory for the process). ``gate``: the agreement limits of a reduced precision
     (:class:`runtime.backends.precision.Gate`); ``calibration_dir``: photos/WAVs the gate runs on (default:
     the shared real media, :mod:`runtime.backends.calibration`).
+
+    ``graph_runner``: who runs the graphs (default: onnxruntime in this process; see :class:`Pipeline`).
     """
     bundle = Bundle.open(bundle_dir, verify=verify)
     return Pipeline(
@@ -85,6 +88,7 @@ def load(
         cache_dir=cache_dir,
         gate=gate,
         calibration_dir=calibration_dir,
+        graph_runner=graph_runner,
     )
 
 

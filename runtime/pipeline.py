@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,15 @@ DEFAULT_CACHE_MB = 256.0  # embeddings kept per pipeline (a SAM vit_b frame embe
 
 
 class Pipeline:
-    """A loaded bundle: sessions, preprocessing constants from the manifest, stages and the modes."""
+    """A loaded bundle: sessions, preprocessing constants from the manifest, stages and the modes.
+
+    ``graph_runner``: who runs the graphs. None (default): onnxruntime sessions in this process, made
+    from the bundle's checked bytes. Otherwise a callable ``graph name -> (session-like, SessionInfo)``
+    whose object answers ``get_inputs()``, ``get_outputs()`` (``.name``, ``.shape``) and
+    ``run(output_names, feeds)`` as an ``InferenceSession`` does: e.g. the Triton BLS pipeline
+    (:mod:`runtime.serving.composed`) sends every graph call to a per-graph model, and everything
+    else (preprocessing, prompts, AMG, post-processing) runs this same code.
+    """
 
     def __init__(
         self,
@@ -55,6 +63,7 @@ class Pipeline:
         cache_dir: str | Path | None = None,
         gate: Gate | None = None,
         calibration_dir: str | Path | None = None,
+        graph_runner: Callable[[str], tuple[Any, SessionInfo]] | None = None,
     ):
         if budget is not None and not isinstance(budget, Budget):
             raise InputError(f"budget must be a runtime.budget.Budget, got {type(budget).__name__}")
@@ -78,6 +87,7 @@ class Pipeline:
         self._gate = gate
         self._cache_dir = None if cache_dir is None else Path(cache_dir)
         self._calibration_dir = calibration_dir
+        self._graph_runner = graph_runner
         self.manifest = bundle.manifest
         self.preset: Preset = bundle.preset(preset)
         self._providers = providers
@@ -115,24 +125,11 @@ class Pipeline:
         with self._lock:
             if graph in self._sessions:
                 return self._sessions[graph]
-            data = self.bundle.graph_bytes(graph)
-            entry = self.bundle.graphs[graph]
             try:
-                sess, info = open_session(
-                    data if not entry.get("extra_files") else self.bundle.graph_path(graph),
-                    graph=graph,
-                    sha256=entry["sha256"],
-                    stored_precision=str(entry.get("precision", "fp32")),
-                    backend=self.backend,
-                    precision=self.precision,
-                    preset=self.preset.name,
-                    providers=self._providers,
-                    provider_options=self._provider_options,
-                    threads=self._threads,
-                    cache_dir=self._cache_dir,
-                    gate=self._gate,
-                    calibration=lambda: calibration_feeds(self, graph, self._calibration_dir),
-                )
+                if self._graph_runner is not None:
+                    sess, info = self._graph_runner(graph)
+                else:
+                    sess, info = self._local_session(graph)
             except Exception as e:  # onnxruntime raises its own types for a damaged model
                 if type(e).__module__.startswith("onnxruntime"):
                     raise BundleError(
@@ -149,10 +146,29 @@ class Pipeline:
                     f"{got_out}; the contract says {list(spec.input_names)} -> "
                     f"{list(spec.output_names)}: wrong or swapped file; rebuild the bundle"
                 )
-            del data
             self._sessions[graph] = sess
             self.session_info[graph] = info
             return sess
+
+    def _local_session(self, graph: str):
+        """A session of ``graph`` in this process (the chosen backend and precision), made from its
+        checked bytes and external data (:meth:`runtime.bundle.Bundle.verified_graph`)."""
+        entry = self.bundle.graphs[graph]
+        return open_session(
+            self.bundle.verified_graph(graph),
+            graph=graph,
+            sha256=entry["sha256"],
+            stored_precision=str(entry.get("precision", "fp32")),
+            backend=self.backend,
+            precision=self.precision,
+            preset=self.preset.name,
+            providers=self._providers,
+            provider_options=self._provider_options,
+            threads=self._threads,
+            cache_dir=self._cache_dir,
+            gate=self._gate,
+            calibration=lambda: calibration_feeds(self, graph, self._calibration_dir),
+        )
 
     def warmup(self, graphs: Sequence[str] | None = None) -> dict[str, str]:
         """Create the sessions of ``graphs`` (default: all in the bundle); returns graph -> provider."""

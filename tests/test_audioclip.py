@@ -107,3 +107,37 @@ def test_tower_files(official_file, tmp_path):
     torch.save(clip, p2)
     with pytest.raises(CheckpointError, match="visual.conv1.weight"):
         load_tower_file(model, p2, "clip")
+
+
+def test_build_engines_reaches_the_tower_files(tmp_path):
+    """`build_engines.py --audioclip-variant towers` builds AudioCLIP from CLIP.pt + ESRNXFBSP.pt."""
+    from export.build_engines import parse_args
+    from export.graph_builders import BuildContext
+
+    assert parse_args(["--audioclip-variant", "towers"]).audioclip_variant == "towers"
+    torch.manual_seed(11)
+    src = AudioCLIP("audioclip-tiny").state_dict()
+    clip = {k: v for k, v in src.items() if not k.startswith("audio.") and "logit_scale_a" not in k}
+    audio = {k[len("audio.") :]: v for k, v in src.items() if k.startswith("audio.")}
+    ctx = BuildContext(
+        out=tmp_path, profile="tiny", checkpoints=tmp_path, audioclip_variant="towers"
+    )
+    torch.save(clip, tmp_path / "CLIP.pt")
+    with pytest.raises(CheckpointError, match="ESRNXFBSP.pt"):
+        ctx.audioclip()
+    torch.save(audio, tmp_path / "ESRNXFBSP.pt")
+    model = ctx.audioclip()
+    assert torch.equal(model.visual.conv1.weight, src["visual.conv1.weight"])
+    assert all(torch.equal(v, audio[k]) for k, v in model.audio.state_dict().items())
+    w = ctx.weights["audioclip"]
+    assert w["source"] == "towers" and "random_parts" not in w
+    assert w["clip"]["path"].endswith("CLIP.pt") and w["esrnxfbsp"]["skipped"] == []
+    # the 527-class AudioSet fc of the real ESRNXFBSP.pt does not fit: recorded as random
+    audio["fc.weight"] = torch.randn(527, audio["fc.weight"].shape[1])
+    audio["fc.bias"] = torch.randn(527)
+    torch.save(audio, tmp_path / "ESRNXFBSP.pt")
+    ctx = BuildContext(
+        out=tmp_path, profile="tiny", checkpoints=tmp_path, audioclip_variant="towers"
+    )
+    ctx.audioclip()
+    assert ctx.weights["audioclip"]["random_parts"] == ["fc.bias", "fc.weight"]

@@ -272,6 +272,13 @@ def test_cli_checkpoint_and_resume(s4, tmp_path):
         T.main([*common, "--epochs", "2", "--resume", str(out / "last.pt"), "--fusion", "score"])
 
     second = T.main([*common, "--epochs", "2", "--resume", str(out / "last.pt")])
+    from avs.cli import main as avs_main  # `avs train` exits 0 after a successful run
+
+    assert (
+        avs_main(["train", *common, "--epochs", "1", "--skip-test", "--out", str(tmp_path / "r2")])
+        == 0
+    )
+    assert (tmp_path / "r2" / "best.pt").is_file()
     assert [h["epoch"] for h in second["history"]] == [0, 1]
     last = read_acfpn_checkpoint(out / "last.pt")
     assert {int(s["step"]) for s in last["payload"]["optimizer"]["state"].values()} == {2}

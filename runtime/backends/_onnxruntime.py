@@ -28,6 +28,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from runtime.bundle.verified import VerifiedGraph
 from runtime.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def resolve_providers(
 
 
 def create_session(
-    path: str | Path | bytes,
+    path: str | Path | bytes | VerifiedGraph,
     *,
     graph: str = "",
     providers: Sequence[str] | None = None,
@@ -170,8 +171,13 @@ def create_session(
     threads: int | None = None,
     arena: str | None = None,
 ) -> tuple[ort.InferenceSession, SessionInfo]:
-    """An ``InferenceSession`` for ``path`` (an ONNX file, or its bytes) with the requested providers and a
-    report of what it got.
+    """An ``InferenceSession`` for ``path`` (an ONNX file, its bytes, or a
+    :class:`~runtime.bundle.verified.VerifiedGraph`) with the requested providers and a report of what it got.
+
+    A ``VerifiedGraph`` runs exactly its checked bytes: the model from bytes and its external-data files
+    handed to onnxruntime from memory (``add_external_initializers_from_files_in_memory``; onnxruntime
+    copies them into its own tensors, so the buffers may be dropped afterwards). Measured on a 400 MB
+    MatMul weight: peak RSS 1.21 GB this way against 0.83 GB for a load by path; 0.45 GB after either.
 
     ``threads``: intra-op threads (default: ``AVS_THREADS`` env or onnxruntime's own choice);
     ``arena``: CPU memory arena, see :func:`session_options`.
@@ -181,7 +187,17 @@ def create_session(
     entries = resolve_providers(providers, provider_options)
     so = session_options(threads=threads, arena=arena)
     names = [e[0] for e in entries]
-    model = path if isinstance(path, bytes) else str(path)
+    if isinstance(path, VerifiedGraph):
+        if path.external:
+            import numpy as np
+
+            locs = list(path.external)
+            bufs = [np.frombuffer(path.external[k], dtype=np.uint8) for k in locs]
+            so.add_external_initializers_from_files_in_memory(locs, bufs, [b.size for b in bufs])
+        graph = graph or path.name
+        model = path.model
+    else:
+        model = path if isinstance(path, bytes) else str(path)
     sess = ort.InferenceSession(
         model, so, providers=names, provider_options=[e[1] for e in entries]
     )

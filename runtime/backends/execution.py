@@ -44,6 +44,7 @@ from runtime.backends.precision import (
     verdict_key,
 )
 from runtime.bundle.contract import GRAPHS
+from runtime.bundle.verified import VerifiedGraph
 from runtime.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def resolve_backend(
 
 
 def open_session(
-    model: bytes | str | Path,
+    model: bytes | str | Path | VerifiedGraph,
     *,
     graph: str,
     sha256: str,
@@ -102,7 +103,8 @@ def open_session(
     verdicts: VerdictCache | None = None,
     cpu: CpuInfo | None = None,
 ) -> tuple[Any, SessionInfo]:
-    """A session of ``graph`` (ONNX ``model`` bytes as checked, or a path) and what runs it.
+    """A session of ``graph`` (ONNX ``model``: a checked :class:`VerifiedGraph`, bytes, or a path) and
+    what runs it. A graph with external data runs on onnxruntime (from the checked bytes).
 
     sha256: the graph's checksum (gate-verdict and compiled-cache key); stored_precision: the
     bundle's precision of the graph; backend / precision: as ``runtime.load``; cache_dir: a
@@ -114,6 +116,17 @@ def open_session(
     """
     cpu = cpu_info() if cpu is None else cpu
     be = resolve_backend(backend, providers, cpu)
+    if isinstance(model, VerifiedGraph):
+        if model.external and be == "openvino":
+            # OpenVINO reads ONNX external data only from files, not from the checked bytes
+            if check_choice("backend", backend, BACKENDS) == "openvino":
+                raise ProviderError(
+                    f"graph {graph!r} keeps its weights in ONNX external data, which OpenVINO "
+                    "cannot take from memory: run it on backend='onnxruntime' or 'auto'"
+                )
+            be = "onnxruntime"
+        elif be == "openvino":
+            model = model.model
     if stored_precision == "int8" and be == "openvino":
         if check_choice("backend", backend, BACKENDS) == "openvino":
             raise ProviderError(

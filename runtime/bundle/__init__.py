@@ -22,6 +22,7 @@ from runtime.bundle.contract import (
     Preset,
     validate_manifest,
 )
+from runtime.bundle.verified import VerifiedGraph, read_verified_graph
 from runtime.errors import BundleError
 from runtime.safefiles import inside, read_checked
 
@@ -172,33 +173,48 @@ class Bundle:
             )
         return self.contract.sections[name]
 
-    def graph_bytes(self, graph: str) -> bytes:
-        """The graph's ONNX file as bytes, checked against the manifest's sha256 as they are read.
+    def verified_graph(self, graph: str) -> VerifiedGraph:
+        """The graph's ONNX file and its external-data files, read into memory and checked against the
+        manifest's sha256 as they are read (:func:`runtime.bundle.verified.read_verified_graph`).
 
-        What a session is created from is therefore exactly what was checked, even if the file was
-        replaced after :meth:`open`. With ``verify=False`` nothing is checked and a warning is logged
-        once per bundle.
+        What a session is created from is therefore exactly what was checked, even if a file was
+        replaced after :meth:`open`. Where external data may point is always checked; with
+        ``verify=False`` the checksums are not, and a warning is logged once per bundle.
         """
         path = self.graph_path(graph)
-        data = read_checked(path, None)
-        if self.verify:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != self.graphs[graph]["sha256"]:
-                raise BundleError(
-                    f"bundle file {path} fails its checksum (sha256 {digest[:12]}..., manifest says "
-                    f"{self.graphs[graph]['sha256'][:12]}...): it was changed after the bundle was loaded; rebuild it"
-                )
-            for extra in self.graphs[graph].get("extra_files", []):
-                self._check_file(extra, True)
-        elif "unverified" not in self._warned:
+        entry = self.graphs[graph]
+        inside(self.root, entry["file"], what=f"graph {graph!r}")  # contained, no symlink
+        for extra in entry.get("extra_files", []):
+            inside(
+                self.root,
+                extra.get("file") if isinstance(extra, dict) else extra,
+                what=f"graph {graph!r} external data",
+            )
+        if not self.verify and "unverified" not in self._warned:
             self._warned.add("unverified")
             log.warning(
                 "bundle %s was loaded with verify=False: its graphs run without a checksum check",
                 self.root,
             )
-        return data
+        try:
+            return read_verified_graph(self.root, graph, self.graphs[graph], verify=self.verify)
+        except BundleError as e:
+            if "fails its checksum" in str(e):
+                raise BundleError(
+                    f"{e} (checked again as it was read for its session: it was changed after the bundle was loaded)"
+                ) from None
+            raise BundleError(f"{e} ({path.name} of bundle {self.root})") from None
+
+    def graph_bytes(self, graph: str) -> bytes:
+        """The graph's ONNX file as bytes, checked as :meth:`verified_graph` checks it (external data
+        included); the bytes alone cannot run a graph with external data: use :meth:`verified_graph`."""
+        return self.verified_graph(graph).model
 
     @property
     def random_weights(self) -> bool:
-        """True when any graph was built from random weights (results mean nothing)."""
-        return any(w.get("source") == "random-init" for w in self.manifest["weights"].values())
+        """True when any graph was built from random weights, wholly or in part (``random_parts``:
+        e.g. an audio tower whose projection stayed random); its results mean nothing."""
+        return any(
+            w.get("source") == "random-init" or bool(w.get("random_parts"))
+            for w in self.manifest["weights"].values()
+        )

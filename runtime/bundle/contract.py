@@ -10,6 +10,8 @@ Manifest layout (``manifest.json``)::
     schema            "avs-runtime-bundle"
     schema_version    1 (an int)
     graphs            name -> {file, sha256, bytes, inputs, outputs, opset, precision, ...}; a graph
+                      with ONNX external data lists its files in ``extra_files`` ([{file, sha256,
+                      bytes}]: every location its initializers name); a graph
                       not in fp32 also carries ``agreement`` (AGREEMENT_FIELDS: its measured
                       agreement with the fp32 graph it was made from)
     preprocessing     section name -> constants (SECTIONS below)
@@ -467,6 +469,24 @@ def _check_tensors(where: str, path: str, got: Any, want: tuple[TensorSpec, ...]
                 raise _fail(where, f"{p}.shape", f"must be {list(w.shape)}, got {shape!r}")
 
 
+def _check_extra_files(where: str, path: str, extras: Any) -> None:
+    """``graphs.<name>.extra_files``: the graph's external-data files, each ``{file, sha256, bytes}``
+    (``file`` relative to the bundle; the ONNX initializers' locations must name these files)."""
+    if not isinstance(extras, list):
+        raise _fail(where, path, f"must be a list of file entries, got {extras!r}")
+    for i, x in enumerate(extras):
+        p = f"{path}[{i}]"
+        if not isinstance(x, dict) or not isinstance(x.get("file"), str) or not x["file"]:
+            raise _fail(
+                where, p, f"must be an object with a file name, sha256 and bytes, got {x!r}"
+            )
+        sha = x.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise _fail(where, f"{p}.sha256", f"must be a 64-character hex digest, got {sha!r}")
+        if "bytes" in x:
+            _check(where, f"{p}.bytes", x["bytes"], "non_neg_number")
+
+
 def validate_graph_entry(where: str, name: str, g: Any, graphs: Mapping[str, Any]) -> None:
     """Check one ``graphs.<name>`` entry against :data:`GRAPHS`; BundleError names the bad field."""
     path = f"graphs.{name}"
@@ -484,6 +504,7 @@ def validate_graph_entry(where: str, name: str, g: Any, graphs: Mapping[str, Any
             where, f"{path}.sha256", f"must be a 64-character hex digest, got {g['sha256']!r}"
         )
     _check(where, f"{path}.opset", g["opset"], "pos_int")
+    _check_extra_files(where, f"{path}.extra_files", g.get("extra_files", []))
     if g["precision"] not in PRECISIONS:
         raise _fail(
             where, f"{path}.precision", f"must be one of {list(PRECISIONS)}, got {g['precision']!r}"

@@ -61,6 +61,7 @@ def avs_model_config(
     backend: str = "",
     precision: str = "",
     cache_dir: str = "",
+    extra_params: dict[str, str] | None = None,
 ) -> str:
     """``config.pbtxt`` text of the ``avs`` python-backend model.
 
@@ -75,6 +76,7 @@ def avs_model_config(
     ``backend``, ``precision``, ``cache_dir``: ``runtime.load``'s (OpenVINO must be installed in the
     server's environment for backend "openvino"; "auto" uses onnxruntime there otherwise);
     "" = the server's ``$AVS_BACKEND`` / ``$AVS_PRECISION``, else "auto".
+    ``extra_params``: more string parameters (the composed pipeline's ``graph_models``, ...).
     """
     if budget is None:
         budget = DEFAULT_BUDGET.replace(deadline_s=DEFAULT_DEADLINE_S)
@@ -86,6 +88,7 @@ def avs_model_config(
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_request_mb < 1:
         raise ValueError(f"max_request_mb must be >= 1, got {max_request_mb}")
+    extra = dict(extra_params or {})
     for name, v in (
         ("bundle", bundle),
         ("preset", preset or ""),
@@ -93,6 +96,7 @@ def avs_model_config(
         ("backend", backend),
         ("precision", precision),
         ("cache_dir", cache_dir),
+        *extra.items(),
     ):
         if '"' in v or "\\" in v or "\n" in v:
             raise ValueError(f"{name} must not contain quotes, backslashes or newlines: {v!r}")
@@ -129,6 +133,8 @@ def avs_model_config(
     text += _param("backend", backend)
     text += _param("precision", precision)
     text += _param("cache_dir", cache_dir)
+    for k, v in extra.items():
+        text += _param(k, v)
     return text
 
 
@@ -185,6 +191,7 @@ def write_avs_model(
     backend: str = "",
     precision: str = "",
     cache_dir: str = "",
+    extra_params: dict[str, str] | None = None,
 ) -> Path:
     """Write ``repo/avs/{config.pbtxt, 1/model.py}`` and return ``repo/avs``.
 
@@ -219,6 +226,7 @@ def write_avs_model(
             backend=backend,
             precision=precision,
             cache_dir=cache_dir,
+            extra_params=extra_params,
         )
     )
     return model

@@ -284,7 +284,9 @@ class TritonPythonModel:
     Model config ``parameters``: ``bundle`` (path; relative = relative to the model's version folder),
     ``preset`` (optional), ``threads`` (onnxruntime intra-op threads, 0 = default / ``AVS_THREADS``),
     ``max_request_bytes``, ``warmup`` ("1" = create every session at start-up), ``budget.<field>``
-    (:func:`budget_from_parameters`; the deadline is ``budget.deadline_s``).
+    (:func:`budget_from_parameters`; the deadline is ``budget.deadline_s``), ``graph_models``
+    ("1" = the composed pipeline: graphs run in their own models, :mod:`runtime.serving.composed`;
+    ``graph_provider`` names what they run on).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -304,16 +306,27 @@ class TritonPythonModel:
         )
         threads = int(p.get("threads") or 0) or None
         providers = [s for s in p.get("providers", "").split(",") if s] or None
-        self.pipe = runtime.load(
-            bundle,
-            preset=p.get("preset") or None,
-            threads=threads,
-            providers=providers,
-            budget=budget_from_parameters(p),
-            backend=p.get("backend") or None,
-            precision=p.get("precision") or None,
-            cache_dir=p.get("cache_dir") or None,
-        )
+        opts = {
+            "preset": p.get("preset") or None,
+            "threads": threads,
+            "providers": providers,
+            "budget": budget_from_parameters(p),
+            "backend": p.get("backend") or None,
+            "precision": p.get("precision") or None,
+            "cache_dir": p.get("cache_dir") or None,
+        }
+        if p.get("graph_models") == "1":  # composed: every graph call is a BLS call to its model
+            from runtime.bundle import Bundle
+            from runtime.pipeline import Pipeline
+            from runtime.serving.composed import bls_graph_runner
+
+            b = Bundle.open(bundle, verify=True)
+            provider = p.get("graph_provider") or "CPUExecutionProvider"
+            self.pipe = Pipeline(
+                b, graph_runner=bls_graph_runner(b, pb_utils, provider=provider), **opts
+            )
+        else:
+            self.pipe = runtime.load(bundle, **opts)
         # paths a client must never see in an error message (longest first)
         hide = {str(bundle): "<bundle>", str(bundle.resolve()): "<bundle>"}
         hide.update({str(version_dir): "<model>", str(args["model_repository"]): "<model>"})
