@@ -261,16 +261,13 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _graph_instances(text: str) -> dict[str, int]:
-    out = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        name, sep, n = item.partition("=")
-        if not sep or not n.strip().isdigit() or int(n) < 1:
-            raise argparse.ArgumentTypeError(
-                f"expected GRAPH=N[,GRAPH=N...] with N >= 1 (e.g. sam_image_encoder=2), got {item!r}"
-            )
-        out[name.strip()] = int(n)
-    return out
+def _graph_instances_arg(text: str) -> dict[str, int]:
+    from runtime.serving.composed import parse_graph_instances
+
+    try:
+        return parse_graph_instances(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _composed_options(p, what: str) -> None:
@@ -284,7 +281,7 @@ def _composed_options(p, what: str) -> None:
     )
     p.add_argument(
         "--graph-instances",
-        type=_graph_instances,
+        type=_graph_instances_arg,
         default={},
         metavar="GRAPH=N,...",
         help="instances of graph models with --composed (default 1 each)",

@@ -30,7 +30,7 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[3])
 import runtime
-from avs.cli import demo_inputs
+from runtime.media.demo import demo_inputs
 t0 = time.perf_counter()
 pipe = runtime.load(sys.argv[1], threads=int(sys.argv[2]) or None)
 pipe.warmup()

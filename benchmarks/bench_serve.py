@@ -224,10 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"in-process latency: {rows['in_process']}", file=sys.stderr)
     pipe = None  # free its sessions before the servers start
-    from avs.serve_cli import _graph_instances
-    from runtime.serving.composed import QUEUE_DELAY_US, write_composed_repository
+    from runtime.serving.composed import (
+        QUEUE_DELAY_US,
+        parse_graph_instances,
+        write_composed_repository,
+    )
 
-    graph_instances = _graph_instances(a.graph_instances)
+    graph_instances = parse_graph_instances(a.graph_instances)
     rows["graph_instances"] = graph_instances
     rows["queue_delay_us"] = QUEUE_DELAY_US if a.queue_delay_us is None else a.queue_delay_us
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]

@@ -358,6 +358,19 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def parse_graph_instances(text: str) -> dict[str, int]:
+    """``"GRAPH=N[,GRAPH=N...]"`` (N >= 1) -> {graph: instances}; ValueError saying what was expected."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit() or int(n) < 1:
+            raise ValueError(
+                f"expected GRAPH=N[,GRAPH=N...] with N >= 1 (e.g. sam_image_encoder=2), got {item!r}"
+            )
+        out[name.strip()] = int(n)
+    return out
+
+
 def write_composed_repository(
     bundle_dir: str | Path,
     out: str | Path,
