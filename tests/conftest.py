@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, shared_data_dir  # noqa: F401  (REPO: for fixtures below)
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +25,6 @@ def torch_threads(request):
     torch.set_num_threads(n)
     yield
     torch.set_num_threads(old)
-
-
-def shared_data_dir() -> Path:
-    """``$AVS_SHARED_DATA``, else ``../shared/data`` beside the repository."""
-    env = os.environ.get("AVS_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from runtime.errors import InputError
 from runtime.modes import MODES, ModeSpec, Param
 from runtime.result import FrameOutput, timed
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "runtime"
 FORBIDDEN = ("torch", "models", "export", "reference", "benchmarks", "tests", "avs")
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from avs.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("build", "demo", "segment", "modes", "train", "eval", "bench")
 
 

@@ -19,9 +19,6 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from avsbench_fixture import make_avsbench  # noqa: E402
-
 import runtime  # noqa: E402
 from benchmarks import evaluate as ev  # noqa: E402
 from models import avsbench  # noqa: E402
@@ -29,8 +26,9 @@ from runtime.errors import InputError  # noqa: E402
 from runtime.metrics import fscore, miou  # noqa: E402
 from runtime.preprocess.audio import prepare_audioclip_audio  # noqa: E402
 from runtime.preprocess.image import clip_preprocess  # noqa: E402
+from tests.helpers.avsbench import make_avsbench
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POSTER = REPO.parent / "shared" / "spec" / "paper-poster.txt"
 VIDEOS = 2  # per split
 

@@ -13,13 +13,12 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from video_fixture import index_frame, make_video  # noqa: E402
-
 import runtime  # noqa: E402
 from avs.cli import main  # noqa: E402
 from runtime import rle  # noqa: E402
 from runtime.media.outputs import OutputError, segment_video_to_folder, write_atomic, write_video  # noqa: E402
 from runtime.media.video import VideoSegmentResult  # noqa: E402
+from tests.helpers.video import index_frame, make_video  # noqa: E402
 
 MODE = "heatmap"  # the cheapest mode of the tiny bundle (no SAM)
 

@@ -1,6 +1,6 @@
 """Helpers of the server tests that also run inside .venv-triton (numpy<2, no pytest).
 
-``python tests/serve_helpers.py BUNDLE OUT MODES_JSON`` runs the in-process runtime on :func:`clip` for
+``python tests/helpers/serve.py BUNDLE OUT MODES_JSON`` runs the in-process runtime on :func:`clip` for
 each ``{"mode": ..., "params": {...}}`` in MODES_JSON and writes ``OUT/<mode>.npz`` (``masks`` bool
 [N, H, W]) and ``OUT/<mode>.json`` (``SegmentResult.info()``): the reference the served model is compared
 with in the environment it runs in.
@@ -29,7 +29,7 @@ def clip(
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import runtime
 
     bundle, out, spec = Path(argv[0]), Path(argv[1]), json.loads(argv[2])

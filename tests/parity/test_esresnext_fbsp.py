@@ -10,10 +10,8 @@ F.linear filterbank, torchvision trunk, functional attention gates).
 from __future__ import annotations
 
 import math
-import sys
 import wave
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,9 +30,7 @@ from export.onnx_utils import cpu_session
 from models.checkpoints import load_strict
 from models.esresnext_fbsp import ESResNeXtFBSP
 from models.registry import get_config
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import shared_data_dir  # noqa: E402
+from tests.helpers import shared_data_dir
 
 DATA = shared_data_dir() / "audioclip-demo"
 WAVS = ["cat_3-95694-A-5.wav", "car_horn_1-24074-A-43.wav", "thunder_3-144891-B-19.wav"]

@@ -9,9 +9,6 @@ suppression) so that every frame has many candidates and the test runs fast.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -21,9 +18,7 @@ import runtime
 from runtime.errors import InputError
 from runtime.modes import MODES
 from runtime.modes.random_sam import pick_random_masks
-
-sys.path.insert(0, str(Path(__file__).parent))
-from avsbench_fixture import make_avsbench  # noqa: E402
+from tests.helpers.avsbench import make_avsbench
 
 LOW_AMG = {
     "points_per_side": 3,

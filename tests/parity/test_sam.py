@@ -36,9 +36,7 @@ from runtime.sam.predictor import (
     postprocess_masks,
     preprocess,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import shared_data_dir  # noqa: E402
+from tests.helpers import shared_data_dir
 
 DATA = shared_data_dir() / "audioclip-demo"
 TOL = 1e-4  # max abs error on logits / embeddings, ORT + numpy vs PyTorch
@@ -586,7 +584,7 @@ def test_bad_prompts(runner):
 
 def test_runtime_does_not_import_torch():
     code = "import sys, runtime.sam.predictor; assert 'torch' not in sys.modules, 'torch imported'"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
 

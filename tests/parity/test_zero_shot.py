@@ -53,7 +53,7 @@ from runtime.modes import MODES, heatmap_sam, no_prompt
 from runtime.preprocess.image import load_frame
 from runtime.result import SegmentResult
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIP_224 = ["cat_1.jpg", "cars_2.jpg", "clock_1.jpg"]
 OWN_SIZE = ["clock_1.jpg", "coughing_1.jpg"]  # 627x1023 landscape, 951x634 portrait
 WAV = "cat_3-95694-A-5.wav"

@@ -29,9 +29,7 @@ from runtime.modes import MODES
 from runtime.serving import repo, tritonenv, wire
 from runtime.serving.client import RequestRejected, ServerUnavailable, TritonClient
 from runtime.serving.server import TritonServer, free_port
-
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_helpers import clip  # noqa: E402
+from tests.helpers.serve import clip
 
 MAX_MB = 8
 # per-mode parameters that keep the tiny bundle fast (No-Prompt: a coarse point grid)
@@ -184,7 +182,7 @@ def served_env_reference(tmp_path_factory, bundle, triton_env):
     subprocess.run(
         [
             str(triton_env.python),
-            str(Path(__file__).with_name("serve_helpers.py")),
+            str(Path(__file__).parents[2] / "helpers" / "serve.py"),
             str(bundle),
             str(out),
             json.dumps(spec),
@@ -266,7 +264,7 @@ def test_encoded_frames_and_wav_equal_the_arrays_they_hold(server, pipe, tmp_pat
 
 def test_readme_curl_example_is_answered(server):
     """The README's example: its python3 one-liner makes the body, sent as curl sends it."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme[readme.index("python3 -c 'import json") :]
     code = block[len("python3 -c '") : block.index("' |")]
     assert "http://127.0.0.1:8000/v2/models/avs/infer" in block[: block.index("```")]
@@ -336,7 +334,7 @@ def test_avs_serve_prints_a_working_curl_example_and_stops_on_sigint(tmp_path, b
         "--exit-timeout",
         "10",
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "AVS_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "AVS_THREADS": "1"}
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -526,11 +524,10 @@ def test_server_memory_does_not_grow_over_200_sequential_requests(server):
 
 
 def test_avs_eval_server_scores_like_the_in_process_evaluation(server, bundle, tmp_path, capsys):
-    from avsbench_fixture import make_avsbench
-
     from avs.cli import main as avs_main
     from benchmarks import evaluate as ev
     from models import avsbench
+    from tests.helpers.avsbench import make_avsbench
 
     data = make_avsbench(tmp_path / "avsbench", "s4", videos_per_split=3, seed=1)
     out = tmp_path / "served"

@@ -14,7 +14,7 @@ from avs.cli import main as avs_main
 from runtime.bundle import Bundle
 from runtime.serving import wire
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
 
 

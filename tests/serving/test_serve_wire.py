@@ -15,7 +15,7 @@ from runtime.serving import wire
 from runtime.serving.client import decode_response, encode_request
 from runtime.serving.triton_model import decode_request
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIMIT = 2**20
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,7 @@ from PIL import Image
 import runtime
 from export import quantize as q
 from runtime.bundle import Bundle
-
-sys.path.insert(0, str(Path(__file__).parent))
-from avsbench_fixture import write_wav  # noqa: E402
+from tests.helpers.avsbench import write_wav
 
 GATE = 0.05  # low enough for any CPU: the module docstring says why
 GRAPHS = ("audioclip_audio", "audioclip_image", "sam_image_encoder", "sam_prompt_decoder")

@@ -29,7 +29,7 @@ from runtime.preprocess.image import clip_preprocess, load_frame
 from runtime.preprocess.resize import resize
 from runtime.prompting.heatmap import audio_image_heatmap
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from avsbench_fixture import make_avsbench, write_wav  # noqa: E402
-
 from models import avsbench  # noqa: E402
 from models import train_acfpn as T  # noqa: E402
 from models.acfpn import ACFPN, load_acfpn, read_acfpn_checkpoint  # noqa: E402
 from models.checkpoints import CheckpointError, sha256_file  # noqa: E402
 from models.registry import CLIP_MEAN, CLIP_STD  # noqa: E402
+from tests.helpers.avsbench import make_avsbench, write_wav
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:'.*' is deprecated and slated for removal:DeprecationWarning"

@@ -9,11 +9,10 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from video_fixture import index_frame, make_video, read_index  # noqa: E402
-
 from runtime.errors import InputError  # noqa: E402
 from runtime.media.outputs import write_video  # noqa: E402
 from runtime.media.video import iter_windows, plan_frames, probe  # noqa: E402
+from tests.helpers.video import index_frame, make_video, read_index  # noqa: E402
 
 
 def picked(path, **kw) -> tuple[list[int], list]:
