@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +13,11 @@ import pytest
 
 from tests.helpers import shared_data_dir
 from tests.helpers.cache import cached_build
+
+if os.environ.get("AVS_TORCH_FREE") == "1":  # the torch-free lane (tests/helpers/torch_free.py)
+    from tests.helpers import torch_free
+
+    torch_free.install()
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +68,55 @@ def gpu_missing(need: str = "cuda") -> str | None:
     return None
 
 
+#: what a runtime-only install has: the runtime, its dependencies (and optional extras), pytest, helpers
+RUNTIME_ONLY_IMPORTS = {"numpy", "onnxruntime", "PIL", "soxr", "av", "tqdm", "tritonclient"}
+RUNTIME_ONLY_IMPORTS |= {"runtime", "pytest", "tests"}
+#: session fixtures that need the exporter (torch) whatever the cache holds
+EXPORT_FIXTURES = {"micro_sam_graphs", "micro_point_decoder"}
+_runtime_only_modules: dict[Path, bool] = {}
+
+
+def runtime_only_module(path: Path) -> bool:
+    """Whether a test module imports (at any depth) only the standard library and
+    :data:`RUNTIME_ONLY_IMPORTS`: the torch-free lane's modules (marker ``runtime_only``)."""
+    if path not in _runtime_only_modules:
+        tops = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                tops |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                tops.add(node.module.split(".")[0])
+        _runtime_only_modules[path] = all(
+            t in sys.stdlib_module_names or t in RUNTIME_ONLY_IMPORTS for t in tops
+        )
+    return _runtime_only_modules[path]
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In the torch-free lane, test modules outside it are not even imported (they would fail to)."""
+    if (
+        os.environ.get("AVS_TORCH_FREE") == "1"
+        and collection_path.suffix == ".py"
+        and collection_path.name.startswith("test_")
+        and not runtime_only_module(collection_path)
+    ):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests skip, with the reason, where the GPU or the provider they need is absent."""
+    """``runtime_only`` on the tests of the torch-free lane (before ``-m`` selects); ``gpu`` tests skip,
+    with the reason, where the GPU or the provider they need is absent."""
     reasons: dict[str, str | None] = {}
     for item in items:
+        path = Path(str(item.fspath))
+        if (
+            path.name.startswith("test_")
+            and runtime_only_module(path)
+            and not EXPORT_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.runtime_only)
         markers = list(item.iter_markers("gpu"))
         if not markers:
             continue
@@ -75,14 +128,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: what decides a built graph or bundle (see tests/helpers/cache.py): export and the model definitions,
-#: the bundle format, the numpy preprocessing and sessions export uses, and the install
+#: the bundle format, the numpy preprocessing and sessions export uses (the installed packages'
+#: versions are part of the key too)
 BUILD_SOURCES = (
     "export",
     "models",
     "runtime/bundle",
     "runtime/preprocess",
     "runtime/backends",
-    "pyproject.toml",
 )
 TINY_ARGS = ["--profile", "tiny", "--quiet"]
 
@@ -97,14 +150,24 @@ def _check_bundle(d: Path) -> None:
 def tiny_bundle(tmp_path_factory) -> Path:
     """A bundle of the `tiny` profile (small AudioCLIP configs, random weights, micro SAM): built once
     and cached across sessions (tests/helpers/cache.py, ``$AVS_TEST_CACHE``); each session gets its own
-    copy, checked by the bundle's own sha256 check."""
+    copy, checked by the bundle's own sha256 check. ``$AVS_TEST_BUNDLE``: copy that bundle instead (the
+    torch-free lane's, built by the full environment)."""
 
     def build(out: Path) -> None:
-        from export.build_engines import main
-
+        try:
+            from export.build_engines import main
+        except ImportError as e:  # the torch-free lane, with nothing cached
+            pytest.skip(
+                f"the tiny bundle is not cached and cannot be built here ({e}): build it once with the "
+                "full environment (python -m pytest tests/unit/test_cache.py) or set AVS_TEST_BUNDLE"
+            )
         assert main([*TINY_ARGS, "--out", str(out)]) == 0
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
+    if given := os.environ.get("AVS_TEST_BUNDLE"):  # a tiny bundle built elsewhere (another env)
+        shutil.copytree(given, out, copy_function=shutil.copyfile)
+        _check_bundle(out)
+        return out
     cached_build("tiny_bundle", BUILD_SOURCES, TINY_ARGS, build, out, check=_check_bundle)
     return out
 

@@ -186,7 +186,7 @@ TOY = ModeSpec(
     run=run_brightness,
     params=(Param("level", 128.0, "float", "brightness threshold", low=0.0, high=255.0),),
     score_kind="mean brightness float32 [1]",
-    doc="toy mode of tests/test_architecture.py",
+    doc="toy mode of tests/architecture/test_architecture.py",
 )
 
 

@@ -7,7 +7,7 @@ audioclip-reference 2): float32 int16 scaling ``(x + 32768) * 2 / 65535 - 1`` as
 computes it, symmetric zero padding to ``(F - 1) * hop + win`` samples with
 ``F = 1 + ceil((T - win) / hop)``, frames gathered by explicit indices, times the periodic
 Blackman-Harris window, zero padded by 197 | 197 to n_fft, times the model's FBSP filterbank
-(float32 weights, checked against the formula in tests/test_esresnext_fbsp.py), re^2 + im^2, the
+(float32 weights, checked against the formula in tests/parity/test_esresnext_fbsp.py), re^2 + im^2, the
 first 3 x 341 bins as 3 bands, floor 1e-18, 10 log10. The exported graph is run in onnxruntime.
 In float32 the lowest bins (100-150 dB below a frame's peak) are rounding noise: the analytic
 float32 front end itself departs from this reference by several dB there, which the test shows

@@ -18,7 +18,7 @@ from export.onnx_utils import cpu_session, export_graph
 from export.sam_export import SamEncoderForExport, chunked_global_attention, export_sam_encoder
 from models.sam import load_sam
 
-TOL = 1e-4  # the SAM export tolerance (tests/test_sam.py)
+TOL = 1e-4  # the SAM export tolerance (tests/parity/test_sam.py)
 
 pytestmark = pytest.mark.torch_threads(1)
 

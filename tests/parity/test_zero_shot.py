@@ -135,7 +135,7 @@ def zs(tiny_bundle, tmp_path_factory, demo, frames224):
     res = export_audioclip_image(models.aclp.visual, d / "audioclip_image.onnx", atol=1e-4)
     m["graphs"]["audioclip_image"] = ctx.entry(res, weights="audioclip")
     m["weights"]["audioclip"]["test_conditioning"] = (
-        "attnpool v/k centred x3, c_proj bias 0 (tests/test_zero_shot.py)"
+        "attnpool v/k centred x3, c_proj bias 0 (tests/parity/test_zero_shot.py)"
     )
     mp = pytest.MonkeyPatch()
     if no_prompt.REFERENCE_1S_GRAPH not in m["graphs"]:
@@ -393,7 +393,7 @@ def test_no_prompt_own_size(zs, pipes, frames_own, demo, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_no_prompt_audio_grid(pipes, frames224, demo, preset):
     """grid='audio': keep=1 is the full grid, mask for mask; keep=0.25 prompts 9 of the 36 points and
-    gives a subset of the full grid's masks (which points: tests/test_prompts.py, test_amg.py)."""
+    gives a subset of the full grid's masks (which points: tests/parity/test_prompts.py, test_amg.py)."""
     pipe, frames = pipes[preset], frames224[:2]
     amg = {**LOW_AMG, "points_per_side": 6}
     full = pipe.segment(frames, demo / WAV, mode="no-prompt", amg=amg, logit_scale=1000.0)
