@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import shared_data_dir
-from tests.helpers.cache import cached_build
+from tests.helpers.cache import BUILD_SOURCES, cached_build, check_bundle
 
 if os.environ.get("AVS_TORCH_FREE") == "1":  # the torch-free lane (tests/helpers/torch_free.py)
     from tests.helpers import torch_free
@@ -127,23 +127,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reasons[need]))
 
 
-#: what decides a built graph or bundle (see tests/helpers/cache.py): export and the model definitions,
-#: the bundle format, the numpy preprocessing and sessions export uses (the installed packages'
-#: versions are part of the key too)
-BUILD_SOURCES = (
-    "export",
-    "models",
-    "runtime/bundle",
-    "runtime/preprocess",
-    "runtime/backends",
-)
 TINY_ARGS = ["--profile", "tiny", "--quiet"]
-
-
-def _check_bundle(d: Path) -> None:
-    from runtime.bundle import Bundle
-
-    Bundle.open(d, verify=True)  # schema and every file's sha256
 
 
 @pytest.fixture(scope="session")
@@ -166,9 +150,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     if given := os.environ.get("AVS_TEST_BUNDLE"):  # a tiny bundle built elsewhere (another env)
         shutil.copytree(given, out, copy_function=shutil.copyfile)
-        _check_bundle(out)
+        check_bundle(out)
         return out
-    cached_build("tiny_bundle", BUILD_SOURCES, TINY_ARGS, build, out, check=_check_bundle)
+    cached_build("tiny_bundle", BUILD_SOURCES, TINY_ARGS, build, out, check=check_bundle)
     return out
 
 

@@ -36,6 +36,16 @@ from tests.helpers import REPO
 #: packages whose version changes what an export writes or how it is checked
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "segment-anything", "numpy")
 COMPLETE = ".complete"
+#: what decides a built graph or bundle (see tests/helpers/cache.py): export and the model definitions,
+#: the bundle format, the numpy preprocessing and sessions export uses (the installed packages'
+#: versions are part of the key too)
+BUILD_SOURCES = (
+    "export",
+    "models",
+    "runtime/bundle",
+    "runtime/preprocess",
+    "runtime/backends",
+)
 #: entries kept per fixture name (branches sharing one cache do not evict each other at once)
 KEEP = 4
 
@@ -178,3 +188,21 @@ def _cached_copy(root, name, sources, args, build, dest) -> bool:
             entry, dest, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(COMPLETE)
         )
     return hit
+
+
+def tree_digest(path: Path) -> str:
+    """Hex sha256 of a file, or of a folder's files (names and bytes): for build inputs outside the
+    repository (tokenizers written by a test, a label list from ../shared/data) in a cache key."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def check_bundle(d: Path) -> None:
+    """The bundle's own checks: schema and every file's sha256 (raises BundleError)."""
+    from runtime.bundle import Bundle
+
+    Bundle.open(d, verify=True)

@@ -29,6 +29,7 @@ from models.sam import load_sam  # noqa: E402
 from reference.box import reference_box_pipeline  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.modes.box import box_frame_masks, top_labels  # noqa: E402
+from tests.helpers.cache import BUILD_SOURCES, cached_build, check_bundle, tree_digest  # noqa: E402
 
 GRAPHS = "clap_audio,detector,sam_image_encoder,sam_prompt_decoder"
 PHOTOS = ("cat_1.jpg", "cars_1.jpg", "clock_1.jpg")
@@ -49,25 +50,19 @@ def label_file(shared_data):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tok_dir, label_file):
+    """The Box-Prompt bundle, built once and cached across sessions (tests/helpers/cache.py); the key
+    holds the tokenizers' and the label list's bytes besides the sources."""
     from export.build_engines import main
 
+    argv = ["--profile", "tiny", "--graphs", GRAPHS, "--quiet"]
+    inputs = ["--tokenizers", str(tok_dir), "--labels", str(label_file)]
+
+    def build(d):
+        assert main([*argv, *inputs, "--out", str(d)]) == 0
+
+    key = {"argv": argv, "tokenizers": tree_digest(tok_dir), "labels": tree_digest(label_file)}
     out = tmp_path_factory.mktemp("box") / "bundle"
-    rc = main(
-        [
-            "--profile",
-            "tiny",
-            "--out",
-            str(out),
-            "--graphs",
-            GRAPHS,
-            "--tokenizers",
-            str(tok_dir),
-            "--labels",
-            str(label_file),
-            "--quiet",
-        ]
-    )
-    assert rc == 0
+    cached_build("box_bundle", BUILD_SOURCES, key, build, out, check=check_bundle)
     return out
 
 
