@@ -1,6 +1,6 @@
 """The AC-FPN reference pipeline in PyTorch, in the Sam4AVS control flow (``Pred_endecoder`` in eval mode).
 
-The oracle of tests/test_acfpn_runtime.py and the baseline of benchmarks/bench_acfpn.py:
+The oracle of tests/parity/test_acfpn_runtime.py and the baseline of benchmarks/bench_acfpn.py:
 
 - frames through torchvision's ``ToTensor -> Resize(224, bicubic) -> CenterCrop(224) -> Normalize``;
 - the wav through ``librosa.load(sr=44100)``, forced to N seconds, cut into N 1-s chunks, each tiled

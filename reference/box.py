@@ -1,7 +1,7 @@
 """The Box-Prompt reference pipeline in PyTorch, following zero_shot/*/box_prompt.py step by step.
 
 CLAP ``get_audio_embedding`` on the frame's 1-s chunk, the text bank, top-k labels, GroundingDINO
-per label, SAM box prompts (``SamPredictor``), masks united. The oracle of tests/test_box_mode.py
+per label, SAM box prompts (``SamPredictor``), masks united. The oracle of tests/parity/test_box_mode.py
 and the baseline of benchmarks/bench_box.py.
 """
 

@@ -1,6 +1,6 @@
 """PyTorch reference pipelines of the Sam4AVS zero-shot strategies, in the original control flow.
 
-The oracle of tests/test_zero_shot.py and the baseline of benchmarks/bench_zero_shot.py. Each
+The oracle of tests/parity/test_zero_shot.py and the baseline of benchmarks/bench_zero_shot.py. Each
 pipeline follows the original scripts step by step (spec sam4avs-reference 4.0-4.5):
 ``avs_scripts/avs_s4_zero_shot_sam/test_point_prompt.py`` (global / local / dense points),
 ``test_heatmap_prompt_box.py`` (heatmap box) and ``zero_shot/S4/no_prompt.py`` (No-Prompt):

@@ -1,0 +1,1 @@
+"""The house rules of DESIGN.md, checked on the source."""

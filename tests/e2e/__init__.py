@@ -1,0 +1,1 @@
+"""End-to-end tests: the CLI, video in and out, evaluation, whole modes from a bundle."""
