@@ -24,6 +24,8 @@ def test_runtime_exports_the_documented_api():
         "InputError",
         "ProviderError",
         "rle",
+        "Budget",  # runtime.load(budget=): the bounds of one segment call
+        "Gate",  # runtime.load(gate=): the agreement limits of a reduced precision
     }
     for name in runtime.__all__:
         assert getattr(runtime, name) is not None
