@@ -25,8 +25,13 @@ import runtime
 from runtime.modes import MODES
 from runtime.serving import tritonenv, wire
 from runtime.serving.client import RequestRejected, TritonClient
-from runtime.serving.composed import PREFERRED_BATCH, batchable, write_composed_repository
-from runtime.serving.server import TritonServer, free_port
+from runtime.serving.composed import (
+    MARKER,
+    PREFERRED_BATCH,
+    batchable,
+    write_composed_repository,
+)
+from runtime.serving.server import ADMIN_KEY_HEADER, TritonServer, free_port
 from tests.helpers.serve import clip
 
 FAST_PARAMS = {"no-prompt": {"amg": {"points_per_side": 4}}}
@@ -81,7 +86,11 @@ def supported_modes(bundle: Path) -> list[str]:
 
 
 def stats(srv: TritonServer, model: str) -> dict:
-    with urllib.request.urlopen(f"http://{srv.http_url}/v2/models/{model}/stats", timeout=10) as r:
+    """The model's statistics (a restricted endpoint: the server's admin key opens it)."""
+    req = urllib.request.Request(
+        f"http://{srv.http_url}/v2/models/{model}/stats", headers={ADMIN_KEY_HEADER: srv.admin_key}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())["model_stats"][0]
 
 
@@ -113,7 +122,9 @@ def test_composed_configs_parse_and_the_cluster_backend_has_the_same_models(tmp_
         assert [i.name for i in avs.input] == list(wire.INPUT_NAMES)
         assert [o.name for o in avs.output] == list(wire.OUTPUT_NAMES)
         assert avs.parameters["graph_models"].string_value == "1"
-        assert sorted(p.name for p in repo.iterdir()) == sorted(["avs", *b.graphs])
+        models = sorted(p.name for p in repo.iterdir() if not p.name.startswith("."))
+        assert models == sorted(["avs", *b.graphs])
+        assert (repo / MARKER).is_file()  # --force replaces only what this writer made
     assert (cluster / "avs" / "1" / "bundle" / "manifest.json").is_file()
     assert (cluster / "avs" / "1" / "runtime" / "serving" / "composed.py").is_file()
     for name, entry in b.graphs.items():

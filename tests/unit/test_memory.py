@@ -139,7 +139,7 @@ def test_pipeline_batch_follows_meminfo(tiny_bundle, tmp_path, monkeypatch):
     )  # 3 frames in half of it
     assert pipe.default_sam_batch() == 1  # CPU: cap 1 (batching gains no speed there)
     info = pipe.session_info["sam_image_encoder"]
-    monkeypatch.setattr(info, "providers", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(info, "device", "cuda")  # as a CUDA session reports itself
     assert pipe.default_sam_batch() == 3  # GPU cap 5, memory allows 3
     monkeypatch.setattr(memory, "MEMINFO", _meminfo(tmp_path, per * 100 // 1024, "big"))
     assert pipe.default_sam_batch() == 5
