@@ -15,6 +15,7 @@ from runtime.bundle.contract import GRAPHS
 from runtime.errors import InputError
 from runtime.modes import MODES, ModeSpec, Param
 from runtime.result import FrameOutput
+from tests.helpers.imports import find_cycle
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "runtime"
@@ -57,29 +58,6 @@ def import_graph() -> dict[str, set[str]]:
     mods = _runtime_modules()
     known = set(mods)
     return {m: {i for i in _imports(p, m, known) if i in known and i != m} for m, p in mods.items()}
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle of ``graph`` as a list of modules, or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(m: str) -> list[str] | None:
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == 1:
-                return stack[stack.index(n) :] + [n]
-            if n not in state and (c := visit(n)):
-                return c
-        stack.pop()
-        state[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if m not in state and (c := visit(m)):
-            return c
-    return None
 
 
 def test_cycle_finder_finds_cycles():
