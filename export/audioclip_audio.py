@@ -232,7 +232,7 @@ def export_audioclip_audio(
     front end evaluated in float64 as the graph's) at batch 3, recorded as
     ``parity_per_output["embedding_vs_analytic"]``. The check signals are
     broadband (tones + noise): on band-limited audio some bins fall below float32 resolution and
-    any two float32 evaluations differ more (see tests/test_esresnext_fbsp.py). Raises RuntimeError if
+    any two float32 evaluations differ more (see tests/parity/test_esresnext_fbsp.py). Raises RuntimeError if
     either error exceeds ``atol`` (None: no limit). Puts ``model`` in eval mode.
     """
     folded = fold_audio_encoder(model.eval(), num_samples)

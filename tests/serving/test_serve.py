@@ -182,7 +182,7 @@ def served_env_reference(tmp_path_factory, bundle, triton_env):
     subprocess.run(
         [
             str(triton_env.python),
-            str(Path(__file__).parents[2] / "helpers" / "serve.py"),
+            str(Path(__file__).parents[1] / "helpers" / "serve.py"),
             str(bundle),
             str(out),
             json.dumps(spec),
