@@ -126,8 +126,8 @@ def test_graph_bytes_are_checked_when_read(bundle):
         path.write_bytes(data)
 
 
-def test_inside_refuses_escapes():
-    root = Path("/nonexistent-root")
+def test_inside_refuses_escapes(tmp_path):
+    root = tmp_path / "bundle"  # need not exist: inside() checks names, not files
     for bad in ("", "/etc/passwd", "../x", "a/../../x", None, 3):
         with pytest.raises(BundleError):
             inside(root, bad)
