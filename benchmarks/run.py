@@ -59,12 +59,21 @@ MODES = (
     "no-prompt-audio",
 )
 ALIASES = {"zero-shot": MODES[2:], "points": MODES[2:6], "encoders": ("audioclip",)}
-SIDES = ("reference", "reference-bf16", "fp32", "openvino-fp32", "openvino-best", "int8")
+SIDES = (
+    "reference",
+    "reference-bf16",
+    "fp32",
+    "openvino-fp32",
+    "openvino-bf16",
+    "openvino-best",
+    "int8",
+)
 SIDE_LABEL = {
     "reference": "reference (torch)",
     "reference-bf16": "torch bf16 autocast (what a user could pick instead)",
     "fp32": "runtime fp32",
     "openvino-fp32": "runtime OpenVINO fp32",
+    "openvino-bf16": "runtime OpenVINO bf16 (asked for, gated)",
     "openvino-best": "runtime OpenVINO best gated precision",
     "int8": "runtime int8",
 }
@@ -72,10 +81,16 @@ SIDE_LABEL = {
 SIDE_EXECUTION = {
     "fp32": {"backend": "onnxruntime", "precision": "fp32"},
     "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
+    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
     "openvino-best": {"backend": "openvino", "precision": "auto"},
     "int8": {"backend": "onnxruntime", "precision": "auto"},
 }
-SIDE_SCALE = {"reference-bf16": 0.5, "openvino-fp32": 0.9, "openvino-best": 0.6}  # guesses
+SIDE_SCALE = {
+    "reference-bf16": 0.5,
+    "openvino-fp32": 0.9,
+    "openvino-bf16": 0.6,
+    "openvino-best": 0.6,
+}  # guesses
 GROUPS = {
     "audioclip": "AudioCLIP graphs (batch 5)",
     "acfpn": "AC-FPN (5 frames)",
@@ -211,7 +226,9 @@ def estimate(
     if side == "int8":
         per *= INT8_SCALE
     per *= SIDE_SCALE.get(side, 1.0)
-    load = c["load"][kind] * (3.0 if side == "openvino-best" else 1.0)  # + the gates on first use
+    load = c["load"][kind] * (
+        3.0 if side in ("openvino-best", "openvino-bf16") else 1.0
+    )  # + the gates on first use
     return load + (repeats + warmup) * per * factor
 
 
@@ -247,11 +264,17 @@ def build_plan(
         if dropped:
             notes.append(f"sides {dropped} skipped: openvino is not installed")
         sides = [s for s in sides if not s.startswith("openvino")]
-    elif "openvino-best" in sides and not cpu_info().bf16:
-        notes.append(
-            "openvino-best equals openvino-fp32 here: the CPU has no AMX/AVX512_BF16 (not run)"
-        )
-        sides = [s for s in sides if s != "openvino-best"]
+    else:
+        cpu = cpu_info()
+        if "openvino-bf16" in sides and not cpu.bf16:
+            notes.append("openvino-bf16 not run: the CPU has no AMX/AVX512_BF16")
+            sides = [s for s in sides if s != "openvino-bf16"]
+        if "openvino-best" in sides and not cpu.auto_bf16:
+            notes.append(
+                "openvino-best (precision='auto') equals openvino-fp32 here: auto tries bf16 on AMX "
+                "CPUs only, and this one has no amx_bf16 (not run)"
+            )
+            sides = [s for s in sides if s != "openvino-best"]
     for mode in modes:
         if mode == "no-prompt-audio" and not grid_param():
             notes.append(
