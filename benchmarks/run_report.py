@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmarks.targets import markdown as targets_markdown
+
 STAGE_ORDER = (
     "load_frames",
     "audio",
@@ -162,14 +164,9 @@ def _every_side(entries: list[dict], ratios: dict) -> list[str]:
     precision per graph), agreement beside the time (vs the reference and vs runtime fp32)."""
     if not entries:
         return []
-    label_side = {
-        "reference (torch)": "reference",
-        "torch bf16 autocast (what a user could pick instead)": "reference-bf16",
-        "runtime fp32": "fp32",
-        "runtime OpenVINO fp32": "openvino-fp32",
-        "runtime OpenVINO best gated precision": "openvino-best",
-        "runtime int8": "int8",
-    }
+    from benchmarks.run import SIDE_LABEL
+
+    label_side = {v: k for k, v in SIDE_LABEL.items()}
     head = ["mode", "side", "time", "vs reference", "peak RSS MB", "ran", "agreement"]
     out = ["", "## Every side", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
@@ -274,6 +271,8 @@ def markdown(r: dict[str, Any]) -> str:
             )
             out.append("| " + " | ".join(row) + " |")
     out += _every_side(entries, ratios)
+    if r.get("ratios"):
+        out += targets_markdown(r)
     enc: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for e in entries:
         for g, v in (e.get("extra", {}).get("encoders") or {}).items():
@@ -438,7 +437,8 @@ def draw_chart(r: dict[str, Any], path: Path, *, width: int = 1200) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.run_report DIR``: draw ``DIR/bench.png`` again from ``DIR/bench.json``.
+    """``python -m benchmarks.run_report DIR``: write ``DIR/bench.md`` and draw ``DIR/bench.png`` again
+    from ``DIR/bench.json`` (``--chart-only``: the chart alone).
 
     The chart is generated output and is not kept in git; the JSON (every figure) and the markdown are.
     """
@@ -448,12 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.run_report", description=main.__doc__.split("\n\n")[0]
     )
     p.add_argument("folder", type=Path, help="a benchmarks.run output folder holding bench.json")
+    p.add_argument("--chart-only", action="store_true", help="leave bench.md as it is")
     args = p.parse_args(argv)
     src = args.folder / "bench.json"
     if not src.is_file():
         print(f"error: {src} not found", flush=True)
         return 2
-    print(draw_chart(json.loads(src.read_text()), args.folder / "bench.png"))
+    result = json.loads(src.read_text())
+    if not args.chart_only:
+        (args.folder / "bench.md").write_text(markdown(result))
+        print(args.folder / "bench.md")
+    print(draw_chart(result, args.folder / "bench.png"))
     return 0
 
 

@@ -370,3 +370,54 @@ def test_report_files_from_a_synthetic_result_set(tmp_path):
     # bars are drawn: the stage colours appear in the image
     colours = {c for _, c in img.convert("RGB").getcolors(1 << 20)}
     assert (31, 119, 180) in colours or (255, 127, 14) in colours
+
+
+def _targets_result(flags, ratios, entries):
+    return {"machine": {"cpu_flags": flags}, "ratios": ratios, "entries": entries}
+
+
+def test_targets_table_picks_the_cpu_column_and_the_fastest_gated_side():
+    from benchmarks.targets import markdown as targets_md
+    from benchmarks.targets import target_rows
+
+    def ratio(mode, side, r, rss, b_ms=10_000.0):
+        return {"mode": mode, "side": side, "ratio": r, "rss_ratio": rss, "b_median_ms": b_ms}
+
+    def entry(mode, side, enc_ms, agree=None):
+        label = bench.SIDE_LABEL[side]
+        extra = {"stages_ms": {"sam_encoder": enc_ms}, "agreement": agree or {}}
+        return {"case": mode, "backend": label, "batch": 5, "extra": extra}
+
+    ratios = [
+        ratio("point-global", "fp32", 2.0, 0.5),
+        ratio("point-global", "openvino-fp32", 3.0, 0.7),  # fastest: counted, and over 60 % RSS
+        ratio("point-global", "int8", 2.5, 0.4),
+        ratio("no-prompt", "fp32", 3.5, 0.55),
+        ratio("no-prompt", "openvino-bf16", 5.0, 0.5),  # fastest, but not the exact fp32 path
+    ]
+    entries = [
+        entry("point-global", "reference", 50_000),
+        entry("point-global", "fp32", 25_000),
+        entry("point-global", "openvino-fp32", 10_000),
+        entry("no-prompt", "fp32", 5_000, {"vs_reference": 1.0}),
+    ]
+    rows = {r.case: r for r in target_rows(_targets_result(["avx2"], ratios, entries))}
+    enc = rows["SAM vit_b encoder, best gated precision, s / frame"]
+    # per frame: reference 10 s, openvino-fp32 2 s (median over the SAM modes it ran) -> 5x >= 2.5x
+    assert enc.side == "openvino-fp32" and enc.met and enc.measured.startswith("2.00 s (5.00x")
+    pg = rows["point-global, 5-frame clip, best gated precision"]
+    assert (pg.side, pg.target, pg.other, pg.met) == ("openvino-fp32", ">= 2.5x", ">= 6x", True)
+    npb = rows["No-Prompt, 1 frame, SAM's AMG defaults, best gated precision"]
+    assert npb.side == "openvino-bf16" and npb.met  # 5x >= 4x
+    exact = rows["No-Prompt fp32, masks identical to the reference"]
+    assert exact.side == "fp32" and exact.met  # 3.5x >= 3x, masks equal
+    assert rows["heatmap-box, 5-frame clip, best gated precision"].met is None  # not run
+    rss = rows["peak RSS vs the reference, point-global"]
+    assert rss.met is False and "openvino-fp32" in rss.gap
+    # the AMX column on an AMX CPU: the same run misses its targets, and says by how much
+    amx = {r.case: r for r in target_rows(_targets_result(["avx2", "amx_bf16"], ratios, entries))}
+    pg = amx["point-global, 5-frame clip, best gated precision"]
+    assert pg.met is False and pg.gap.startswith("missed by 2.00x (3.00x of 6x")
+    assert amx["SAM vit_b encoder, best gated precision, s / frame"].met is False
+    text = "\n".join(targets_md(_targets_result(["avx2"], ratios, entries)))
+    assert "## Targets (issue 17)" in text and "AVX2-only column (this CPU has no AMX)" in text
