@@ -172,7 +172,6 @@ def open_session(
         if verdict is not None:
             sess = compile_ov(choice.precision if verdict.passed else "fp32")
         else:
-            fp32 = compile_ov("fp32")
             cal = calibration() if calibration is not None else None
             if cal is None:
                 verdict = Verdict(
@@ -181,20 +180,31 @@ def open_session(
                     "no calibration inputs for this graph: not measured, fp32 kept",
                     {"min_cosine": gate.min_cosine, "min_mask_iou": gate.min_mask_iou},
                 )  # fmt: skip
-                sess = fp32
+                sess = compile_ov("fp32")
             else:
                 feeds, desc = cal
-                reduced = compile_ov(choice.precision)
+                feeds = list(feeds)
+                # fp32 first, its outputs kept and its session dropped before the reduced one is
+                # compiled: the two are never held at once, so the gate's peak is the larger one's
+                fp32 = compile_ov("fp32")
                 names = [o.name for o in fp32.get_outputs()]
-                agr = measure_agreement(fp32.run, reduced.run, feeds, names)
+                ref_outputs = iter([fp32.run(names, f) for f in feeds])
+                del fp32
+                reduced = compile_ov(choice.precision)
+                agr = measure_agreement(
+                    lambda _names, _feed: next(ref_outputs), reduced.run, feeds, names
+                )
                 passed, why = judge(agr, gate)
                 verdict = Verdict(
                     graph, sha256, choice.precision, be, cpu.key, passed, agr["cosine_min"],
                     agr["max_abs"], agr["mask_iou_min"], f"{len(feeds)} x ({desc})", why,
                     {"min_cosine": gate.min_cosine, "min_mask_iou": gate.min_mask_iou},
                 )  # fmt: skip
-                sess = reduced if passed else fp32
-                del reduced, fp32
+                if passed:
+                    sess = reduced
+                else:
+                    del reduced
+                    sess = compile_ov("fp32")
             verdicts.put(key, verdict)
         if not verdict.passed:
             (log.info if verdict.inputs == "none" else log.warning)(

@@ -129,8 +129,13 @@ class Bundle:
         path = self.file_path(entry)
         if not path.is_file():
             raise BundleError(f"bundle file missing: {path}")
-        if verify:
-            read_checked(path, entry["sha256"])
+        if verify:  # streamed: the bytes that run are read and checked again when a session is made
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise BundleError(
+                    f"bundle file {path.name} fails its checksum (sha256 {digest[:12]}..., manifest "
+                    f"says {str(entry['sha256'])[:12]}...): it was changed or damaged; rebuild the bundle"
+                )
 
     def read_file(self, entry: dict[str, Any]) -> bytes:
         """The bytes of a manifest file entry (bank, plan, external data), checked against its

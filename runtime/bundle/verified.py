@@ -193,22 +193,34 @@ def external_tensors(model: bytes) -> list[ExternalTensor]:
 # --- reading a graph --------------------------------------------------------------------------------
 
 
-def _read_checked(path: Path, entry: dict[str, Any], verify: bool, what: str) -> bytearray:
-    """The file's bytes, read once into private memory and hashed as they are read."""
+def _read_checked(
+    path: Path, entry: dict[str, Any], verify: bool, what: str, *, immutable: bool = False
+) -> bytearray | bytes:
+    """The file's bytes, read once into private memory and hashed as they are read.
+
+    immutable: return ``bytes`` read in one piece (the model file: sessions take ``bytes``, and
+    converting a bytearray would hold the file twice at once); else a ``bytearray`` filled in chunks.
+    """
+    h = hashlib.sha256()
     try:
         size = path.stat().st_size
-        buf = bytearray(size)
-        h = hashlib.sha256()
-        view = memoryview(buf)
         with open(path, "rb") as f:
-            got = 0
-            while got < size:
-                n = f.readinto(view[got : got + _CHUNK])
-                if not n:
-                    break
+            if immutable:
+                buf: bytearray | bytes = f.read(size)
+                got = len(buf)
                 if verify:
-                    h.update(view[got : got + n])
-                got += n
+                    h.update(buf)
+            else:
+                buf = bytearray(size)
+                view = memoryview(buf)
+                got = 0
+                while got < size:
+                    n = f.readinto(view[got : got + _CHUNK])
+                    if not n:
+                        break
+                    if verify:
+                        h.update(view[got : got + n])
+                    got += n
             if got != size or f.read(1):
                 raise BundleError(f"bundle file {path} changed size while it was read; rebuild it")
     except OSError as e:
@@ -250,7 +262,7 @@ def read_verified_graph(
         raise BundleError(f"graph {name!r}: file {entry['file']!r} points outside the bundle")
     if not gpath.is_file():
         raise BundleError(f"bundle file missing: {gpath}")
-    model = bytes(_read_checked(gpath, entry, verify, f"graph {name!r}"))
+    model = _read_checked(gpath, entry, verify, f"graph {name!r}", immutable=True)
     try:
         tensors = external_tensors(model)
     except ValueError as e:
