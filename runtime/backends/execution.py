@@ -12,10 +12,12 @@ Backends (``runtime.load(..., backend=...)``):
 * ``"onnxruntime"``: today's sessions (:mod:`runtime.backends._onnxruntime`), providers TensorRT -> CUDA -> CPU.
 * ``"openvino"``: :mod:`runtime.backends._openvino` (CPU only; needs the ``openvino`` extra).
 * ``"auto"`` (default): onnxruntime when a GPU provider is asked for or available; else OpenVINO
-  when it is installed and the CPU is x86 with AVX2 (OpenVINO's CPU plugin needs AVX2; on the
-  Xeon this was measured on, its fp32 is as exact as onnxruntime's and faster, and it is the only
-  backend with bf16); else onnxruntime. Graphs the bundle holds in int8 (onnxruntime
-  contrib-op graphs) always run on onnxruntime.
+  when it is installed and the CPU has AMX (``amx_bf16``: OpenVINO's bf16 is the fast path there,
+  and onnxruntime has no bf16); else onnxruntime. On CPUs without AMX, OpenVINO's fp32 was measured
+  no faster than onnxruntime's and its peak RSS 1.5x higher (AVX-512 Xeon, SAM vit_b: encoder 7.35
+  vs 6.39 s per frame, point modes 3.29 vs 2.18 GB; README "Benchmarks"), so ``auto`` keeps
+  onnxruntime there and ``backend="openvino"`` remains one option away. Graphs the bundle holds in
+  int8 (onnxruntime contrib-op graphs) always run on onnxruntime.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def resolve_backend(
     if asked_gpu or (providers is None and set(GPU_PROVIDERS) & set(ort.get_available_providers())):
         return "onnxruntime"
     cpu = cpu_info() if cpu is None else cpu
-    if openvino_backend.available() and "avx2" in cpu.flags:
+    if openvino_backend.available() and "avx2" in cpu.flags and cpu.auto_bf16:
         return "openvino"
     return "onnxruntime"
 
