@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.sides import SIDE_EXECUTION, SIDE_LABEL, SIDES
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(os.environ.get("AVS_SHARED_DATA", REPO.parent / "shared" / "data")) / "audioclip-demo"
 PHOTOS = ("cat_1.jpg", "cars_2.jpg", "clock_1.jpg", "coughing_1.jpg", "lightning_1.jpg")
@@ -59,32 +61,6 @@ MODES = (
     "no-prompt-audio",
 )
 ALIASES = {"zero-shot": MODES[2:], "points": MODES[2:6], "encoders": ("audioclip",)}
-SIDES = (
-    "reference",
-    "reference-bf16",
-    "fp32",
-    "openvino-fp32",
-    "openvino-bf16",
-    "openvino-best",
-    "int8",
-)
-SIDE_LABEL = {
-    "reference": "reference (torch)",
-    "reference-bf16": "torch bf16 autocast (what a user could pick instead)",
-    "fp32": "runtime fp32",
-    "openvino-fp32": "runtime OpenVINO fp32",
-    "openvino-bf16": "runtime OpenVINO bf16 (asked for, gated)",
-    "openvino-best": "runtime OpenVINO best gated precision",
-    "int8": "runtime int8",
-}
-# runtime.load(backend=, precision=) of each runtime side ("fp32" is onnxruntime, today's exact path)
-SIDE_EXECUTION = {
-    "fp32": {"backend": "onnxruntime", "precision": "fp32"},
-    "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
-    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
-    "openvino-best": {"backend": "openvino", "precision": "auto"},
-    "int8": {"backend": "onnxruntime", "precision": "auto"},
-}
 SIDE_SCALE = {
     "reference-bf16": 0.5,
     "openvino-fp32": 0.9,

@@ -164,7 +164,7 @@ def _every_side(entries: list[dict], ratios: dict) -> list[str]:
     precision per graph), agreement beside the time (vs the reference and vs runtime fp32)."""
     if not entries:
         return []
-    from benchmarks.run import SIDE_LABEL
+    from benchmarks.sides import SIDE_LABEL
 
     label_side = {v: k for k, v in SIDE_LABEL.items()}
     head = ["mode", "side", "time", "vs reference", "peak RSS MB", "ran", "agreement"]

@@ -39,7 +39,7 @@ class TargetRow:
 
 
 def _label_side() -> dict[str, str]:
-    from benchmarks.run import SIDE_LABEL
+    from benchmarks.sides import SIDE_LABEL
 
     return {v: k for k, v in SIDE_LABEL.items()}
 
