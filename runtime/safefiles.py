@@ -6,6 +6,8 @@ folders a tool wrote itself (a marker file).
   escapes and symlinks anywhere below the root are refused (:class:`~runtime.errors.BundleError`).
 * :func:`read_checked` / :func:`copy_checked` -- the bytes of such a file, hashed as they are read
   (and, for a copy, as they are written): what is used is what was checked.
+* :func:`check_file` -- such a file streamed through sha256 and compared, nothing kept (a bundle's
+  check at open; its graphs are read and checked again when a session is made).
 * :func:`open_exclusive` -- a new file opened with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a planted
   symlink or file at a ``.part`` name is never written through (a leftover of ours is removed
   first, without following it).
@@ -25,6 +27,7 @@ from typing import IO
 from runtime.errors import BundleError
 
 __all__ = [
+    "check_file",
     "copy_checked",
     "inside",
     "mark_owned",
@@ -82,11 +85,34 @@ def read_checked(path: str | Path, sha256: str | None, *, what: str = "bundle fi
     if sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
-            raise BundleError(
-                f"{what} {path.name} fails its checksum (sha256 {digest[:12]}..., manifest says "
-                f"{str(sha256)[:12]}...): it was changed or damaged; rebuild the bundle"
-            )
+            raise _mismatch(what, path, digest, sha256)
     return data
+
+
+def check_file(path: str | Path, sha256: str, *, what: str = "bundle file") -> None:
+    """Hash ``path`` (no symlink followed) block by block; BundleError unless it matches ``sha256``."""
+    path = Path(path)
+    with os.fdopen(_open_nofollow(path), "rb") as f:
+        digest = _hash_stream(f)
+    if digest != sha256:
+        raise _mismatch(what, path, digest, sha256)
+
+
+def _hash_stream(fin: IO, fout: IO | None = None) -> str:
+    """Hex sha256 of what ``fin`` holds from here on, read in blocks (each written to ``fout`` too)."""
+    h = hashlib.sha256()
+    while block := fin.read(_CHUNK):
+        h.update(block)
+        if fout is not None:
+            fout.write(block)
+    return h.hexdigest()
+
+
+def _mismatch(what: str, path: Path, digest: str, sha256: str) -> BundleError:
+    return BundleError(
+        f"{what} {path.name} fails its checksum (sha256 {digest[:12]}..., manifest says "
+        f"{str(sha256)[:12]}...): it was changed or damaged; rebuild the bundle"
+    )
 
 
 def open_exclusive(path: str | Path, mode: str = "wb") -> IO:
@@ -109,20 +135,17 @@ def copy_checked(
     """Copy ``src`` (no symlink followed) to a new file ``dst`` (created exclusively), hashing the
     bytes as they are copied; on a checksum mismatch ``dst`` is removed and BundleError raised."""
     src, dst = Path(src), Path(dst)
-    h = hashlib.sha256()
     try:
         with os.fdopen(_open_nofollow(src), "rb") as fin, open_exclusive(dst) as fout:
-            while block := fin.read(_CHUNK):
-                h.update(block)
-                fout.write(block)
+            digest = _hash_stream(fin, fout)
     except BaseException:
         dst.unlink(missing_ok=True)
         raise
-    if sha256 is not None and h.hexdigest() != sha256:
+    if sha256 is not None and digest != sha256:
         dst.unlink(missing_ok=True)
         raise BundleError(
             f"{what} {src.name} fails its checksum while being copied (sha256 "
-            f"{h.hexdigest()[:12]}..., manifest says {str(sha256)[:12]}...); rebuild the bundle"
+            f"{digest[:12]}..., manifest says {str(sha256)[:12]}...); rebuild the bundle"
         )
     return dst
 

@@ -24,7 +24,7 @@ from runtime.bundle.contract import (
 )
 from runtime.bundle.verified import VerifiedGraph, read_verified_graph
 from runtime.errors import BundleError
-from runtime.safefiles import inside, read_checked
+from runtime.safefiles import check_file, inside, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,7 @@ class Bundle:
         if not path.is_file():
             raise BundleError(f"bundle file missing: {path}")
         if verify:  # streamed: the bytes that run are read and checked again when a session is made
-            digest = sha256_file(path)
-            if digest != entry["sha256"]:
-                raise BundleError(
-                    f"bundle file {path.name} fails its checksum (sha256 {digest[:12]}..., manifest "
-                    f"says {str(entry['sha256'])[:12]}...): it was changed or damaged; rebuild the bundle"
-                )
+            check_file(path, entry["sha256"])
 
     def read_file(self, entry: dict[str, Any]) -> bytes:
         """The bytes of a manifest file entry (bank, plan, external data), checked against its
