@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmarks.sides import SIDE_LABEL
 from benchmarks.targets import markdown as targets_markdown
 
 STAGE_ORDER = (
@@ -164,8 +165,6 @@ def _every_side(entries: list[dict], ratios: dict) -> list[str]:
     precision per graph), agreement beside the time (vs the reference and vs runtime fp32)."""
     if not entries:
         return []
-    from benchmarks.sides import SIDE_LABEL
-
     label_side = {v: k for k, v in SIDE_LABEL.items()}
     head = ["mode", "side", "time", "vs reference", "peak RSS MB", "ran", "agreement"]
     out = ["", "## Every side", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.sides import SIDE_LABEL
+
 RUNTIME_SIDES = ("fp32", "openvino-fp32", "openvino-bf16", "openvino-best", "int8")
 FP32_SIDES = ("fp32", "openvino-fp32")  # the exact paths (masks must equal the reference's)
 POINT_MODES = ("point-global", "point-local", "point-dense", "heatmap-box")
@@ -38,12 +40,6 @@ class TargetRow:
     gap: str
 
 
-def _label_side() -> dict[str, str]:
-    from benchmarks.sides import SIDE_LABEL
-
-    return {v: k for k, v in SIDE_LABEL.items()}
-
-
 def _ratio_gap(ratio: float, want: float) -> tuple[bool, str]:
     if ratio >= want:
         return True, f"met ({ratio:.2f}x >= {want:g}x)"
@@ -58,7 +54,7 @@ def target_rows(result: dict[str, Any]) -> list[TargetRow]:
     flags = (result.get("machine") or {}).get("cpu_flags") or []
     amx = "amx_bf16" in flags
     col = 0 if amx else 1
-    to_side = _label_side()
+    to_side = {v: k for k, v in SIDE_LABEL.items()}
     entries = {
         (e["case"], to_side.get(e["backend"], e["backend"])): e for e in result.get("entries") or []
     }

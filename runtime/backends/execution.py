@@ -82,7 +82,7 @@ def resolve_backend(
     if asked_gpu or (providers is None and set(GPU_PROVIDERS) & set(ort.get_available_providers())):
         return "onnxruntime"
     cpu = cpu_info() if cpu is None else cpu
-    if openvino_backend.available() and "avx2" in cpu.flags and cpu.auto_bf16:
+    if openvino_backend.available() and cpu.auto_bf16:  # AMX CPUs (all have AVX2)
         return "openvino"
     return "onnxruntime"
 
